@@ -244,6 +244,7 @@ bool yn_as_int(const YNode *n, long long *out) {
 
 bool yn_as_double(const YNode *n, double *out) {
     if (!n || n->kind != YNODE_SCALAR || !n->plain || !n->value[0]) return false;
+    if (strpbrk(n->value, "xXpP")) return false; // no hex floats
     errno = 0;
     char *end;
     double v = strtod(n->value, &end);
@@ -318,8 +319,7 @@ static bool needs_quote(const char *s) {
     return s[n - 1] == ' ' || s[n - 1] == '\t';
 }
 
-char *yn_quote(const char *s) {
-    if (!needs_quote(s)) return xstrdup(s);
+static char *quote_always(const char *s) {
     size_t cap = strlen(s) * 4 + 3, j = 0;
     char *out = xmalloc(cap);
     out[j++] = '"';
@@ -335,10 +335,11 @@ char *yn_quote(const char *s) {
     return out;
 }
 
+char *yn_quote(const char *s) { return needs_quote(s) ? quote_always(s) : xstrdup(s); }
+
 static void write_scalar(FILE *fp, const YNode *n) {
     if (n->plain) { fputs(n->value, fp); return; }
-    char *q = yn_quote(n->value);
-    if (q[0] != '"') { free(q); q = xasprintf("\"%s\"", n->value); } // keep quoted strings quoted
+    char *q = quote_always(n->value); // keep quoted strings quoted (and escaped)
     fputs(q, fp);
     free(q);
 }
