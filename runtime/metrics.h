@@ -49,3 +49,6 @@ int metrics_append_step(MetricsFile *m, const StepRow *row);   // 0 / -1
 int metrics_append_eval(MetricsFile *m, const EvalRow *row);   // 0 / -1
 int metrics_flush(MetricsFile *m);                              // 0 / -1
 int metrics_close(MetricsFile *m);                              // flushes; 0 / -1
+// The message of the last failed append/flush ("PATH: cannot ...: cause"); "" if none.
+// metrics_close reports its own failure on stderr (the handle is gone when it returns).
+const char *metrics_error(const MetricsFile *m);
