@@ -1,0 +1,419 @@
+// The training loop. One step reads top to bottom: batch -> forward (with the
+// [K|V] all-gathers) -> backward (with the d[K|V] reduce-scatters) -> double
+// gradient averaging -> clip -> AdamW -> metrics.
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <mpi.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "common.h"
+#include "kernels.h"
+
+static volatile sig_atomic_t g_stop_signal;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// Rank 0 speaks for the job (errors that every rank hits identically).
+static void say(Trainer *tr, FILE *fp, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(Trainer *tr, FILE *fp, const char *fmt, ...) {
+    if (tr->comm.rank != 0) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(fp, "%s%s\n", tr->prefix, line);
+    if (tr->log) { fprintf(tr->log, "%s\n", line); fflush(tr->log); }
+}
+
+double lr_at(const RunConfig *cfg, int64_t step) {
+    if (cfg->warmup > 0 && step <= cfg->warmup) return cfg->lr * (double)step / (double)cfg->warmup;
+    double span = (double)(cfg->steps - cfg->warmup);
+    double progress = span > 0 ? (double)(step - cfg->warmup) / span : 1.0;
+    if (progress > 1.0) progress = 1.0;
+    return cfg->lr_min + 0.5 * (cfg->lr - cfg->lr_min) * (1.0 + cos(M_PI * progress));
+}
+
+// ---- data: this rank's tokens of each of its sequences ------------------------
+// Local tokens are contiguous runs of global positions (one run, or two with zigzag);
+// each run reads its tokens plus one more for the shifted target.
+static int load_sequence(Trainer *tr, DataSplit *d, uint64_t start, int b, bool valid_row) {
+    Model *m = &tr->model;
+    int T = m->T;
+    for (int t0 = 0; t0 < T;) {
+        int t1 = t0 + 1;
+        while (t1 < T && m->pos[t1] == m->pos[t1 - 1] + 1) t1++;
+        int n = t1 - t0;
+        int *tmp = tr->read_buf;
+        char err[512];
+        if (data_read(d, start + (uint64_t)m->pos[t0], n + 1, tmp, err, sizeof err) != 0) {
+            lsst_error("%s%s", tr->prefix, err);
+            return -1;
+        }
+        for (int i = 0; i < n; i++) {
+            m->tokens[(size_t)b * T + t0 + i] = tmp[i];
+            m->targets[(size_t)b * T + t0 + i] = valid_row ? tmp[i + 1] : -1;
+        }
+        t0 = t1;
+    }
+    return 0;
+}
+
+static int load_train_batch(Trainer *tr, int64_t step) {
+    uint64_t ntok = data_tokens(tr->train);
+    for (int b = 0; b < tr->local_batch; b++) {
+        int64_t index = (int64_t)tr->comm.dp_rank * tr->local_batch + b;
+        uint64_t start = data_sample_start(tr->cfg.seed, step, index, ntok, tr->cfg.seq_len);
+        if (load_sequence(tr, tr->train, start, b, true) != 0) return -1;
+    }
+    return 0;
+}
+
+// ---- gradients ------------------------------------------------------------------
+// Double gradient averaging (ARCHITECTURE §4.2, step 5). Each rank's loss is
+// scaled by 1/(global tokens), so SUMS over the groups give the exact gradient of
+// the global mean loss. Shared weights: over the sequence group, then the data
+// group. Position-embedding rows live on one sequence rank: data group only.
+static void average_gradients(Trainer *tr) {
+    Model *m = &tr->model;
+    long shared = (long)(m->num_params - m->param_sizes[PARAM_WPE]);
+    comm_allreduce_sum(&tr->comm, GROUP_SEQ, m->grads_mem, shared);
+    comm_allreduce_sum(&tr->comm, GROUP_DATA, m->grads_mem, (long)m->num_params);
+}
+
+// Global gradient norm: shared weights are identical on every rank; wpe rows are
+// split over the sequence group.
+static double gradient_norm(Trainer *tr) {
+    Model *m = &tr->model;
+    size_t shared = m->num_params - m->param_sizes[PARAM_WPE];
+    double wpe_sq = sum_squares(m->grads.wpe, (long)m->param_sizes[PARAM_WPE]);
+    comm_allreduce_sum_double(&tr->comm, GROUP_SEQ, &wpe_sq, 1);
+    return sqrt(sum_squares(m->grads_mem, (long)shared) + wpe_sq);
+}
+
+static bool decays(int i) {
+    const char *n = param_names[i];
+    return !strcmp(n, "wte") || !strcmp(n, "wpe") || !strcmp(n, "wout") || !strcmp(n, "h.qkvw") ||
+           !strcmp(n, "h.attprojw") || !strcmp(n, "h.fcw") || !strcmp(n, "h.fcprojw");
+}
+
+static void optimizer_step(Trainer *tr, double lr, int64_t step) {
+    Model *m = &tr->model;
+    const RunConfig *c = &tr->cfg;
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        size_t n = m->param_sizes[i];
+        adamw_update(m->params_mem + off, m->grads_mem + off, m->m_mem + off, m->v_mem + off, (long)n, (float)lr,
+                     (float)c->beta1, (float)c->beta2, (float)c->eps, decays(i) ? (float)c->weight_decay : 0.0f,
+                     (int)step);
+        off += n;
+    }
+}
+
+// ---- one training step ------------------------------------------------------------
+static int train_step(Trainer *tr, int64_t step, StepRow *row) {
+    Model *m = &tr->model;
+    const RunConfig *c = &tr->cfg;
+    double t0 = now_seconds();
+    comm_stats_reset(&tr->comm);
+    if (load_train_batch(tr, step) != 0) return -1;
+    float dloss = (float)(1.0 / ((double)c->batch * (double)c->seq_len));
+    double loss_sum = model_forward(m, &tr->comm, dloss);
+    model_backward(m, &tr->comm);
+    average_gradients(tr);
+    comm_allreduce_sum_double(&tr->comm, GROUP_WORLD, &loss_sum, 1);
+    double grad_norm = gradient_norm(tr);
+    if (c->clip > 0 && grad_norm > c->clip) scale_inplace(m->grads_mem, (long)m->num_params, (float)(c->clip / grad_norm));
+    double lr = lr_at(c, step);
+    optimizer_step(tr, lr, step);
+    double t_step = now_seconds() - t0;
+
+    memset(row, 0, sizeof *row);
+    row->step = step;
+    row->loss = loss_sum / ((double)c->batch * (double)c->seq_len);
+    row->lr = lr;
+    row->grad_norm = grad_norm;
+    row->tokens = (int64_t)m->B * m->T;
+    row->t_step = t_step;
+    row->t_comm = tr->comm.stats.seconds;
+    row->t_compute = t_step - row->t_comm;
+    row->comm_bytes = tr->comm.stats.bytes;
+    row->mem_peak = (int64_t)m->mem_bytes;
+    return 0;
+}
+
+// ---- evaluation --------------------------------------------------------------------
+double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split) {
+    Model *m = &tr->model;
+    int per_round = tr->local_batch * tr->comm.dp_size;
+    int n = tr->cfg.eval_sequences;
+    uint64_t ntok = data_tokens(split);
+    double sums[2] = {0, 0}; // loss sum, tokens
+    for (int r = 0; r * per_round < n; r++) {
+        for (int b = 0; b < tr->local_batch; b++) {
+            int64_t index = (int64_t)r * per_round + (int64_t)tr->comm.dp_rank * tr->local_batch + b;
+            bool valid = index < n;
+            if (load_sequence(tr, split, data_eval_start(valid ? index : 0, ntok, tr->cfg.seq_len), b, valid) != 0)
+                return NAN;
+            if (valid) sums[1] += m->T;
+        }
+        sums[0] += model_forward(m, &tr->comm, 0.0f);
+    }
+    comm_allreduce_sum_double(&tr->comm, GROUP_WORLD, sums, 2);
+    double loss = sums[0] / sums[1];
+    EvalRow row = {.step = tr->step, .loss = loss, .bpc = loss / M_LN2};
+    snprintf(row.split, sizeof row.split, "%s", split_name);
+    if (metrics_append_eval(tr->metrics, &row) != 0) lsst_warn("%scannot append to the metrics file", tr->prefix);
+    say(tr, stdout, "eval %s | step %lld | loss %.4f | bpc %.4f", split_name, (long long)tr->step, loss, row.bpc);
+    return loss;
+}
+
+// ---- checkpoints: full tensors, whatever the layout --------------------------------
+// The wpe rows (and their AdamW moments) are gathered over the sequence group and
+// placed at their global positions.
+static void gather_wpe(Trainer *tr, const float *local, float *full) {
+    Model *m = &tr->model;
+    size_t C = (size_t)m->C, T = (size_t)m->T;
+    float *xchg = m->scratch.kv_xchg; // (sp, T, C) fits: kv_xchg holds (sp, B, T, 2C)
+    comm_allgather(&tr->comm, GROUP_SEQ, local, xchg, (long)(T * C));
+    for (int r = 0; r < m->sp_size; r++)
+        for (size_t t = 0; t < T; t++)
+            memcpy(full + (size_t)m->pos_of_rank[(size_t)r * T + t] * C, xchg + ((size_t)r * T + t) * C,
+                   C * sizeof(float));
+}
+
+static void fill_tensors(Trainer *tr, CkptTensor *ts, float *base, float *wpe_full) {
+    Model *m = &tr->model;
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        ts[i].name = param_names[i];
+        ts[i].data = i == PARAM_WPE ? wpe_full : base + off;
+        model_param_shape(m, i, &ts[i].ndim, ts[i].shape);
+        off += m->param_sizes[i];
+    }
+}
+
+static char *model_json(Trainer *tr) { return config_model_json(&tr->cfg); }
+
+int trainer_save_checkpoint(Trainer *tr) {
+    Model *m = &tr->model;
+    size_t SC = (size_t)m->S * (size_t)m->C;
+    float *full = tr->wpe_full; // (3, S, C): params, m, v
+    gather_wpe(tr, m->params.wpe, full);
+    gather_wpe(tr, m->m_mem + (m->params.wpe - m->params_mem), full + SC);
+    gather_wpe(tr, m->v_mem + (m->params.wpe - m->params_mem), full + 2 * SC);
+    int ok = 1;
+    char *path = NULL;
+    if (tr->comm.rank == 0) {
+        CkptTensor p[NUM_PARAM_TENSORS], mm[NUM_PARAM_TENSORS], vv[NUM_PARAM_TENSORS];
+        fill_tensors(tr, p, m->params_mem, full);
+        fill_tensors(tr, mm, m->m_mem, full + SC);
+        fill_tensors(tr, vv, m->v_mem, full + 2 * SC);
+        char *json = model_json(tr);
+        CkptState st = {.step = tr->step, .seed = tr->cfg.seed, .data_position = tr->step * tr->cfg.batch,
+                        .model_json = json};
+        char *dir = path_join(tr->cfg.output_dir, "checkpoints");
+        path = checkpoint_path(dir, tr->step);
+        char err[1024];
+        if (checkpoint_write(path, p, mm, vv, NUM_PARAM_TENSORS, &st, err, sizeof err) != 0) {
+            lsst_error("%s", err);
+            ok = 0;
+        }
+        free(json);
+        free(dir);
+    }
+    comm_broadcast(&tr->comm, GROUP_WORLD, &ok, sizeof ok, 0);
+    if (ok) say(tr, stdout, "checkpoint %s", path);
+    free(path);
+    return ok ? 0 : -1;
+}
+
+static int load_checkpoint(Trainer *tr, const char *path) {
+    Model *m = &tr->model;
+    size_t SC = (size_t)m->S * (size_t)m->C, C = (size_t)m->C;
+    float *full = tr->wpe_full;
+    CkptTensor p[NUM_PARAM_TENSORS], mm[NUM_PARAM_TENSORS], vv[NUM_PARAM_TENSORS];
+    fill_tensors(tr, p, m->params_mem, full);
+    fill_tensors(tr, mm, m->m_mem, full + SC);
+    fill_tensors(tr, vv, m->v_mem, full + 2 * SC);
+    char *json = model_json(tr);
+    CkptState st = {.model_json = json};
+    char err[1024];
+    int rc = checkpoint_read(path, p, mm, vv, NUM_PARAM_TENSORS, &st, err, sizeof err);
+    free(json);
+    if (rc != 0) {
+        say(tr, stderr, "lsst-run: error: %s", err);
+        return -1;
+    }
+    size_t wpe_off = (size_t)(m->params.wpe - m->params_mem);
+    for (int t = 0; t < m->T; t++) { // keep this rank's rows
+        size_t src = (size_t)m->pos[t] * C;
+        memcpy(m->params.wpe + t * C, full + src, C * sizeof(float));
+        memcpy(m->m_mem + wpe_off + t * C, full + SC + src, C * sizeof(float));
+        memcpy(m->v_mem + wpe_off + t * C, full + 2 * SC + src, C * sizeof(float));
+    }
+    tr->step = st.step;
+    return 0;
+}
+
+// ---- setup --------------------------------------------------------------------------
+static int open_split(Trainer *tr, const char *name, DataSplit **out) {
+    char err[1024];
+    *out = data_open(tr->cfg.data_dir, name, err, sizeof err);
+    if (!*out) { say(tr, stderr, "lsst-run: error: %s", err); return -1; }
+    const RunConfig *c = &tr->cfg;
+    if (data_vocab_size(*out) > c->vocab) {
+        say(tr, stderr, "lsst-run: error: model.vocab %d is smaller than the vocabulary of %s (%d)", c->vocab,
+            c->data_dir, data_vocab_size(*out));
+        return -1;
+    }
+    if (data_tokens(*out) < (uint64_t)c->seq_len + 1) {
+        say(tr, stderr, "lsst-run: error: the %s split of %s has %llu tokens, fewer than data.seq_len + 1 = %d",
+            name, c->data_dir, (unsigned long long)data_tokens(*out), c->seq_len + 1);
+        return -1;
+    }
+    return 0;
+}
+
+static char *resolve_resume(Trainer *tr, const char *resume) {
+    if (!resume) return NULL;
+    if (strcmp(resume, "latest") != 0) return xstrdup(resume);
+    char *dir = path_join(tr->cfg.output_dir, "checkpoints");
+    char *latest = checkpoint_latest(dir);
+    free(dir);
+    return latest;
+}
+
+static int prepare_output(Trainer *tr, bool resuming) {
+    const RunConfig *c = &tr->cfg;
+    int ok = 1;
+    if (tr->comm.rank == 0) {
+        char *metrics = path_join(c->output_dir, "metrics"), *ckpt = path_join(c->output_dir, "checkpoints");
+        char *runyaml = path_join(c->output_dir, "run.yaml"), *log = path_join(c->output_dir, "log");
+        if (mkdir_p(metrics, 0777) != 0 || mkdir_p(ckpt, 0777) != 0) {
+            lsst_error("cannot create %s: %s", c->output_dir, strerror(errno));
+            ok = 0;
+        } else if (config_write_resolved(c, runyaml) != 0) {
+            lsst_error("cannot write %s: %s", runyaml, strerror(errno));
+            ok = 0;
+        } else if (!(tr->log = fopen(log, resuming ? "a" : "w"))) {
+            lsst_error("cannot write %s: %s", log, strerror(errno));
+            ok = 0;
+        }
+        free(metrics), free(ckpt), free(runyaml), free(log);
+    }
+    comm_broadcast(&tr->comm, GROUP_WORLD, &ok, sizeof ok, 0);
+    return ok ? 0 : -1;
+}
+
+static int open_metrics(Trainer *tr, int64_t keep_until) {
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    char *json = model_json(tr);
+    MetricsAttrs at = {.rank = tr->comm.rank, .world = tr->comm.world_size, .sp_rank = tr->comm.sp_rank,
+                       .dp_rank = tr->comm.dp_rank, .sp_size = tr->comm.sp_size, .dp_size = tr->comm.dp_size,
+                       .scheme = scheme_name(tr->cfg.scheme), .backend = backend_name(tr->cfg.backend),
+                       .host = host, .device = "cpu", .seq_len = tr->cfg.seq_len, .model_json = json,
+                       .git = LSST_GIT};
+    char *name = xasprintf("metrics/rank-%05d.h5", tr->comm.rank);
+    char *path = path_join(tr->cfg.output_dir, name);
+    char err[1024];
+    tr->metrics = metrics_open(path, &at, keep_until, err, sizeof err);
+    if (!tr->metrics) lsst_error("%s%s", tr->prefix, err);
+    free(json), free(name), free(path);
+    return comm_any_flag(&tr->comm, tr->metrics == NULL) ? -1 : 0;
+}
+
+int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const char *eval_only) {
+    memset(tr, 0, sizeof *tr);
+    tr->cfg = *cfg;
+    char err[1024];
+    if (comm_init(&tr->comm, MPI_COMM_WORLD, cfg->sequence, cfg->data, err, sizeof err) != 0) {
+        lsst_error("%s", err);
+        return EXIT_USAGE;
+    }
+    tr->comm_ready = true;
+    if (tr->comm.world_size > 1) snprintf(tr->prefix, sizeof tr->prefix, "[rank %d/%d] ", tr->comm.rank, tr->comm.world_size);
+    tr->local_batch = cfg->batch / cfg->data;
+    if (!eval_only && open_split(tr, "train", &tr->train) != 0) return EXIT_USAGE;
+    const char *eval_split = eval_only ? eval_only : "valid";
+    if ((eval_only || cfg->eval_every > 0) && open_split(tr, eval_split, &tr->valid) != 0) return EXIT_USAGE;
+
+    char *ckpt = resolve_resume(tr, eval_only && !resume ? "latest" : resume);
+    if (eval_only && !ckpt) {
+        say(tr, stderr, "lsst-run: error: --eval-only needs a checkpoint: none in %s/checkpoints (give --resume PATH)",
+            cfg->output_dir);
+        return EXIT_USAGE;
+    }
+    if (prepare_output(tr, ckpt != NULL) != 0) { free(ckpt); return EXIT_RUNTIME; }
+    model_init(&tr->model, cfg, tr->comm.sp_rank, tr->comm.sp_size, tr->local_batch);
+    size_t full = 3 * (size_t)cfg->seq_len * (size_t)cfg->dim;
+    tr->wpe_full = xcalloc(full, sizeof(float));
+    tr->read_buf = xcalloc((size_t)tr->model.T + 1, sizeof(int));
+    tr->model.mem_bytes += full * sizeof(float) + ((size_t)tr->model.T + 1) * sizeof(int);
+    if (ckpt) {
+        int rc = load_checkpoint(tr, ckpt);
+        if (rc == 0) say(tr, stdout, "resumed from %s at step %lld", ckpt, (long long)tr->step);
+        free(ckpt);
+        if (rc != 0) return EXIT_USAGE;
+    } else {
+        if (resume) say(tr, stdout, "no checkpoint in %s/checkpoints: starting from step 0", cfg->output_dir);
+        model_init_params(&tr->model, cfg->seed);
+    }
+    if (open_metrics(tr, tr->step > 0 ? tr->step : -1) != 0) return EXIT_RUNTIME;
+    signal(SIGTERM, on_stop_signal);
+    signal(SIGUSR1, on_stop_signal);
+    return EXIT_OK;
+}
+
+// ---- the loop -----------------------------------------------------------------------
+int trainer_run(Trainer *tr) {
+    const RunConfig *c = &tr->cfg;
+    if (tr->step == 0)
+        say(tr, stdout, "lsst-run: %s, %d x %d ranks, %zu params/rank, seq %d, batch %d, %d steps", scheme_name(c->scheme),
+            c->sequence, c->data, tr->model.num_params, c->seq_len, c->batch, c->steps);
+    bool saved = false;
+    while (tr->step < c->steps) {
+        StepRow row;
+        int64_t step = tr->step + 1;
+        if (train_step(tr, step, &row) != 0) return EXIT_RUNTIME;
+        tr->step = step;
+        saved = false;
+        if (metrics_append_step(tr->metrics, &row) != 0) lsst_warn("%scannot append to the metrics file", tr->prefix);
+        double tok_s = (double)c->batch * c->seq_len / row.t_step;
+        say(tr, stdout, "step %lld/%d | loss %.4f | bpc %.4f | lr %.2e | %.1f ms | %.0f tok/s", (long long)step,
+            c->steps, row.loss, row.loss / M_LN2, row.lr, 1e3 * row.t_step, tok_s);
+        if (c->eval_every > 0 && (step % c->eval_every == 0 || step == c->steps))
+            trainer_evaluate(tr, "valid", tr->valid);
+        if (c->ckpt_every > 0 && step % c->ckpt_every == 0) {
+            if (trainer_save_checkpoint(tr) != 0) return EXIT_RUNTIME;
+            saved = true;
+        }
+        if (comm_any_flag(&tr->comm, g_stop_signal != 0)) {
+            say(tr, stdout, "stop signal: checkpointing at step %lld and exiting with %d (requeue)", (long long)step,
+                EXIT_REQUEUE);
+            if (!saved && trainer_save_checkpoint(tr) != 0) return EXIT_RUNTIME;
+            metrics_flush(tr->metrics);
+            return EXIT_REQUEUE;
+        }
+    }
+    if (!saved && trainer_save_checkpoint(tr) != 0) return EXIT_RUNTIME;
+    return EXIT_OK;
+}
+
+void trainer_free(Trainer *tr) {
+    if (tr->metrics) metrics_close(tr->metrics);
+    if (tr->train) data_close(tr->train);
+    if (tr->valid) data_close(tr->valid);
+    if (tr->log) fclose(tr->log);
+    free(tr->wpe_full);
+    free(tr->read_buf);
+    if (tr->model.params_mem) model_free(&tr->model);
+    if (tr->comm_ready) comm_free(&tr->comm);
+}

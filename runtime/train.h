@@ -1,0 +1,44 @@
+// The training loop of lsst-run: data, the step (forward, backward, the double
+// gradient averaging, clipping, AdamW), evaluation, checkpoints, metrics.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "comm.h"
+#include "config.h"
+#include "data.h"
+#include "metrics.h"
+#include "model.h"
+
+// lsst-run's exit codes (beyond 0 ok / 1 runtime failure / 2 invalid input):
+// 75 = stopped on SIGTERM/SIGUSR1 after writing a checkpoint; requeue and --resume latest.
+enum { EXIT_REQUEUE = 75 };
+
+typedef struct {
+    RunConfig cfg;
+    Comm comm;
+    bool comm_ready;
+    Model model;
+    DataSplit *train, *valid;
+    MetricsFile *metrics;
+    FILE *log;             // rank 0: output.dir/log
+    int64_t step;          // steps completed
+    int local_batch;       // sequences per data group
+    char prefix[32];       // "[rank 0/4] " when multi-rank, else ""
+    float *wpe_full;       // (3, S, C) full wpe, AdamW m, v for checkpoints
+    int *read_buf;         // (T + 1) tokens of one contiguous run
+} Trainer;
+
+// Everything after a validated config: data, model, output dir, metrics, resume.
+// resume: NULL, "latest" or a checkpoint path. Returns an exit code: 0, or 2 (bad
+// input: data, checkpoint) / 1 (runtime failure) after rank 0 said why.
+int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const char *eval_only);
+// Run to cfg.steps; returns an exit code (0, or EXIT_REQUEUE after a signal).
+int trainer_run(Trainer *tr);
+// Evaluate `split` ("valid" | "test") over cfg.eval_sequences windows; mean loss (nats).
+double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split);
+int trainer_save_checkpoint(Trainer *tr);
+void trainer_free(Trainer *tr);
+// Learning rate at 1-based step: linear warmup, cosine decay to lr_min.
+double lr_at(const RunConfig *cfg, int64_t step);
