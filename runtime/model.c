@@ -1,7 +1,9 @@
-// The model: parameter/activation tables, initialization, and the forward and
-// backward passes with the LSS communication at its two named points:
-//   forward:  ONE all-gather of [K|V] per layer inside the sequence group
-//   backward: ONE reduce-scatter of d[K|V] per layer inside the sequence group
+// The model: parameter/activation tables, initialization, the layout of tensors
+// across the sequence group, and the LSS forward and backward passes with their
+// communication at two named points per layer:
+//   forward:  ONE all-gather of [K|V] inside the sequence group
+//   backward: ONE reduce-scatter of d[K|V] inside the sequence group
+// (The megatron-sp passes are in megatron.c.)
 #include "model.h"
 
 #include <math.h>
@@ -14,14 +16,8 @@
 const char *const param_names[NUM_PARAM_TENSORS] = {
     "wte", "h.ln1w", "h.ln1b", "h.qkvw", "h.qkvb", "h.attprojw", "h.attprojb", "h.ln2w", "h.ln2b",
     "h.fcw", "h.fcb", "h.fcprojw", "h.fcprojb", "lnfw", "lnfb", "wout", "wpe"};
-
-static void param_sizes(size_t *sz, int L, int C, int F, int V, int T) {
-    size_t l = (size_t)L, c = (size_t)C, f = (size_t)F;
-    size_t s[NUM_PARAM_TENSORS] = {(size_t)V * c, l * c, l * c, l * 3 * c * c, l * 3 * c, l * c * c, l * c,
-                                   l * c, l * c, l * f * c, l * f, l * c * f, l * c, c, c, (size_t)V * c,
-                                   (size_t)T * c};
-    memcpy(sz, s, sizeof s);
-}
+enum { P_WTE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B, P_FCW, P_FCB,
+       P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB, P_WOUT };
 
 void model_param_shape(const Model *m, int i, int *ndim, long shape[4]) {
     long L = m->L, C = m->C, F = m->F, V = m->V, S = m->S;
@@ -31,6 +27,51 @@ void model_param_shape(const Model *m, int i, int *ndim, long shape[4]) {
     int nd[NUM_PARAM_TENSORS] = {2, 2, 2, 3, 2, 3, 2, 2, 2, 3, 2, 3, 2, 1, 1, 2, 2};
     *ndim = nd[i];
     memcpy(shape, shapes[i], sizeof shapes[i]);
+}
+
+size_t model_full_size(const Model *m, int i) {
+    int nd;
+    long shape[4];
+    model_param_shape(m, i, &nd, shape);
+    size_t n = 1;
+    for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
+    return n;
+}
+
+// Which tensors megatron-sp splits, as (A, M, I) views of the full tensor with M split.
+static void set_layout(Model *m) {
+    long L = m->L, C = m->C, F = m->F;
+    long split[NUM_PARAM_TENSORS][3] = {[P_QKVW] = {3 * L, C, C},     [P_QKVB] = {3 * L, C, 1},
+                                        [P_ATTPROJW] = {L * C, C, 1}, [P_FCW] = {L, F, C},
+                                        [P_FCB] = {L, F, 1},          [P_FCPROJW] = {L * C, F, 1}};
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        m->shard[i] = i == PARAM_WPE ? SHARD_ROWS : (m->tp > 1 && split[i][0]) ? SHARD_SPLIT : SHARD_NONE;
+        memcpy(m->split[i], split[i], sizeof split[i]);
+        m->param_sizes[i] = model_full_size(m, i);
+        if (m->shard[i] == SHARD_SPLIT) m->param_sizes[i] /= (size_t)m->tp;
+        if (i == PARAM_WPE) m->param_sizes[i] = (size_t)m->T * (size_t)m->C;
+    }
+}
+
+// Index in the full tensor of element j of rank r's share of tensor i.
+static size_t full_index(const Model *m, int i, int r, size_t j) {
+    if (m->shard[i] == SHARD_ROWS) return (size_t)m->pos_of_rank[(size_t)r * m->T + j / m->C] * m->C + j % m->C;
+    if (m->shard[i] == SHARD_NONE) return j;
+    size_t M = (size_t)m->split[i][1], I = (size_t)m->split[i][2], Ms = M / (size_t)m->tp;
+    size_t a = j / (Ms * I), rem = j % (Ms * I);
+    return (a * M + (size_t)r * Ms + rem / I) * I + rem % I;
+}
+
+void model_gather_tensor(const Model *m, Comm *comm, int i, const float *local, float *full, float *xchg) {
+    size_t n = m->param_sizes[i];
+    if (m->shard[i] == SHARD_NONE) { memcpy(full, local, n * sizeof(float)); return; }
+    comm_allgather(comm, GROUP_SEQ, local, xchg, (long)n);
+    for (int r = 0; r < m->sp_size; r++)
+        for (size_t j = 0; j < n; j++) full[full_index(m, i, r, j)] = xchg[(size_t)r * n + j];
+}
+
+void model_slice_tensor(const Model *m, int i, const float *full, float *local) {
+    for (size_t j = 0; j < m->param_sizes[i]; j++) local[j] = full[full_index(m, i, m->sp_rank, j)];
 }
 
 static void carve_params(ParamTensors *p, float *mem, const size_t *sz) {
@@ -43,7 +84,7 @@ static void carve_params(ParamTensors *p, float *mem, const size_t *sz) {
     }
 }
 
-// Carve `n` tensors of the given sizes out of one buffer; returns the total.
+// Carve `n` tensors of the given sizes out of one buffer (NULL: just count); returns the total.
 static size_t carve(float *mem, float ***ptrs, const size_t *sizes, int n) {
     size_t total = 0;
     for (int i = 0; i < n; i++) {
@@ -54,23 +95,33 @@ static size_t carve(float *mem, float ***ptrs, const size_t *sizes, int n) {
 }
 
 static size_t carve_acts(Activations *a, float *mem, const Model *m) {
-    size_t L = (size_t)m->L, BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->C, F = (size_t)m->F;
+    size_t L = (size_t)m->L, BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->C, Cl = (size_t)m->Cl;
     size_t BS = (size_t)m->B * (size_t)m->S;
-    float **ptrs[] = {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->q, &a->kv, &a->kv_full,
-                      &a->atty, &a->att_lse, &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch,
-                      &a->fch_gelu, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits, &a->losses};
-    size_t sizes[] = {BT * C, L * BT * C, L * BT, L * BT, L * BT * C, L * BT * 2 * C, L * BS * 2 * C,
-                      L * BT * C, L * BT * (size_t)m->NH, L * BT * C, L * BT * C, L * BT, L * BT, L * BT * F,
-                      L * BT * F, L * BT * C, BT * C, BT, BT, BT * (size_t)m->V, BT};
+    bool mg = m->scheme == SCHEME_MEGATRON_SP;
+    size_t Bw = mg ? BS : BT; // rows of the head/column-parallel region
+    float **ptrs[] = {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->residual2, &a->ln2, &a->ln2_mean,
+                      &a->ln2_rstd, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits, &a->losses,
+                      &a->q, &a->kv, &a->kv_full, &a->ln1_full, &a->qkv, &a->ln2_full, &a->atty, &a->att_lse,
+                      &a->fch, &a->fch_gelu};
+    size_t sizes[] = {BT * C, L * BT * C, L * BT, L * BT, L * BT * C, L * BT * C, L * BT, L * BT, L * BT * C,
+                      BT * C, BT, BT, BT * (size_t)m->V, BT,
+                      mg ? 0 : L * BT * C, mg ? 0 : L * BT * 2 * C, mg || m->sp_size == 1 ? 0 : L * BS * 2 * C,
+                      mg ? L * BS * C : 0, mg ? L * BS * 3 * Cl : 0, mg ? L * BS * C : 0,
+                      L * Bw * Cl, L * Bw * (size_t)m->NHl, L * Bw * (size_t)m->Fl, L * Bw * (size_t)m->Fl};
     return carve(mem, ptrs, sizes, (int)(sizeof sizes / sizeof sizes[0]));
 }
 
 static size_t carve_scratch(Scratch *s, float *mem, const Model *m) {
-    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->C, F = (size_t)m->F;
+    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->C, Cl = (size_t)m->Cl, Fl = (size_t)m->Fl;
     size_t BS = (size_t)m->B * (size_t)m->S;
-    float **ptrs[] = {&s->dres, &s->dx, &s->datty, &s->dq, &s->dkv, &s->dkv_full, &s->kv_xchg,
-                      &s->dfch, &s->dfch_gelu, &s->tmp};
-    size_t sizes[] = {BT * C, BT * C, BT * C, BT * C, BT * 2 * C, BS * 2 * C, BS * 2 * C, BT * F, BT * F, BT * C};
+    bool mg = m->scheme == SCHEME_MEGATRON_SP;
+    size_t W = mg ? C : 2 * C, Bw = mg ? BS : BT;
+    float **ptrs[] = {&s->dres, &s->dx, &s->tmp, &s->xchg, &s->seq_full, &s->dseq_full,
+                      &s->datty, &s->dq, &s->dkv, &s->dfch, &s->dfch_gelu};
+    size_t xchg = m->sp_size > 1 ? BS * W : 0;              // only exchanged when there are peers
+    size_t seq_full = mg || m->sp_size > 1 ? BS * W : 0;    // lss with one rank: d[K|V] goes to dkv
+    size_t sizes[] = {BT * C, BT * C, BT * C, xchg, seq_full, mg ? BS * C : 0,
+                      Bw * Cl, mg ? BS * 3 * Cl : BT * C, mg ? 0 : BT * 2 * C, Bw * Fl, Bw * Fl};
     return carve(mem, ptrs, sizes, (int)(sizeof sizes / sizeof sizes[0]));
 }
 
@@ -83,24 +134,33 @@ static int global_pos(int r, int t, int N, int S, Balance balance) {
     return t < chunk ? r * chunk + t : (2 * N - 1 - r) * chunk + (t - chunk);
 }
 
+static void init_positions(Model *m) {
+    size_t T = (size_t)m->T;
+    m->pos = xcalloc(T, sizeof(int));
+    m->pos_of_rank = xcalloc((size_t)m->sp_size * T, sizeof(int));
+    m->pos_full = xcalloc((size_t)m->S, sizeof(int));
+    for (int r = 0; r < m->sp_size; r++)
+        for (size_t t = 0; t < T; t++) m->pos_of_rank[r * T + t] = global_pos(r, (int)t, m->sp_size, m->S, m->balance);
+    memcpy(m->pos, m->pos_of_rank + (size_t)m->sp_rank * T, T * sizeof(int));
+    for (int t = 0; t < m->S; t++) m->pos_full[t] = t;
+}
+
 void model_init(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int local_batch) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
-    m->L = cfg->layers;
-    m->C = cfg->dim;
-    m->NH = cfg->heads;
-    m->F = cfg->mlp;
-    m->V = cfg->vocab;
+    m->scheme = cfg->scheme;
+    m->L = cfg->layers, m->C = cfg->dim, m->NH = cfg->heads, m->F = cfg->mlp, m->V = cfg->vocab;
     m->S = cfg->seq_len;
     m->B = local_batch;
-    m->sp_size = sp_size;
-    m->sp_rank = sp_rank;
+    m->sp_size = sp_size, m->sp_rank = sp_rank;
     m->T = cfg->seq_len / sp_size;
     m->balance = cfg->balance;
-
-    param_sizes(m->param_sizes, m->L, m->C, m->F, m->V, m->T);
-    m->num_params = 0;
+    m->tp = cfg->scheme == SCHEME_MEGATRON_SP ? sp_size : 1;
+    m->Cl = m->C / m->tp, m->Fl = m->F / m->tp, m->NHl = m->NH / m->tp;
+    init_positions(m);
+    set_layout(m);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) m->num_params += m->param_sizes[i];
+
     // One buffer for each kind: params, grads, AdamW m, AdamW v, activations, scratch.
     m->params_mem = xcalloc(m->num_params, sizeof(float));
     m->grads_mem = xcalloc(m->num_params, sizeof(float));
@@ -118,31 +178,18 @@ void model_init(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int lo
     size_t BT = (size_t)m->B * (size_t)m->T;
     m->tokens = xcalloc(BT, sizeof(int));
     m->targets = xcalloc(BT, sizeof(int));
-    m->pos = xcalloc((size_t)m->T, sizeof(int));
-    m->pos_of_rank = xcalloc((size_t)sp_size * (size_t)m->T, sizeof(int));
-    for (int r = 0; r < sp_size; r++)
-        for (int t = 0; t < m->T; t++) m->pos_of_rank[r * m->T + t] = global_pos(r, t, sp_size, m->S, m->balance);
-    memcpy(m->pos, m->pos_of_rank + (size_t)sp_rank * (size_t)m->T, (size_t)m->T * sizeof(int));
     m->mem_bytes = (4 * m->num_params + nacts + nscratch) * sizeof(float) +
-                   (2 * BT + (size_t)m->T * (1 + (size_t)sp_size)) * sizeof(int);
+                   (2 * BT + (size_t)m->T * (1 + (size_t)sp_size) + (size_t)m->S) * sizeof(int);
 }
 
 void model_free(Model *m) {
-    free(m->params_mem);
-    free(m->grads_mem);
-    free(m->m_mem);
-    free(m->v_mem);
-    free(m->acts_mem);
-    free(m->scratch_mem);
-    free(m->tokens);
-    free(m->targets);
-    free(m->pos);
-    free(m->pos_of_rank);
+    free(m->params_mem), free(m->grads_mem), free(m->m_mem), free(m->v_mem);
+    free(m->acts_mem), free(m->scratch_mem);
+    free(m->tokens), free(m->targets), free(m->pos), free(m->pos_of_rank), free(m->pos_full);
     memset(m, 0, sizeof *m);
 }
 
-// ---- initialization: a counter-based normal RNG, so every element's value
-// depends only on (seed, tensor, index), never on the layout.
+// ---- initialization: a counter-based normal RNG ------------------------------------
 static uint64_t splitmix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ULL;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -162,72 +209,81 @@ void model_init_params(Model *m, uint64_t seed) {
     float *p = m->params_mem;
     double resid_scale = 1.0 / sqrt(2.0 * m->L); // GPT-2: residual projections scaled by depth
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        size_t n = m->param_sizes[i];
         const char *name = param_names[i];
-        bool is_ln_weight = !strcmp(name, "h.ln1w") || !strcmp(name, "h.ln2w") || !strcmp(name, "lnfw");
-        bool is_bias = !is_ln_weight && (name[strlen(name) - 1] == 'b');
-        double std = 0.02;
-        if (!strcmp(name, "h.attprojw") || !strcmp(name, "h.fcprojw")) std *= resid_scale;
-        // wpe: this rank's rows are the global rows pos[t]; index by global element.
-        for (size_t j = 0; j < n; j++) {
-            size_t global_j = j;
-            if (i == PARAM_WPE) global_j = (size_t)m->pos[j / (size_t)m->C] * (size_t)m->C + j % (size_t)m->C;
-            if (is_ln_weight) p[j] = 1.0f;
-            else if (is_bias) p[j] = 0.0f;
-            else p[j] = (float)(std * normal_at(seed, i, global_j));
-        }
-        p += n;
+        bool ln_weight = i == P_LN1W || i == P_LN2W || i == P_LNFW;
+        bool bias = i == P_LN1B || i == P_LN2B || i == P_LNFB || i == P_QKVB || i == P_ATTPROJB || i == P_FCB ||
+                    i == P_FCPROJB;
+        double std = (i == P_ATTPROJW || i == P_FCPROJW) ? 0.02 * resid_scale : 0.02;
+        (void)name;
+        for (size_t j = 0; j < m->param_sizes[i]; j++)
+            p[j] = ln_weight ? 1.0f : bias ? 0.0f : (float)(std * normal_at(seed, i, full_index(m, i, m->sp_rank, j)));
+        p += m->param_sizes[i];
     }
 }
 
-// ---- the LSS exchange of [K|V] ------------------------------------------------
-// The gather returns rank-major blocks (sp, B, T, 2C); attention wants the
-// sequence in global order (B, S, 2C): place every rank's tokens at their positions.
-static void kv_gather(Model *m, Comm *comm, const float *kv_local, float *kv_full) {
-    size_t C2 = 2 * (size_t)m->C, T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S;
-    if (m->sp_size == 1) { // the local tokens are the whole sequence
-        memcpy(kv_full, kv_local, B * T * C2 * sizeof(float));
-        return;
-    }
-    comm_allgather(comm, GROUP_SEQ, kv_local, m->scratch.kv_xchg, (long)(B * T * C2));
+// ---- whole-sequence exchange inside the sequence group ----------------------------------
+// The collectives move rank-major blocks (sp, B, T, W); the sequence in global order is
+// (B, S, W): every rank's rows go to their positions.
+void seq_allgather(Model *m, Comm *comm, const float *local, float *full, int W) {
+    size_t T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S, w = (size_t)W;
+    if (m->sp_size == 1) { memcpy(full, local, B * T * w * sizeof(float)); return; }
+    float *xchg = m->scratch.xchg;
+    comm_allgather(comm, GROUP_SEQ, local, xchg, (long)(B * T * w));
     for (int r = 0; r < m->sp_size; r++)
         for (size_t b = 0; b < B; b++)
-            for (size_t t = 0; t < T; t++) {
-                size_t pos = (size_t)m->pos_of_rank[(size_t)r * T + t];
-                memcpy(kv_full + (b * S + pos) * C2, m->scratch.kv_xchg + (((size_t)r * B + b) * T + t) * C2,
-                       C2 * sizeof(float));
-            }
+            for (size_t t = 0; t < T; t++)
+                memcpy(full + (b * S + (size_t)m->pos_of_rank[r * T + t]) * w, xchg + (((size_t)r * B + b) * T + t) * w,
+                       w * sizeof(float));
 }
 
-// The mirror: partial d[K|V] of the whole sequence (B, S, 2C) -> rank-major blocks
-// -> ONE reduce-scatter -> this rank's d[K|V] (B, T, 2C), summed over the group.
-static void dkv_reduce_scatter(Model *m, Comm *comm, const float *dkv_full, float *dkv) {
-    size_t C2 = 2 * (size_t)m->C, T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S;
-    if (m->sp_size == 1) {
-        memcpy(dkv, dkv_full, B * T * C2 * sizeof(float));
-        return;
-    }
+void seq_reduce_scatter(Model *m, Comm *comm, const float *full, float *local, int W) {
+    size_t T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S, w = (size_t)W;
+    if (m->sp_size == 1) { memcpy(local, full, B * T * w * sizeof(float)); return; }
+    float *xchg = m->scratch.xchg;
     for (int r = 0; r < m->sp_size; r++)
         for (size_t b = 0; b < B; b++)
-            for (size_t t = 0; t < T; t++) {
-                size_t pos = (size_t)m->pos_of_rank[(size_t)r * T + t];
-                memcpy(m->scratch.kv_xchg + (((size_t)r * B + b) * T + t) * C2, dkv_full + (b * S + pos) * C2,
-                       C2 * sizeof(float));
-            }
-    comm_reduce_scatter(comm, GROUP_SEQ, m->scratch.kv_xchg, dkv, (long)(B * T * C2));
+            for (size_t t = 0; t < T; t++)
+                memcpy(xchg + (((size_t)r * B + b) * T + t) * w, full + (b * S + (size_t)m->pos_of_rank[r * T + t]) * w,
+                       w * sizeof(float));
+    comm_reduce_scatter(comm, GROUP_SEQ, xchg, local, (long)(B * T * w));
 }
 
-// ---- forward ---------------------------------------------------------------------
-double model_forward(Model *m, Comm *comm, float dloss) {
-    int B = m->B, T = m->T, C = m->C, NH = m->NH, F = m->F, V = m->V, S = m->S, BT = B * T;
+// ---- output head (every scheme: local tokens) ----------------------------------------------
+double head_forward(Model *m, const float *residual, float dloss) {
+    int BT = m->B * m->T, C = m->C, V = m->V;
+    Activations *a = &m->acts;
+    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, m->params.lnfw, m->params.lnfb, BT, C);
+    matmul_forward(a->logits, a->lnf, m->params.wout, NULL, BT, C, V);
+    if (dloss != 0.0f) softmax_xent_forward_backward(a->losses, a->logits, m->targets, BT, V, dloss);
+    else softmax_xent_forward(a->losses, a->logits, m->targets, BT, V);
+    double sum = 0.0;
+    for (int i = 0; i < BT; i++) sum += a->losses[i];
+    return sum;
+}
+
+// Leaves d(residual) in scratch.dres.
+void head_backward(Model *m, const float *residual) {
+    int BT = m->B * m->T, C = m->C, V = m->V;
+    Activations *a = &m->acts;
+    Scratch *s = &m->scratch;
+    memset(s->dx, 0, (size_t)BT * C * sizeof(float));
+    matmul_backward(s->dx, m->grads.wout, NULL, a->logits, a->lnf, m->params.wout, BT, C, V);
+    memset(s->dres, 0, (size_t)BT * C * sizeof(float));
+    layernorm_backward(s->dres, m->grads.lnfw, m->grads.lnfb, s->dx, residual, m->params.lnfw, a->lnf_mean,
+                       a->lnf_rstd, BT, C);
+}
+
+// ---- LSS forward ---------------------------------------------------------------------------
+static double lss_forward(Model *m, Comm *comm, float dloss) {
+    int B = m->B, T = m->T, C = m->C, NH = m->NH, F = m->F, S = m->S, BT = B * T;
     ParamTensors *p = &m->params;
     Activations *a = &m->acts;
+    size_t btc = (size_t)BT * C, bt = (size_t)BT;
     embedding_forward(a->encoded, m->tokens, p->wte, p->wpe, B, T, C);
     const float *residual = a->encoded;
     for (int l = 0; l < m->L; l++) {
-        size_t btc = (size_t)BT * C, bt = (size_t)BT;
         float *ln1 = a->ln1 + l * btc, *q = a->q + l * btc, *kv = a->kv + l * 2 * btc;
-        float *kv_full = a->kv_full + (size_t)l * B * S * 2 * C;
+        float *kv_full = m->sp_size == 1 ? kv : a->kv_full + (size_t)l * B * S * 2 * C;
         float *atty = a->atty + l * btc, *lse = a->att_lse + l * bt * NH, *residual2 = a->residual2 + l * btc;
         float *ln2 = a->ln2 + l * btc, *fch = a->fch + l * bt * F, *fch_gelu = a->fch_gelu + l * bt * F;
         float *residual3 = a->residual3 + l * btc;
@@ -235,10 +291,12 @@ double model_forward(Model *m, Comm *comm, float dloss) {
 
         layernorm_forward(ln1, a->ln1_mean + l * bt, a->ln1_rstd + l * bt, residual, p->ln1w + l * C,
                           p->ln1b + l * C, BT, C);
-        // [K|V] first (rows C..3C of qkvw), gathered over the sequence group; then Q.
+        // [K|V] first (rows C..3C of qkvw): ONE all-gather over the sequence group; then Q.
         matmul_forward(kv, ln1, qkvw + (size_t)C * C, qkvb + C, BT, C, 2 * C);
-        kv_gather(m, comm, kv, kv_full);
+        if (m->sp_size > 1) seq_allgather(m, comm, kv, kv_full, 2 * C);
         matmul_forward(q, ln1, qkvw, qkvb, BT, C, C);
+        // Local queries against all keys, causal in global positions: whole rows of the
+        // attention matrix, so nothing partial is ever aggregated.
         attention_forward(atty, lse, q, kv_full, kv_full + C, m->pos, B, T, S, NH, C / NH, C, 2 * C);
         matmul_forward(m->scratch.tmp, atty, p->attprojw + (size_t)l * C * C, p->attprojb + l * C, BT, C, C);
         residual_forward(residual2, residual, m->scratch.tmp, (long)btc);
@@ -251,39 +309,26 @@ double model_forward(Model *m, Comm *comm, float dloss) {
         residual_forward(residual3, residual2, m->scratch.tmp, (long)btc);
         residual = residual3;
     }
-    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, residual, p->lnfw, p->lnfb, BT, C);
-    matmul_forward(a->logits, a->lnf, p->wout, NULL, BT, C, V);
-    if (dloss != 0.0f) softmax_xent_forward_backward(a->losses, a->logits, m->targets, BT, V, dloss);
-    else softmax_xent_forward(a->losses, a->logits, m->targets, BT, V);
-    double sum = 0.0;
-    for (int i = 0; i < BT; i++) sum += a->losses[i];
-    return sum;
+    return head_forward(m, residual, dloss);
 }
 
-// ---- backward --------------------------------------------------------------------
-void model_backward(Model *m, Comm *comm) {
-    int B = m->B, T = m->T, C = m->C, NH = m->NH, F = m->F, V = m->V, S = m->S, BT = B * T;
+// ---- LSS backward --------------------------------------------------------------------------
+static void lss_backward(Model *m, Comm *comm) {
+    int B = m->B, T = m->T, C = m->C, NH = m->NH, F = m->F, S = m->S, BT = B * T;
     ParamTensors *p = &m->params, *g = &m->grads;
     Activations *a = &m->acts;
     Scratch *s = &m->scratch;
     size_t btc = (size_t)BT * C, bt = (size_t)BT;
-    memset(m->grads_mem, 0, m->num_params * sizeof(float));
-
-    // Output projection and final LayerNorm (a->logits holds dlogits).
-    memset(s->dx, 0, btc * sizeof(float));
-    matmul_backward(s->dx, g->wout, NULL, a->logits, a->lnf, p->wout, BT, C, V);
-    const float *last = m->L > 0 ? a->residual3 + (size_t)(m->L - 1) * btc : a->encoded;
-    memset(s->dres, 0, btc * sizeof(float));
-    layernorm_backward(s->dres, g->lnfw, g->lnfb, s->dx, last, p->lnfw, a->lnf_mean, a->lnf_rstd, BT, C);
-
+    head_backward(m, m->L > 0 ? a->residual3 + (size_t)(m->L - 1) * btc : a->encoded);
     for (int l = m->L - 1; l >= 0; l--) {
         const float *residual = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * btc;
-        float *ln1 = a->ln1 + l * btc, *q = a->q + l * btc;
-        float *kv_full = a->kv_full + (size_t)l * B * S * 2 * C;
+        float *ln1 = a->ln1 + l * btc, *q = a->q + l * btc, *kv = a->kv + l * 2 * btc;
+        float *kv_full = m->sp_size == 1 ? kv : a->kv_full + (size_t)l * B * S * 2 * C;
         float *atty = a->atty + l * btc, *lse = a->att_lse + l * bt * NH, *residual2 = a->residual2 + l * btc;
         float *ln2 = a->ln2 + l * btc, *fch = a->fch + l * bt * F, *fch_gelu = a->fch_gelu + l * bt * F;
         const float *qkvw = p->qkvw + (size_t)l * 3 * C * C;
         float *dqkvw = g->qkvw + (size_t)l * 3 * C * C, *dqkvb = g->qkvb + (size_t)l * 3 * C;
+        float *dkv_full = m->sp_size == 1 ? s->dkv : s->seq_full;
 
         // MLP: residual3 = residual2 + fcproj(gelu(fc(ln2(residual2))))
         memset(s->dfch_gelu, 0, bt * F * sizeof(float));
@@ -302,10 +347,11 @@ void model_backward(Model *m, Comm *comm) {
         matmul_backward(s->datty, g->attprojw + (size_t)l * C * C, g->attprojb + l * C, s->dres, atty,
                         p->attprojw + (size_t)l * C * C, BT, C, C);
         memset(s->dq, 0, btc * sizeof(float));
-        memset(s->dkv_full, 0, (size_t)B * S * 2 * C * sizeof(float));
-        attention_backward(s->dq, s->dkv_full, s->dkv_full + C, s->datty, atty, lse, q, kv_full, kv_full + C,
-                           m->pos, B, T, S, NH, C / NH, C, 2 * C);
-        dkv_reduce_scatter(m, comm, s->dkv_full, s->dkv);
+        memset(dkv_full, 0, (size_t)B * S * 2 * C * sizeof(float));
+        attention_backward(s->dq, dkv_full, dkv_full + C, s->datty, atty, lse, q, kv_full, kv_full + C, m->pos, B,
+                           T, S, NH, C / NH, C, 2 * C);
+        // ONE reduce-scatter returns every rank's partial d[K|V] to the owning segments.
+        if (m->sp_size > 1) seq_reduce_scatter(m, comm, dkv_full, s->dkv, 2 * C);
         memset(s->dx, 0, btc * sizeof(float));
         matmul_backward(s->dx, dqkvw, dqkvb, s->dq, ln1, qkvw, BT, C, C);
         matmul_backward(s->dx, dqkvw + (size_t)C * C, dqkvb + C, s->dkv, ln1, qkvw + (size_t)C * C, BT, C, 2 * C);
@@ -317,4 +363,14 @@ void model_backward(Model *m, Comm *comm) {
         memset(dqkvb + C, 0, (size_t)C * sizeof(float));
     }
     embedding_backward(g->wte, g->wpe, s->dres, m->tokens, B, T, C);
+}
+
+double model_forward(Model *m, Comm *comm, float dloss) {
+    return m->scheme == SCHEME_MEGATRON_SP ? megatron_forward(m, comm, dloss) : lss_forward(m, comm, dloss);
+}
+
+void model_backward(Model *m, Comm *comm) {
+    memset(m->grads_mem, 0, m->num_params * sizeof(float));
+    if (m->scheme == SCHEME_MEGATRON_SP) megatron_backward(m, comm);
+    else lss_backward(m, comm);
 }

@@ -78,23 +78,38 @@ static int load_train_batch(Trainer *tr, int64_t step) {
 // ---- gradients ------------------------------------------------------------------
 // Double gradient averaging (ARCHITECTURE §4.2, step 5). Each rank's loss is
 // scaled by 1/(global tokens), so SUMS over the groups give the exact gradient of
-// the global mean loss. Shared weights: over the sequence group, then the data
-// group. Position-embedding rows live on one sequence rank: data group only.
+// the global mean loss. Replicated weights: over the sequence group, then the data
+// group. Tensors held in shares (the wpe rows of a sequence rank; megatron-sp's
+// heads and columns): the data group only.
 static void average_gradients(Trainer *tr) {
     Model *m = &tr->model;
-    long shared = (long)(m->num_params - m->param_sizes[PARAM_WPE]);
-    comm_allreduce_sum(&tr->comm, GROUP_SEQ, m->grads_mem, shared);
+    size_t off = 0, run_start = 0, run_len = 0;
+    for (int i = 0; i <= NUM_PARAM_TENSORS; i++) { // one call per run of replicated tensors
+        bool replicated = i < NUM_PARAM_TENSORS && m->shard[i] == SHARD_NONE;
+        if (replicated) {
+            if (run_len == 0) run_start = off;
+            run_len += m->param_sizes[i];
+        } else if (run_len > 0) {
+            comm_allreduce_sum(&tr->comm, GROUP_SEQ, m->grads_mem + run_start, (long)run_len);
+            run_len = 0;
+        }
+        if (i < NUM_PARAM_TENSORS) off += m->param_sizes[i];
+    }
     comm_allreduce_sum(&tr->comm, GROUP_DATA, m->grads_mem, (long)m->num_params);
 }
 
-// Global gradient norm: shared weights are identical on every rank; wpe rows are
-// split over the sequence group.
+// Global gradient norm: replicated tensors are identical on every rank of the
+// sequence group; the squares of the shares are summed over it.
 static double gradient_norm(Trainer *tr) {
     Model *m = &tr->model;
-    size_t shared = m->num_params - m->param_sizes[PARAM_WPE];
-    double wpe_sq = sum_squares(m->grads.wpe, (long)m->param_sizes[PARAM_WPE]);
-    comm_allreduce_sum_double(&tr->comm, GROUP_SEQ, &wpe_sq, 1);
-    return sqrt(sum_squares(m->grads_mem, (long)shared) + wpe_sq);
+    double sq[2] = {0, 0}; // replicated, shared out
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        sq[m->shard[i] != SHARD_NONE] += sum_squares(m->grads_mem + off, (long)m->param_sizes[i]);
+        off += m->param_sizes[i];
+    }
+    comm_allreduce_sum_double(&tr->comm, GROUP_SEQ, &sq[1], 1);
+    return sqrt(sq[0] + sq[1]);
 }
 
 static bool decays(int i) {
@@ -175,53 +190,62 @@ double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split) {
 }
 
 // ---- checkpoints: full tensors, whatever the layout --------------------------------
-// The wpe rows (and their AdamW moments) are gathered over the sequence group and
-// placed at their global positions.
-static void gather_wpe(Trainer *tr, const float *local, float *full) {
+// Tensors held in shares (wpe rows, megatron-sp's heads and columns) and their AdamW
+// moments are gathered over the sequence group into full tensors; rank 0 writes.
+// ckpt_full holds, for every shared-out tensor, its full params, m and v.
+static void ckpt_tensors(Trainer *tr, CkptTensor ts[3][NUM_PARAM_TENSORS]) {
     Model *m = &tr->model;
-    size_t C = (size_t)m->C, T = (size_t)m->T;
-    float *xchg = m->scratch.kv_xchg; // (sp, T, C) fits: kv_xchg holds (sp, B, T, 2C)
-    comm_allgather(&tr->comm, GROUP_SEQ, local, xchg, (long)(T * C));
-    for (int r = 0; r < m->sp_size; r++)
-        for (size_t t = 0; t < T; t++)
-            memcpy(full + (size_t)m->pos_of_rank[(size_t)r * T + t] * C, xchg + ((size_t)r * T + t) * C,
-                   C * sizeof(float));
-}
-
-static void fill_tensors(Trainer *tr, CkptTensor *ts, float *base, float *wpe_full) {
-    Model *m = &tr->model;
+    float *base[3] = {m->params_mem, m->m_mem, m->v_mem};
+    float *full = tr->ckpt_full;
     size_t off = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        ts[i].name = param_names[i];
-        ts[i].data = i == PARAM_WPE ? wpe_full : base + off;
-        model_param_shape(m, i, &ts[i].ndim, ts[i].shape);
+        for (int k = 0; k < 3; k++) {
+            ts[k][i].name = param_names[i];
+            model_param_shape(m, i, &ts[k][i].ndim, ts[k][i].shape);
+            ts[k][i].data = base[k] + off;
+            if (m->shard[i] != SHARD_NONE) {
+                ts[k][i].data = full;
+                full += model_full_size(m, i);
+            }
+        }
         off += m->param_sizes[i];
     }
+}
+
+static size_t ckpt_full_size(const Model *m, size_t *xchg) {
+    size_t n = 0;
+    *xchg = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (m->shard[i] == SHARD_NONE) continue;
+        n += 3 * model_full_size(m, i);
+        if (model_full_size(m, i) > *xchg) *xchg = model_full_size(m, i);
+    }
+    return n;
 }
 
 static char *model_json(Trainer *tr) { return config_model_json(&tr->cfg); }
 
 int trainer_save_checkpoint(Trainer *tr) {
     Model *m = &tr->model;
-    size_t SC = (size_t)m->S * (size_t)m->C;
-    float *full = tr->wpe_full; // (3, S, C): params, m, v
-    gather_wpe(tr, m->params.wpe, full);
-    gather_wpe(tr, m->m_mem + (m->params.wpe - m->params_mem), full + SC);
-    gather_wpe(tr, m->v_mem + (m->params.wpe - m->params_mem), full + 2 * SC);
+    CkptTensor ts[3][NUM_PARAM_TENSORS];
+    ckpt_tensors(tr, ts);
+    float *base[3] = {m->params_mem, m->m_mem, m->v_mem};
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (m->shard[i] != SHARD_NONE)
+            for (int k = 0; k < 3; k++) model_gather_tensor(m, &tr->comm, i, base[k] + off, ts[k][i].data, tr->ckpt_xchg);
+        off += m->param_sizes[i];
+    }
     int ok = 1;
     char *path = NULL;
     if (tr->comm.rank == 0) {
-        CkptTensor p[NUM_PARAM_TENSORS], mm[NUM_PARAM_TENSORS], vv[NUM_PARAM_TENSORS];
-        fill_tensors(tr, p, m->params_mem, full);
-        fill_tensors(tr, mm, m->m_mem, full + SC);
-        fill_tensors(tr, vv, m->v_mem, full + 2 * SC);
         char *json = model_json(tr);
         CkptState st = {.step = tr->step, .seed = tr->cfg.seed, .data_position = tr->step * tr->cfg.batch,
                         .model_json = json};
         char *dir = path_join(tr->cfg.output_dir, "checkpoints");
         path = checkpoint_path(dir, tr->step);
         char err[1024];
-        if (checkpoint_write(path, p, mm, vv, NUM_PARAM_TENSORS, &st, err, sizeof err) != 0) {
+        if (checkpoint_write(path, ts[0], ts[1], ts[2], NUM_PARAM_TENSORS, &st, err, sizeof err) != 0) {
             lsst_error("%s", err);
             ok = 0;
         }
@@ -234,29 +258,26 @@ int trainer_save_checkpoint(Trainer *tr) {
     return ok ? 0 : -1;
 }
 
+// Every rank reads the full tensors and keeps its share: any grid resumes any checkpoint.
 static int load_checkpoint(Trainer *tr, const char *path) {
     Model *m = &tr->model;
-    size_t SC = (size_t)m->S * (size_t)m->C, C = (size_t)m->C;
-    float *full = tr->wpe_full;
-    CkptTensor p[NUM_PARAM_TENSORS], mm[NUM_PARAM_TENSORS], vv[NUM_PARAM_TENSORS];
-    fill_tensors(tr, p, m->params_mem, full);
-    fill_tensors(tr, mm, m->m_mem, full + SC);
-    fill_tensors(tr, vv, m->v_mem, full + 2 * SC);
+    CkptTensor ts[3][NUM_PARAM_TENSORS];
+    ckpt_tensors(tr, ts);
     char *json = model_json(tr);
     CkptState st = {.model_json = json};
     char err[1024];
-    int rc = checkpoint_read(path, p, mm, vv, NUM_PARAM_TENSORS, &st, err, sizeof err);
+    int rc = checkpoint_read(path, ts[0], ts[1], ts[2], NUM_PARAM_TENSORS, &st, err, sizeof err);
     free(json);
     if (rc != 0) {
         say(tr, stderr, "lsst-run: error: %s", err);
         return -1;
     }
-    size_t wpe_off = (size_t)(m->params.wpe - m->params_mem);
-    for (int t = 0; t < m->T; t++) { // keep this rank's rows
-        size_t src = (size_t)m->pos[t] * C;
-        memcpy(m->params.wpe + t * C, full + src, C * sizeof(float));
-        memcpy(m->m_mem + wpe_off + t * C, full + SC + src, C * sizeof(float));
-        memcpy(m->v_mem + wpe_off + t * C, full + 2 * SC + src, C * sizeof(float));
+    float *base[3] = {m->params_mem, m->m_mem, m->v_mem};
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (m->shard[i] != SHARD_NONE)
+            for (int k = 0; k < 3; k++) model_slice_tensor(m, i, ts[k][i].data, base[k] + off);
+        off += m->param_sizes[i];
     }
     tr->step = st.step;
     return 0;
@@ -353,10 +374,11 @@ int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const c
     }
     if (prepare_output(tr, ckpt != NULL) != 0) { free(ckpt); return EXIT_RUNTIME; }
     model_init(&tr->model, cfg, tr->comm.sp_rank, tr->comm.sp_size, tr->local_batch);
-    size_t full = 3 * (size_t)cfg->seq_len * (size_t)cfg->dim;
-    tr->wpe_full = xcalloc(full, sizeof(float));
+    size_t xchg, full = ckpt_full_size(&tr->model, &xchg);
+    tr->ckpt_full = xcalloc(full + xchg, sizeof(float));
+    tr->ckpt_xchg = tr->ckpt_full + full;
     tr->read_buf = xcalloc((size_t)tr->model.T + 1, sizeof(int));
-    tr->model.mem_bytes += full * sizeof(float) + ((size_t)tr->model.T + 1) * sizeof(int);
+    tr->model.mem_bytes += (full + xchg) * sizeof(float) + ((size_t)tr->model.T + 1) * sizeof(int);
     if (ckpt) {
         int rc = load_checkpoint(tr, ckpt);
         if (rc == 0) say(tr, stdout, "resumed from %s at step %lld", ckpt, (long long)tr->step);
@@ -412,7 +434,7 @@ void trainer_free(Trainer *tr) {
     if (tr->train) data_close(tr->train);
     if (tr->valid) data_close(tr->valid);
     if (tr->log) fclose(tr->log);
-    free(tr->wpe_full);
+    free(tr->ckpt_full);
     free(tr->read_buf);
     if (tr->model.params_mem) model_free(&tr->model);
     if (tr->comm_ready) comm_free(&tr->comm);

@@ -26,7 +26,8 @@ typedef struct {
     int64_t step;          // steps completed
     int local_batch;       // sequences per data group
     char prefix[32];       // "[rank 0/4] " when multi-rank, else ""
-    float *wpe_full;       // (3, S, C) full wpe, AdamW m, v for checkpoints
+    float *ckpt_full;      // full params, m, v of every tensor held in shares (checkpoints)
+    float *ckpt_xchg;      // gather buffer: the largest such tensor
     int *read_buf;         // (T + 1) tokens of one contiguous run
 } Trainer;
 

@@ -35,3 +35,6 @@ grid() { # grid SCHEME SEQ DATA BALANCE
 @test "lss zigzag 2x1 equals one rank" { grid lss 2 1 zigzag; }
 @test "lss zigzag 4x1 equals one rank" { grid lss 4 1 zigzag; }
 @test "lss zigzag 2x2 equals one rank" { grid lss 2 2 zigzag; }
+@test "megatron-sp 2x1 equals one rank" { grid megatron-sp 2 1 none; }
+@test "megatron-sp 4x1 equals one rank" { grid megatron-sp 4 1 none; }
+@test "megatron-sp 2x2 equals one rank" { grid megatron-sp 2 2 none; }
