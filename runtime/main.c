@@ -2,6 +2,7 @@
 // without a launcher. See `lsst-run --help` and ARCHITECTURE §4.
 #include <getopt.h>
 #include <math.h>
+#include <stdbool.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ static void usage(FILE *fp) {
             "      --resume PATH      continue from a checkpoint file, or 'latest' in output.dir/checkpoints\n"
             "                         ('latest' with no checkpoint starts from step 0)\n"
             "      --eval-only SPLIT  evaluate a checkpoint (--resume, default latest) on valid or test\n"
+            "      --plan             print the bytes each rank will allocate, allocate nothing, exit\n"
             "  -h, --help             this help\n"
             "      --version          version and git commit\n"
             "\n"
@@ -36,6 +38,7 @@ static void usage(FILE *fp) {
 
 typedef struct {
     const char *config, *resume, *eval_only;
+    bool plan;
     char **sets;
     int nsets;
 } Args;
@@ -44,7 +47,8 @@ typedef struct {
 static int parse_args(int argc, char **argv, Args *a) {
     static const struct option opts[] = {{"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
                                          {"resume", required_argument, 0, 'r'},
-                                         {"eval-only", required_argument, 0, 'e'}, {"help", no_argument, 0, 'h'},
+                                         {"eval-only", required_argument, 0, 'e'}, {"plan", no_argument, 0, 'p'},
+                                         {"help", no_argument, 0, 'h'},
                                          {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->sets = xcalloc((size_t)argc, sizeof(char *));
@@ -56,6 +60,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         case 's': a->sets[a->nsets++] = optarg; break;
         case 'r': a->resume = optarg; break;
         case 'e': a->eval_only = optarg; break;
+        case 'p': a->plan = true; break;
         case 'h': usage(stdout); return 1;
         case 'V': lsst_print_version(); return 1;
         default:
@@ -87,12 +92,21 @@ int main(int argc, char **argv) {
     RunConfig cfg;
     char err[2048];
     rc = config_load(&cfg, args.config, args.sets, args.nsets, err, sizeof err);
-    if (rc == 0 && config_check_layout(&cfg, world, err, sizeof err) != 0) { rc = -1; config_free(&cfg); }
+    if (rc == 0 && !args.plan && config_check_layout(&cfg, world, err, sizeof err) != 0) { rc = -1; config_free(&cfg); }
     if (rc != 0) {
         if (rank == 0) lsst_error("%s", err);
         free(args.sets);
         MPI_Finalize();
         return EXIT_USAGE;
+    }
+    if (args.plan) {
+        if (rank == 0)
+            printf("memory per rank: %zu bytes (%.1f MiB) for %s, %d x %d ranks, seq %d\n", trainer_plan_bytes(&cfg),
+                   trainer_plan_bytes(&cfg) / 1048576.0, scheme_name(cfg.scheme), cfg.sequence, cfg.data, cfg.seq_len);
+        config_free(&cfg);
+        free(args.sets);
+        MPI_Finalize();
+        return EXIT_OK;
     }
     Trainer tr;
     rc = trainer_setup(&tr, &cfg, args.resume, args.eval_only);

@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "memory.h"
 
 const char *const param_names[NUM_PARAM_TENSORS] = {
     "wte", "h.ln1w", "h.ln1b", "h.qkvw", "h.qkvb", "h.attprojw", "h.attprojb", "h.ln2w", "h.ln2b",
@@ -136,16 +137,16 @@ static int global_pos(int r, int t, int N, int S, Balance balance) {
 
 static void init_positions(Model *m) {
     size_t T = (size_t)m->T;
-    m->pos = xcalloc(T, sizeof(int));
-    m->pos_of_rank = xcalloc((size_t)m->sp_size * T, sizeof(int));
-    m->pos_full = xcalloc((size_t)m->S, sizeof(int));
+    m->pos = rt_calloc(T, sizeof(int));
+    m->pos_of_rank = rt_calloc((size_t)m->sp_size * T, sizeof(int));
+    m->pos_full = rt_calloc((size_t)m->S, sizeof(int));
     for (int r = 0; r < m->sp_size; r++)
         for (size_t t = 0; t < T; t++) m->pos_of_rank[r * T + t] = global_pos(r, (int)t, m->sp_size, m->S, m->balance);
     memcpy(m->pos, m->pos_of_rank + (size_t)m->sp_rank * T, T * sizeof(int));
     for (int t = 0; t < m->S; t++) m->pos_full[t] = t;
 }
 
-void model_init(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int local_batch) {
+void model_layout(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int local_batch) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->scheme = cfg->scheme;
@@ -157,35 +158,41 @@ void model_init(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int lo
     m->balance = cfg->balance;
     m->tp = cfg->scheme == SCHEME_MEGATRON_SP ? sp_size : 1;
     m->Cl = m->C / m->tp, m->Fl = m->F / m->tp, m->NHl = m->NH / m->tp;
-    init_positions(m);
     set_layout(m);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) m->num_params += m->param_sizes[i];
-
-    // One buffer for each kind: params, grads, AdamW m, AdamW v, activations, scratch.
-    m->params_mem = xcalloc(m->num_params, sizeof(float));
-    m->grads_mem = xcalloc(m->num_params, sizeof(float));
-    m->m_mem = xcalloc(m->num_params, sizeof(float));
-    m->v_mem = xcalloc(m->num_params, sizeof(float));
-    carve_params(&m->params, m->params_mem, m->param_sizes);
-    carve_params(&m->grads, m->grads_mem, m->param_sizes);
-    size_t nacts = carve_acts(&m->acts, NULL, m);
-    m->acts_mem = xcalloc(nacts, sizeof(float));
-    carve_acts(&m->acts, m->acts_mem, m);
-    size_t nscratch = carve_scratch(&m->scratch, NULL, m);
-    m->scratch_mem = xcalloc(nscratch, sizeof(float));
-    carve_scratch(&m->scratch, m->scratch_mem, m);
-
+    m->num_acts = carve_acts(&m->acts, NULL, m);
+    m->num_scratch = carve_scratch(&m->scratch, NULL, m);
     size_t BT = (size_t)m->B * (size_t)m->T;
-    m->tokens = xcalloc(BT, sizeof(int));
-    m->targets = xcalloc(BT, sizeof(int));
-    m->mem_bytes = (4 * m->num_params + nacts + nscratch) * sizeof(float) +
+    m->mem_bytes = (4 * m->num_params + m->num_acts + m->num_scratch) * sizeof(float) +
                    (2 * BT + (size_t)m->T * (1 + (size_t)sp_size) + (size_t)m->S) * sizeof(int);
 }
 
+void model_init(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int local_batch) {
+    model_layout(m, cfg, sp_rank, sp_size, local_batch);
+    init_positions(m);
+    // One buffer for each kind: params, grads, AdamW m, AdamW v, activations, scratch.
+    m->params_mem = rt_calloc(m->num_params, sizeof(float));
+    m->grads_mem = rt_calloc(m->num_params, sizeof(float));
+    m->m_mem = rt_calloc(m->num_params, sizeof(float));
+    m->v_mem = rt_calloc(m->num_params, sizeof(float));
+    carve_params(&m->params, m->params_mem, m->param_sizes);
+    carve_params(&m->grads, m->grads_mem, m->param_sizes);
+    m->acts_mem = rt_calloc(m->num_acts, sizeof(float));
+    carve_acts(&m->acts, m->acts_mem, m);
+    m->scratch_mem = rt_calloc(m->num_scratch, sizeof(float));
+    carve_scratch(&m->scratch, m->scratch_mem, m);
+    size_t BT = (size_t)m->B * (size_t)m->T;
+    m->tokens = rt_calloc(BT, sizeof(int));
+    m->targets = rt_calloc(BT, sizeof(int));
+}
+
 void model_free(Model *m) {
-    free(m->params_mem), free(m->grads_mem), free(m->m_mem), free(m->v_mem);
-    free(m->acts_mem), free(m->scratch_mem);
-    free(m->tokens), free(m->targets), free(m->pos), free(m->pos_of_rank), free(m->pos_full);
+    size_t BT = (size_t)m->B * (size_t)m->T, f = sizeof(float), i = sizeof(int);
+    rt_free(m->params_mem, m->num_params, f), rt_free(m->grads_mem, m->num_params, f);
+    rt_free(m->m_mem, m->num_params, f), rt_free(m->v_mem, m->num_params, f);
+    rt_free(m->acts_mem, m->num_acts, f), rt_free(m->scratch_mem, m->num_scratch, f);
+    rt_free(m->tokens, BT, i), rt_free(m->targets, BT, i), rt_free(m->pos, (size_t)m->T, i);
+    rt_free(m->pos_of_rank, (size_t)m->sp_size * (size_t)m->T, i), rt_free(m->pos_full, (size_t)m->S, i);
     memset(m, 0, sizeof *m);
 }
 

@@ -124,12 +124,15 @@ typedef struct {
     int *pos;                // (T) global position of each local token
     int *pos_of_rank;        // (sp, T) positions of every rank of the sequence group
     int *pos_full;           // (S) 0..S-1 (megatron-sp attention over the whole sequence)
-    size_t mem_bytes;        // bytes of all the above (the runtime's own allocations)
+    size_t num_acts, num_scratch;   // floats
+    size_t mem_bytes;        // bytes of all the above, planned (model_layout) = allocated (model_init)
 } Model;
 
 extern const char *const param_names[NUM_PARAM_TENSORS];
 
-// Allocate everything for this rank's share.
+// Sizes of everything for this rank's share, nothing allocated (lsst-run --plan).
+void model_layout(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int local_batch);
+// model_layout, then allocate (zeroed) through rt_calloc.
 void model_init(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int local_batch);
 void model_free(Model *m);
 // Deterministic initialization from the seed: every element of the FULL model has

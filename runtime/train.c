@@ -15,6 +15,7 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "kernels.h"
+#include "memory.h"
 
 static volatile sig_atomic_t g_stop_signal;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
@@ -159,7 +160,7 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     row->t_comm = tr->comm.stats.seconds;
     row->t_compute = t_step - row->t_comm;
     row->comm_bytes = tr->comm.stats.bytes;
-    row->mem_peak = (int64_t)m->mem_bytes;
+    row->mem_peak = (int64_t)rt_mem_peak();
     return 0;
 }
 
@@ -351,6 +352,13 @@ static int open_metrics(Trainer *tr, int64_t keep_until) {
     return comm_any_flag(&tr->comm, tr->metrics == NULL) ? -1 : 0;
 }
 
+size_t trainer_plan_bytes(const RunConfig *cfg) {
+    Model m;
+    model_layout(&m, cfg, 0, cfg->sequence, cfg->batch / cfg->data);
+    size_t xchg, full = ckpt_full_size(&m, &xchg);
+    return m.mem_bytes + (full + xchg) * sizeof(float) + ((size_t)m.T + 1) * sizeof(int);
+}
+
 int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const char *eval_only) {
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
@@ -374,11 +382,11 @@ int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const c
     }
     if (prepare_output(tr, ckpt != NULL) != 0) { free(ckpt); return EXIT_RUNTIME; }
     model_init(&tr->model, cfg, tr->comm.sp_rank, tr->comm.sp_size, tr->local_batch);
-    size_t xchg, full = ckpt_full_size(&tr->model, &xchg);
-    tr->ckpt_full = xcalloc(full + xchg, sizeof(float));
-    tr->ckpt_xchg = tr->ckpt_full + full;
-    tr->read_buf = xcalloc((size_t)tr->model.T + 1, sizeof(int));
-    tr->model.mem_bytes += (full + xchg) * sizeof(float) + ((size_t)tr->model.T + 1) * sizeof(int);
+    size_t xchg;
+    tr->ckpt_floats = ckpt_full_size(&tr->model, &xchg) + xchg;
+    tr->ckpt_full = rt_calloc(tr->ckpt_floats, sizeof(float));
+    tr->ckpt_xchg = tr->ckpt_full + tr->ckpt_floats - xchg;
+    tr->read_buf = rt_calloc((size_t)tr->model.T + 1, sizeof(int));
     if (ckpt) {
         int rc = load_checkpoint(tr, ckpt);
         if (rc == 0) say(tr, stdout, "resumed from %s at step %lld", ckpt, (long long)tr->step);
@@ -434,8 +442,8 @@ void trainer_free(Trainer *tr) {
     if (tr->train) data_close(tr->train);
     if (tr->valid) data_close(tr->valid);
     if (tr->log) fclose(tr->log);
-    free(tr->ckpt_full);
-    free(tr->read_buf);
+    rt_free(tr->ckpt_full, tr->ckpt_floats, sizeof(float));
+    rt_free(tr->read_buf, (size_t)tr->model.T + 1, sizeof(int));
     if (tr->model.params_mem) model_free(&tr->model);
     if (tr->comm_ready) comm_free(&tr->comm);
 }

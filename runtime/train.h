@@ -28,6 +28,7 @@ typedef struct {
     char prefix[32];       // "[rank 0/4] " when multi-rank, else ""
     float *ckpt_full;      // full params, m, v of every tensor held in shares (checkpoints)
     float *ckpt_xchg;      // gather buffer: the largest such tensor
+    size_t ckpt_floats;    // size of ckpt_full + ckpt_xchg
     int *read_buf;         // (T + 1) tokens of one contiguous run
 } Trainer;
 
@@ -41,5 +42,8 @@ int trainer_run(Trainer *tr);
 double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split);
 int trainer_save_checkpoint(Trainer *tr);
 void trainer_free(Trainer *tr);
+// Bytes one rank will allocate for this config (what metrics report as mem_peak),
+// computed without allocating: lsst-run --plan.
+size_t trainer_plan_bytes(const RunConfig *cfg);
 // Learning rate at 1-based step: linear warmup, cosine decay to lr_min.
 double lr_at(const RunConfig *cfg, int64_t step);

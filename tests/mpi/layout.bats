@@ -80,3 +80,16 @@ assert rel.max() < 1e-5, rel
 PY
   done
 }
+
+@test "layout: --plan predicts, without allocating, the mem_peak every rank measures" {
+  for scheme in lss megatron-sp; do
+    plan=$("$BIN/lsst-run" --config run.yaml --plan --set parallel.scheme=$scheme --set parallel.sequence=2 \
+           --set parallel.data=2 | awk '{print $4}')
+    run mpirun_n 4 "$BIN/lsst-run" --config run.yaml --set parallel.scheme=$scheme --set parallel.sequence=2 \
+        --set parallel.data=2 --set train.steps=2 --set output.dir=$scheme
+    [ "$status" -eq 0 ]
+    for r in 0 1 2 3; do
+      [ "$(h5 $scheme/metrics/rank-0000$r.h5 "int(f['steps']['mem_peak'].max())")" = "$plan" ]
+    done
+  done
+}
