@@ -66,7 +66,7 @@ ASAN_ARCH := $(patsubst $(BUILD)/%,$(BUILD)/asan/%,$(ARCHIVES))
 all: $(PROGRAMS)
 
 # Kernels are the hot loops: -O3 lets gcc vectorize them (simd pragmas need -fopenmp-simd, on with -fopenmp).
-$(BUILD)/kernels/%.o $(BUILD)/asan/kernels/%.o: CFLAGS += -O3
+$(BUILD)/kernels/%.o $(BUILD)/asan/kernels/%.o: ALL_CFLAGS += -O3
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
