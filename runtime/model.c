@@ -231,16 +231,21 @@ void model_init_params(Model *m, uint64_t seed) {
 // ---- whole-sequence exchange inside the sequence group ----------------------------------
 // The collectives move rank-major blocks (sp, B, T, W); the sequence in global order is
 // (B, S, W): every rank's rows go to their positions.
-void seq_allgather(Model *m, Comm *comm, const float *local, float *full, int W) {
+// Rank-major blocks (sp, B, T, W) in xchg -> (B, S, W) in global order.
+static void place_rows(Model *m, const float *xchg, float *full, int W) {
     size_t T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S, w = (size_t)W;
-    if (m->sp_size == 1) { memcpy(full, local, B * T * w * sizeof(float)); return; }
-    float *xchg = m->scratch.xchg;
-    comm_allgather(comm, GROUP_SEQ, local, xchg, (long)(B * T * w));
     for (int r = 0; r < m->sp_size; r++)
         for (size_t b = 0; b < B; b++)
             for (size_t t = 0; t < T; t++)
                 memcpy(full + (b * S + (size_t)m->pos_of_rank[r * T + t]) * w, xchg + (((size_t)r * B + b) * T + t) * w,
                        w * sizeof(float));
+}
+
+void seq_allgather(Model *m, Comm *comm, const float *local, float *full, int W) {
+    size_t n = (size_t)m->B * (size_t)m->T * (size_t)W;
+    if (m->sp_size == 1) { memcpy(full, local, n * sizeof(float)); return; }
+    comm_allgather(comm, GROUP_SEQ, local, m->scratch.xchg, (long)n);
+    place_rows(m, m->scratch.xchg, full, W);
 }
 
 void seq_reduce_scatter(Model *m, Comm *comm, const float *full, float *local, int W) {
@@ -298,10 +303,16 @@ static double lss_forward(Model *m, Comm *comm, float dloss) {
 
         layernorm_forward(ln1, a->ln1_mean + l * bt, a->ln1_rstd + l * bt, residual, p->ln1w + l * C,
                           p->ln1b + l * C, BT, C);
-        // [K|V] first (rows C..3C of qkvw): ONE all-gather over the sequence group; then Q.
+        // [K|V] first (rows C..3C of qkvw): ONE all-gather over the sequence group,
+        // in flight while Q is projected.
         matmul_forward(kv, ln1, qkvw + (size_t)C * C, qkvb + C, BT, C, 2 * C);
-        if (m->sp_size > 1) seq_allgather(m, comm, kv, kv_full, 2 * C);
+        CommPending gather;
+        if (m->sp_size > 1) comm_iallgather(comm, GROUP_SEQ, kv, m->scratch.xchg, (long)btc * 2, &gather);
         matmul_forward(q, ln1, qkvw, qkvb, BT, C, C);
+        if (m->sp_size > 1) {
+            comm_wait(comm, &gather);
+            place_rows(m, m->scratch.xchg, kv_full, 2 * C);
+        }
         // Local queries against all keys, causal in global positions: whole rows of the
         // attention matrix, so nothing partial is ever aggregated.
         attention_forward(atty, lse, q, kv_full, kv_full + C, m->pos, B, T, S, NH, C / NH, C, 2 * C);
