@@ -76,6 +76,9 @@ static void test_roundtrip(const char *dir) {
     const ManifestSplit *v = manifest_split(&r, "valid");
     CHECK(v && v->offset == 900 && v->tokens == 50, "manifest_split finds valid");
     CHECK(manifest_split(&r, "dev") == NULL, "manifest_split of an unknown name is NULL");
+    errno = 0;
+    CHECK(manifest_write(&w, "/nonexistent-lsst-dir") == -1 && errno == ENOENT,
+          "manifest_write into a missing directory fails with errno ENOENT (%s)", strerror(errno));
     char *tmp = xasprintf("%s/manifest.yaml.tmp.%ld", dir, (long)getpid());
     CHECK(!path_exists(tmp), "no temp file left beside manifest.yaml");
     free(tmp);
