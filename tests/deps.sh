@@ -6,7 +6,8 @@ PKGS=(build-essential pkg-config git
       openmpi-bin libopenmpi-dev libpmix-dev
       libhdf5-dev hdf5-tools libyaml-dev libopenblas-openmp-dev libarchive-dev libssl-dev
       bats python3 python3-h5py python3-numpy zip
-      slurmctld slurmd slurm-client munge)
+      slurmctld slurmd slurm-client munge
+      gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
