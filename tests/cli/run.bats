@@ -8,9 +8,12 @@ setup() { cd "$BATS_TEST_TMPDIR"; write_config run.yaml "$DATA" out; }
 
 @test "run: --help shows an example, --version the git commit" {
   run "$BIN/lsst-run" --help
-  [ "$status" -eq 0 ] && [[ "$output" == *"example:"* ]] && [[ "$output" == *"--resume"* ]]
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"example:"* ]]
+  [[ "$output" == *"--resume"* ]]
   run "$BIN/lsst-run" --version
-  [ "$status" -eq 0 ] && [[ "$output" == "lsst-run "*"(git "* ]]
+  [ "$status" -eq 0 ]
+  [[ "$output" == "lsst-run "*"(git "* ]]
 }
 
 @test "run: unknown key is an error at file:line:col with a suggestion, nothing written" {
@@ -24,29 +27,40 @@ setup() { cd "$BATS_TEST_TMPDIR"; write_config run.yaml "$DATA" out; }
 
 @test "run: wrong type and impossible values are errors before anything is allocated" {
   run "$BIN/lsst-run" --config run.yaml --set model.dim=abc
-  [ "$status" -eq 2 ] && [[ "$output" == *"model.dim"* ]] && [ ! -e out ]
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"model.dim"* ]]
+  [ ! -e out ]
   run "$BIN/lsst-run" --config run.yaml --set model.heads=5
-  [ "$status" -eq 2 ] && [[ "$output" == *"heads"* ]] && [ ! -e out ]
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"heads"* ]]
+  [ ! -e out ]
   run "$BIN/lsst-run" --config run.yaml --set train.stepz=3
-  [ "$status" -eq 2 ] && [[ "$output" == *"--set train.stepz=3"*"did you mean"* ]]
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--set train.stepz=3"*"did you mean"* ]]
   run "$BIN/lsst-run" --config missing.yaml
-  [ "$status" -eq 2 ] && [[ "$output" == *"missing.yaml"* ]]
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"missing.yaml"* ]]
   run "$BIN/lsst-run"
-  [ "$status" -eq 2 ] && [[ "$output" == *"--config"* ]]
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--config"* ]]
 }
 
 @test "run: data errors name the directory" {
   run "$BIN/lsst-run" --config run.yaml --set data.dir=nowhere
-  [ "$status" -eq 2 ] && [[ "$output" == *"nowhere"* ]]
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"nowhere"* ]]
   run "$BIN/lsst-run" --config run.yaml --set model.vocab=100
-  [ "$status" -eq 2 ] && [[ "$output" == *"vocab"* ]]
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"vocab"* ]]
 }
 
 @test "run: writes run.yaml, log, metrics with the contract's fields and attributes, a final checkpoint" {
   run "$BIN/lsst-run" --config run.yaml --set train.eval_every=3
   [ "$status" -eq 0 ]
   [[ "${lines[1]}" == "step 1/6 | loss "*" | bpc "*" | lr "*" ms | "*" tok/s" ]]
-  [ -f out/run.yaml ] && [ -f out/log ] && [ -f out/checkpoints/step-000006.h5 ]
+  [ -f out/run.yaml ]
+  [ -f out/log ]
+  [ -f out/checkpoints/step-000006.h5 ]
   grep -q "step 6/6" out/log
   run h5 out/metrics/rank-00000.h5 "list(f['steps'].dtype.names), len(f['steps']), list(f['steps']['step'])"
   [ "$output" = "(['step', 'loss', 'lr', 'grad_norm', 'tokens', 't_step', 't_compute', 't_comm', 'comm_bytes', 'mem_peak'], 6, [1, 2, 3, 4, 5, 6])" ]
@@ -56,7 +70,8 @@ setup() { cd "$BATS_TEST_TMPDIR"; write_config run.yaml "$DATA" out; }
   [ "$output" = "(2, 'valid', 6, 1, 256)" ]
   # run.yaml is the complete resolved config: it runs again as is
   run "$BIN/lsst-run" --config out/run.yaml --set output.dir=again --set train.steps=1
-  [ "$status" -eq 0 ] && [ -f again/checkpoints/step-000001.h5 ]
+  [ "$status" -eq 0 ]
+  [ -f again/checkpoints/step-000001.h5 ]
 }
 
 @test "run: the loss falls from ln 256 to well below the unigram entropy of the data" {
@@ -83,7 +98,8 @@ print(float(-(p * np.log(p)).sum()))" "$ENWIK8_4M")
   # Throw away the tail, keep the step-5 checkpoint, and resume from it.
   rm part/checkpoints/step-000010.h5 part/checkpoints/step-000012.h5
   run "$BIN/lsst-run" --config run.yaml --set train.steps=12 --set train.ckpt_every=5 --set output.dir=part --resume latest
-  [ "$status" -eq 0 ] && [[ "$output" == *"resumed from part/checkpoints/step-000005.h5 at step 5"* ]]
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"resumed from part/checkpoints/step-000005.h5 at step 5"* ]]
   a=$(h5 full/metrics/rank-00000.h5 "f['steps']['loss'].tobytes().hex()")
   b=$(h5 part/metrics/rank-00000.h5 "f['steps']['loss'].tobytes().hex()")
   [ "$a" = "$b" ]
@@ -100,9 +116,11 @@ PY
 
 @test "run: --resume with a missing file is an error; latest with none starts from step 0" {
   run "$BIN/lsst-run" --config run.yaml --resume nothere.h5
-  [ "$status" -eq 2 ] && [[ "$output" == *"nothere.h5"* ]]
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"nothere.h5"* ]]
   run "$BIN/lsst-run" --config run.yaml --resume latest --set train.steps=2
-  [ "$status" -eq 0 ] && [[ "$output" == *"starting from step 0"* ]]
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"starting from step 0"* ]]
 }
 
 @test "run: SIGTERM finishes the step, checkpoints, exits 75; --resume latest completes the run" {
@@ -123,7 +141,8 @@ PY
   run "$BIN/lsst-run" --config run.yaml
   [ "$status" -eq 0 ]
   run "$BIN/lsst-run" --config run.yaml --eval-only test
-  [ "$status" -eq 0 ] && [[ "$output" == *"eval test | step 6 | loss "* ]]
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"eval test | step 6 | loss "* ]]
   run "$BIN/lsst-run" --config run.yaml --eval-only train
   [ "$status" -eq 2 ]
 }

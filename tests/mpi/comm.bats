@@ -75,20 +75,23 @@ all_passed() {
 
 @test "comm: a rank exiting before a collective brings the job down" {
   mpi 3 3 1 exit-rank1
-  [ "$status" -ne 0 ] && [ "$status" -ne 124 ]
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
   [ "$elapsed" -lt 10 ]
 }
 
 @test "comm: a failed MPI call prints file:line and the MPI error, then aborts every rank" {
   mpi 2 2 1 mpi-error
-  [ "$status" -ne 0 ] && [ "$status" -ne 124 ]
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
   [ "$elapsed" -lt 10 ]
   grep -qE '^test_comm: error: rank 1: tests/mpi/test_comm.c:[0-9]+: MPI_Bcast\(buf, -1, .*\) failed: MPI_ERR_COUNT' <<<"$output"
 }
 
 @test "comm: a misuse (broadcast root outside the group) aborts the job with the reason" {
   mpi 4 2 2 bad-root
-  [ "$status" -ne 0 ] && [ "$status" -ne 124 ]
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
   [ "$elapsed" -lt 10 ]
   grep -q 'comm_broadcast: root 99 outside a group of 4 ranks' <<<"$output"
 }

@@ -12,7 +12,8 @@ layout_error() {
   local n=$1 want=$2; shift 2
   run mpirun_n "$n" "$BIN/lsst-run" --config run.yaml "$@"
   echo "$output"
-  [ "$status" -ne 0 ] && [ "$status" -ne 124 ]           # failed, and not by the timeout
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]           # failed, and not by the timeout
   [ "$(grep -c 'lsst-run: error' <<<"$output")" -eq 1 ]  # rank 0 speaks once
   [[ "$output" == *"$want"* ]]
   [ ! -e out ]
@@ -37,7 +38,8 @@ layout_error() {
 @test "layout: lss runs at sequence degree above the head count, where megatron-sp cannot" {
   run mpirun_n 4 "$BIN/lsst-run" --config run.yaml --set model.heads=2 --set parallel.scheme=lss \
       --set parallel.sequence=4 --set train.steps=2 --set output.dir=lss
-  [ "$status" -eq 0 ] && [ -f lss/checkpoints/step-000002.h5 ]
+  [ "$status" -eq 0 ]
+  [ -f lss/checkpoints/step-000002.h5 ]
   layout_error 4 "heads" --set model.heads=2 --set parallel.scheme=megatron-sp --set parallel.sequence=4
 }
 
@@ -51,11 +53,14 @@ layout_error() {
   kill -KILL "$victim"
   t0=$SECONDS; rc=0; wait $job || rc=$?
   echo "mpirun exit $rc after $((SECONDS - t0)) s"
-  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ $((SECONDS - t0)) -le 20 ]
+  [ "$rc" -ne 0 ]
+  [ "$rc" -ne 124 ]
+  [ $((SECONDS - t0)) -le 20 ]
   last=$(ls out/checkpoints | tail -1)
   run mpirun_n 2 "$BIN/lsst-run" --config run.yaml --set parallel.scheme=lss --set parallel.sequence=2 \
       --set train.steps=$(( 10#${last:5:6} + 2 )) --resume latest
-  [ "$status" -eq 0 ] && [[ "$output" == *"resumed from out/checkpoints/$last"* ]]
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"resumed from out/checkpoints/$last"* ]]
 }
 
 @test "layout: a checkpoint written by one grid resumes on other grids and schemes with the same losses" {
