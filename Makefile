@@ -33,7 +33,7 @@ PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) $(MPI_PKG) 2>/dev/null) $(B
 PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS) $(MPI_PKG) 2>/dev/null) $(BLAS_LIBS)
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -Itools/lib -Ikernels -Iruntime \
-              -DLSST_VERSION='"$(VERSION)"' -DLSST_GIT='"$(GIT_DESC)"' $(PKG_CFLAGS) $(CFLAGS)
+              -DLSST_VERSION='"$(VERSION)"' $(PKG_CFLAGS) $(CFLAGS)
 LDLIBS    := $(PKG_LIBS) -fopenmp -lm
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -80,10 +80,21 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
-$(BUILD)/liblsst.a: $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
+# The git commit, regenerated on every build but rewritten only when it changed, so
+# every program of one build reports the same commit (lsst_git() in common.h).
+$(BUILD)/version.c: FORCE
+	@mkdir -p $(dir $@)
+	@printf 'const char *lsst_git(void) { return "%s"; }\n' '$(GIT_DESC)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+$(BUILD)/version.o $(BUILD)/asan/version.o: $(BUILD)/version.c
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+.PHONY: FORCE
+FORCE:
+
+$(BUILD)/liblsst.a: $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(BUILD)/version.o
 $(BUILD)/libkernels.a: $(patsubst %.c,$(BUILD)/%.o,$(KERN_SRC)) $(CU_OBJ)
 $(BUILD)/libruntime.a: $(patsubst %.c,$(BUILD)/%.o,$(RT_SRC))
-$(BUILD)/asan/liblsst.a: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIB_SRC))
+$(BUILD)/asan/liblsst.a: $(patsubst %.c,$(BUILD)/asan/%.o,$(LIB_SRC)) $(BUILD)/version.o
 $(BUILD)/asan/libkernels.a: $(patsubst %.c,$(BUILD)/asan/%.o,$(KERN_SRC))
 $(BUILD)/asan/libruntime.a: $(patsubst %.c,$(BUILD)/asan/%.o,$(RT_SRC))
 %.a:

@@ -342,7 +342,7 @@ static int open_metrics(Trainer *tr, int64_t keep_until) {
                        .dp_rank = tr->comm.dp_rank, .sp_size = tr->comm.sp_size, .dp_size = tr->comm.dp_size,
                        .scheme = scheme_name(tr->cfg.scheme), .backend = backend_name(tr->cfg.backend),
                        .host = host, .device = "cpu", .seq_len = tr->cfg.seq_len, .model_json = json,
-                       .git = LSST_GIT};
+                       .git = lsst_git()};
     char *name = xasprintf("metrics/rank-%05d.h5", tr->comm.rank);
     char *path = path_join(tr->cfg.output_dir, name);
     char err[1024];

@@ -234,7 +234,7 @@ static char *generated_provenance(const char *name) {
                      "lsst_version: %s\n"
                      "lsst_git: %s\n"
                      "run_dir_name: %s\n",
-                     LSST_VERSION, LSST_GIT, name);
+                     LSST_VERSION, lsst_git(), name);
 }
 
 int archive_create(const char *run_dir, const char *out_path, ArchiveStats *stats, char *err, size_t errlen) {

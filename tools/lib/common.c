@@ -76,7 +76,7 @@ char *xasprintf(const char *fmt, ...) {
 }
 
 void lsst_print_version(void) {
-    printf("%s %s (git %s)\n", lsst_prog, LSST_VERSION, LSST_GIT);
+    printf("%s %s (git %s)\n", lsst_prog, LSST_VERSION, lsst_git());
 }
 
 // ---- SHA-256 ----

@@ -26,6 +26,8 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // "lsst-TOOL X.Y.Z (git DESC)" for --version.
 void lsst_print_version(void);
+// `git describe --always --dirty` of the checkout this build came from (generated per build).
+const char *lsst_git(void);
 
 // SHA-256 (OpenSSL EVP). hex must hold 65 chars.
 typedef struct Sha256 Sha256;

@@ -320,7 +320,7 @@ void report_build(const Report *r, Doc *d, PlotSet *ps) {
     doc_para(d, "%d job%s, %lld rank file%s read, %d skipped. Written by lsst-report %s (git %s). The definitions of "
                 "every number are at the end.",
              r->n_jobs, r->n_jobs == 1 ? "" : "s", (long long)r->files_read, r->files_read == 1 ? "" : "s", n_skipped,
-             LSST_VERSION, LSST_GIT);
+             LSST_VERSION, lsst_git());
     doc_heading(d, 2, "summary", "Summary");
     summary_table(d, r);
     scaling_section(d, ps, r);
