@@ -1,5 +1,6 @@
 // HDF5 helpers: one-line error messages from the HDF5 error stack, attribute I/O.
 #include "h5util.h"
+#include "h5err.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,38 +9,9 @@
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
-typedef struct {
-    char cause[256];
-    int found;
-} ErrWalk;
-
-// Walked upward: the first entry is the innermost (most specific) one.
-static herr_t take_innermost(unsigned n, const H5E_error2_t *e, void *data) {
-    ErrWalk *w = data;
-    (void)n;
-    if (w->found || !e->desc || !e->desc[0]) return 0;
-    // The sec2 driver says "..., errno = 2, error message = 'No such file or directory', ...":
-    // the OS message is the cause a user can act on.
-    const char *os = strstr(e->desc, "error message = '");
-    if (os) {
-        os += strlen("error message = '");
-        const char *end = strchr(os, '\'');
-        size_t len = end ? (size_t)(end - os) : strlen(os);
-        if (len >= sizeof w->cause) len = sizeof w->cause - 1;
-        memcpy(w->cause, os, len);
-        w->cause[len] = 0;
-    } else {
-        snprintf(w->cause, sizeof w->cause, "%s", e->desc);
-    }
-    w->found = 1;
-    return 0;
-}
-
 void h5_error(char *err, size_t errlen, const char *src, int line, const char *path, const char *fmt, ...) {
     if (!err || !errlen) return;
-    ErrWalk w = {.found = 0};
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_innermost, &w);
-    H5Eclear2(H5E_DEFAULT);
+    const char *cause = h5_cause();
     char what[512];
     va_list ap;
     va_start(ap, fmt);
@@ -47,7 +19,7 @@ void h5_error(char *err, size_t errlen, const char *src, int line, const char *p
     va_end(ap);
     const char *base = strrchr(src, '/');
     // Source position after the cause: the user reads the first part, a developer the last.
-    snprintf(err, errlen, "%s: %s%s%s (%s:%d)", path, what, w.found ? ": " : "", w.found ? w.cause : "",
+    snprintf(err, errlen, "%s: %s%s%s (%s:%d)", path, what, cause ? ": " : "", cause ? cause : "",
              base ? base + 1 : src, line);
 }
 

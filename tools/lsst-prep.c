@@ -9,6 +9,7 @@
 // (prep_hash.c). Everything goes to PARENT/.NAME.lsst-prep-tmp.HOST.PID and is renamed
 // to OUTDIR at the end.
 #include "common.h"
+#include "h5err.h"
 #include "manifest.h"
 #include "prep_hash.h"
 #include "prep_input.h"
@@ -98,38 +99,16 @@ static void install_signals(void) {
 }
 
 // ---- HDF5 errors ----
-// The innermost message of HDF5's error stack; for a failed system call the
-// "error message = '...'" part (e.g. "No space left on device").
-typedef struct { char text[256]; bool have; } H5Cause;
-
-static herr_t h5_walk(unsigned n, const H5E_error2_t *e, void *data) {
-    H5Cause *c = data;
-    (void)n;
-    if (c->have || !e->desc) return 0;
-    const char *m = strstr(e->desc, "error message = '");
-    if (m) {
-        m += strlen("error message = '");
-        const char *end = strchr(m, '\'');
-        snprintf(c->text, sizeof c->text, "%.*s", end ? (int)(end - m) : (int)strlen(m), m);
-    } else {
-        snprintf(c->text, sizeof c->text, "%s", e->desc);
-    }
-    c->have = true;
-    return 0;
-}
-
-static const char *h5_cause(void) {
-    static H5Cause c;
-    memset(&c, 0, sizeof c);
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk, &c);
-    H5Eclear2(H5E_DEFAULT);
-    return c.have ? c.text : "unknown HDF5 error";
+// HDF5 failures carry the innermost message of HDF5's error stack (h5err.h).
+static const char *h5_cause_or_unknown(void) {
+    const char *c = h5_cause();
+    return c ? c : "unknown HDF5 error";
 }
 
 // Every HDF5 call is checked: on failure, "PATH: WHAT: cause" and exit `code`.
 #define H5TRY(call, code, path, what)                                          \
     do {                                                                         \
-        if ((call) < 0) fail(code, "%s: %s: %s", (path), (what), h5_cause());    \
+        if ((call) < 0) fail(code, "%s: %s: %s", (path), (what), h5_cause_or_unknown());    \
     } while (0)
 
 // ---- sizes and splits ----
