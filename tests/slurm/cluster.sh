@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# tests/slurm/cluster.sh -- the real single-node Slurm cluster the tests in tests/slurm/ run on:
+# munged + slurmctld + slurmd started as plain background daemons, as root, without systemd.
+# Adapted from ../shared/slurm/local-slurm.sh (the tested recipe; its pitfalls are kept as comments).
+# Differences: installs nothing itself (packages come from `make deps`, tests/deps.sh: `up` only
+# checks that they are there); sched_interval=5 and cred_expire=10 so a requeued job starts again
+# within seconds (defaults: 60 s, 120 s); KillWait=2 so a job past its time limit is killed (TIMEOUT) within
+# seconds of slurmctld noticing (Slurm limits are whole minutes; the check runs every ~30 s);
+# a `ping` command for the tests' skip decision.
+#
+# Usage: tests/slurm/cluster.sh <command>
+#   check      say which needed packages are missing (rc 1 if any): install them with `make deps`
+#   configure  write /etc/slurm/slurm.conf (+ dirs, munge key)     (idempotent)
+#   start      start munged, slurmctld, slurmd unless already running (idempotent)
+#   wait       wait until `sinfo` reports the node usable (idle/mixed/alloc)
+#   up         check + configure + start + wait                     (default command)
+#   stop       cancel jobs, then stop slurmd, slurmctld, munged by the PIDs in their pid files
+#   status     show daemon PIDs, sinfo and squeue
+#   waitjob J  poll (every 0.2 s) until job J finishes; print its state; rc 0 only if COMPLETED
+#   selftest   submit the reference jobs (sbatch, afterok chain, failing chain, MPI via srun --mpi=pmix)
+#   ping       rc 0 when a controller answers (what tests/slurm/*.bats use to decide to skip)
+#
+# Environment knobs (all optional):
+#   SLURM_CPUS=N          CPUs advertised for the node (default: max(4, nproc)); more than the
+#                         hardware has is allowed (SlurmdParameters=config_overrides)
+#   SLURM_MPI_DEFAULT=x   MpiDefault (default: pmix, so a plain `srun ./mpi_prog` works with Open MPI)
+#   SLURM_KEEP_STATE=1    keep slurmctld job state across restarts (default: start clean, slurmctld -c)
+#   SLURM_READY_TIMEOUT=s seconds `wait` may take (default 60)
+set -euo pipefail
+
+# The packages this script needs; all are in tests/deps.sh's list (`make deps`).
+PKGS=(slurmctld slurmd slurm-client munge libopenmpi-dev openmpi-bin libpmix-dev)
+
+CONF=/etc/slurm/slurm.conf
+STATE_DIR=/var/spool/slurmctld
+SPOOL_DIR=/var/spool/slurmd
+LOG_DIR=/var/log/slurm
+CTLD_PID=/run/slurmctld.pid
+SLURMD_PID=/run/slurmd.pid
+MUNGE_RUN=/run/munge
+MUNGE_PID=$MUNGE_RUN/munged.pid
+JOBCOMP=$LOG_DIR/jobcomp.log
+
+NODE=$(hostname -s)
+log() { printf '[cluster.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
+
+# --- helpers -------------------------------------------------------------------------------
+# pid_alive PIDFILE COMM: true if the pid file names a live process whose comm is COMM
+# (guards against stale pid files whose PID was reused after a machine/session restart).
+pid_alive() {
+  local f=$1 comm=$2 p
+  [ -s "$f" ] || return 1
+  p=$(cat "$f" 2>/dev/null) || return 1
+  [[ $p =~ ^[0-9]+$ ]] || return 1
+  [ -r "/proc/$p/comm" ] && [ "$(cat "/proc/$p/comm")" = "$comm" ]
+}
+
+# stop_pid PIDFILE COMM: SIGTERM the daemon, wait up to 15 s, then SIGKILL. Never by name.
+stop_pid() {
+  local f=$1 comm=$2 p i
+  if ! pid_alive "$f" "$comm"; then log "$comm: not running"; rm -f "$f"; return 0; fi
+  p=$(cat "$f")
+  log "$comm: stopping pid $p"
+  kill -TERM "$p" 2>/dev/null || true
+  for i in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$p" 2>/dev/null; then log "$comm: pid $p ignored SIGTERM, sending SIGKILL"; kill -KILL "$p" 2>/dev/null || true; fi
+  rm -f "$f"
+}
+
+pkgs_missing() {
+  local p miss=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || miss+=("$p")
+  done
+  echo "${miss[@]:-}"
+}
+
+# --- check --------------------------------------------------------------------------------
+# Nothing is installed here: `make deps` (tests/deps.sh) installs every package, so a clean
+# machine gets the same packages whether it runs the tests or .ci/run.
+do_check() {
+  local miss; miss=$(pkgs_missing)
+  [ -z "$miss" ] || die "missing packages: $miss (run: make deps)"
+  # Slurm's mpi/pmix plugin dlopen()s .../pmix2/lib/libpmix.so (the unversioned symlink,
+  # shipped only by libpmix-dev); without it `srun --mpi=pmix` fails.
+  [ -e /usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so ] || log "WARNING: pmix2/lib/libpmix.so missing (libpmix-dev)"
+  return 0
+}
+
+# --- configure -----------------------------------------------------------------------------
+write_conf() {
+  local cpus=${SLURM_CPUS:-}
+  if [ -z "$cpus" ]; then cpus=$(nproc); [ "$cpus" -lt 4 ] && cpus=4; fi
+  local mem; mem=$(awk '/^MemTotal:/{printf "%d", $2/1024}' /proc/meminfo)
+  cat <<EOF
+# Generated by local-slurm.sh -- single-node CI cluster, no slurmdbd, no cgroups.
+ClusterName=ci
+SlurmctldHost=${NODE}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=${SLURM_MPI_DEFAULT:-pmix}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+# No slurmdbd: plain 'sacct' says "Slurm accounting storage is disabled" (rc 1).
+# jobcomp/filetxt makes 'sacct -c' (--completion) work from ${JOBCOMP}.
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=${JOBCOMP}
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/backfill
+# batch_sched_delay=0: start batch jobs / released dependants at once (default 3 s each).
+# sched_interval=5: look at pending jobs every 5 s (default 60), e.g. a requeued job.
+SchedulerParameters=batch_sched_delay=0,sched_interval=5
+# A requeued job may start again only after the credential lifetime (default 120 s).
+AuthInfo=cred_expire=10
+# A job whose afterok dependency failed is CANCELLED (Reason=DependencyNeverSatisfied)
+# instead of pending forever.
+DependencyParameters=kill_invalid_depend
+# Trust the CPU count below even if the hardware has fewer cores (lets -n 4 run on 2 cores).
+SlurmdParameters=config_overrides
+# Reject at submit time a job that can never fit (e.g. -n 8 on 4 CPUs) instead of leaving it
+# PENDING forever with Reason=PartitionConfig (a CI hang). Use -O/--overcommit for more ranks.
+EnforcePartLimits=ALL
+ReturnToService=2
+MinJobAge=3600
+# Seconds between SIGTERM and SIGKILL at a time limit or scancel (default 30).
+KillWait=2
+MailProg=/bin/true
+StateSaveLocation=${STATE_DIR}
+SlurmdSpoolDir=${SPOOL_DIR}
+SlurmctldPidFile=${CTLD_PID}
+SlurmdPidFile=${SLURMD_PID}
+SlurmctldLogFile=${LOG_DIR}/slurmctld.log
+SlurmdLogFile=${LOG_DIR}/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
+PartitionName=debug Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+EOF
+}
+
+do_configure() {
+  need_root
+  command -v slurmctld >/dev/null || die "slurm not installed; run: make deps"
+  mkdir -p /etc/slurm "$STATE_DIR" "$SPOOL_DIR" "$LOG_DIR"
+  chmod 755 "$STATE_DIR" "$SPOOL_DIR" "$LOG_DIR"
+  local new; new=$(write_conf)
+  if [ -f "$CONF" ] && [ "$new" = "$(cat "$CONF")" ]; then
+    log "configure: $CONF unchanged"
+  else
+    printf '%s\n' "$new" > "$CONF.tmp" && mv "$CONF.tmp" "$CONF"; chmod 644 "$CONF"
+    log "configure: wrote $CONF"
+    if pid_alive "$CTLD_PID" slurmctld; then log "configure: slurmctld running, reconfiguring"; scontrol reconfigure || true; fi
+  fi
+  # munge key: Debian's postinst creates one; recreate if it is missing.
+  if [ ! -s /etc/munge/munge.key ]; then
+    log "configure: creating /etc/munge/munge.key"
+    mkdir -p /etc/munge
+    if command -v mungekey >/dev/null; then mungekey --create --force --keyfile=/etc/munge/munge.key
+    else dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; fi
+  fi
+  chown munge:munge /etc/munge /etc/munge/munge.key; chmod 700 /etc/munge; chmod 600 /etc/munge/munge.key
+  mkdir -p /var/lib/munge /var/log/munge
+  chown munge:munge /var/lib/munge /var/log/munge
+}
+
+# --- start / wait / stop -------------------------------------------------------------------
+do_start() {
+  need_root
+  [ -f "$CONF" ] || die "no $CONF; run: $0 configure"
+  # munged: normally runs as user munge; its /run dir vanishes on reboot (tmpfs).
+  if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
+    log "munged: already running and answering (pid $(cat "$MUNGE_PID" 2>/dev/null || echo '?'))"
+  else
+    mkdir -p "$MUNGE_RUN"; chown munge:munge "$MUNGE_RUN"; chmod 755 "$MUNGE_RUN"
+    rm -f "$MUNGE_PID"
+    runuser -u munge -- /usr/sbin/munged
+    local i; for i in $(seq 1 50); do munge -n </dev/null >/dev/null 2>&1 && break; sleep 0.1; done
+    munge -n </dev/null | unmunge >/dev/null || die "munged does not answer (see /var/log/munge/munged.log)"
+    log "munged: started (pid $(cat "$MUNGE_PID"))"
+  fi
+  if pid_alive "$CTLD_PID" slurmctld; then
+    log "slurmctld: already running (pid $(cat "$CTLD_PID"))"
+  elif scontrol ping 2>/dev/null | grep -q 'is UP'; then
+    log "slurmctld: a controller not started by this script answers; leaving it alone"
+  else
+    local opt=(-c)   # clean state: no jobs/nodes recovered from a previous (killed) session
+    if [ "${SLURM_KEEP_STATE:-0}" = 1 ]; then opt=()
+    elif [ -s "$JOBCOMP" ]; then mv -f "$JOBCOMP" "$JOBCOMP.old"; fi   # sacct -c shows this run only
+    /usr/sbin/slurmctld "${opt[@]}"
+    local k; for k in $(seq 1 50); do pid_alive "$CTLD_PID" slurmctld && break; sleep 0.1; done
+    log "slurmctld: started (pid $(cat "$CTLD_PID" 2>/dev/null || echo '?'))"
+  fi
+  if pid_alive "$SLURMD_PID" slurmd; then
+    log "slurmd: already running (pid $(cat "$SLURMD_PID"))"
+  else
+    /usr/sbin/slurmd
+    local j; for j in $(seq 1 50); do pid_alive "$SLURMD_PID" slurmd && break; sleep 0.1; done
+    log "slurmd: started (pid $(cat "$SLURMD_PID" 2>/dev/null || echo '?'))"
+  fi
+}
+
+do_wait() {
+  local timeout=${SLURM_READY_TIMEOUT:-60} t0=$SECONDS st="" resumed=0
+  while :; do
+    st=$(sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -1 || true)
+    case "$st" in
+      idle|mixed|allocated|completing) log "node $NODE is $st after $((SECONDS - t0)) s"; return 0 ;;
+      down*|drain*|inval*|fail*)
+        if [ $resumed = 0 ]; then log "node is $st; resuming"; scontrol update nodename="$NODE" state=resume || true; resumed=1; fi ;;
+    esac
+    if [ $((SECONDS - t0)) -ge "$timeout" ]; then
+      log "node not ready after ${timeout}s (state '${st:-no answer}')"
+      scontrol show node "$NODE" 2>&1 | sed 's/^/  /' >&2 || true
+      tail -n 30 "$LOG_DIR/slurmctld.log" "$LOG_DIR/slurmd.log" >&2 || true
+      return 1
+    fi
+    sleep 0.25
+  done
+}
+
+do_stop() {
+  need_root
+  if pid_alive "$CTLD_PID" slurmctld; then
+    local jobs; jobs=$(squeue -h -o '%i' 2>/dev/null || true)
+    if [ -n "$jobs" ]; then log "cancelling jobs: $(echo $jobs)"; scancel $jobs || true
+      local i; for i in $(seq 1 50); do [ -z "$(squeue -h -t R,CG -o %i 2>/dev/null)" ] && break; sleep 0.2; done
+    fi
+  fi
+  stop_pid "$SLURMD_PID" slurmd
+  stop_pid "$CTLD_PID" slurmctld
+  stop_pid "$MUNGE_PID" munged
+}
+
+do_status() {
+  local f c
+  for f in "$MUNGE_PID:munged" "$CTLD_PID:slurmctld" "$SLURMD_PID:slurmd"; do
+    c=${f##*:}; f=${f%:*}
+    if pid_alive "$f" "$c"; then echo "$c: running (pid $(cat "$f"))"; else echo "$c: stopped"; fi
+  done
+  sinfo 2>&1 || true
+  squeue 2>&1 || true
+}
+
+# waitjob JOBID: poll instead of `sbatch --wait` (which sleeps 2..10 s between its polls)
+do_waitjob() {
+  local j=${1:?job id} st=""
+  while :; do
+    st=$(scontrol show job "$j" -o 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
+    [ -z "$st" ] && st=$(sacct -c -n -P -j "$j" -o state 2>/dev/null | tail -1 || true)
+    case "$st" in
+      PENDING|RUNNING|CONFIGURING|COMPLETING|SUSPENDED|REQUEUED|RESIZING|"") sleep 0.2 ;;
+      *) echo "$st"; [ "$st" = COMPLETED ]; return ;;
+    esac
+  done
+}
+
+# --- selftest ------------------------------------------------------------------------------
+do_selftest() {
+  local d; d=$(mktemp -d "${TMPDIR:-/tmp}/local-slurm-selftest.XXXXXX")
+  local pass=0 fail=0
+  ok() { log "PASS: $*"; pass=$((pass + 1)); }
+  ko() { log "FAIL: $*"; fail=$((fail + 1)); }
+  cd "$d"
+  # (a) + (b): trivial job and an afterok dependant
+  local a b c e m st
+  a=$(sbatch --parsable -J st_a -o a.out --wrap 'echo A_OK')
+  b=$(sbatch --parsable -J st_b -d afterok:"$a" -o b.out --wrap 'echo B_OK')
+  st=$(do_waitjob "$a" || true); [ "$st" = COMPLETED ] && grep -q A_OK a.out && ok "sbatch job $a" || ko "sbatch job $a ($st)"
+  st=$(do_waitjob "$b" || true); [ "$st" = COMPLETED ] && grep -q B_OK b.out && ok "afterok dependant $b" || ko "afterok dependant $b ($st)"
+  # (c): failing job; its afterok dependant must never run
+  c=$(sbatch --parsable -J st_c -o c.out --wrap 'exit 3')
+  e=$(sbatch --parsable -J st_c_dep -d afterok:"$c" -o c_dep.out --wrap "touch $d/c_dep_ran")
+  st=$(do_waitjob "$c" || true); [ "$st" = FAILED ] && ok "failing job $c is FAILED" || ko "failing job $c ($st)"
+  st=$(do_waitjob "$e" || true)
+  if [ "$st" = CANCELLED ] && [ ! -e c_dep_ran ]; then ok "dependant $e of failed job: CANCELLED, never ran"; else ko "dependant $e ($st)"; fi
+  # (d): MPI hello world, srun --mpi=pmix -n 4 inside sbatch
+  cat > hello.c <<'EOF'
+#include <mpi.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    int rank, size, sum = 0;
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Allreduce(&rank, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    printf("rank %d of %d\n", rank, size);
+    MPI_Finalize();
+    return sum == size * (size - 1) / 2 ? 0 : 1;
+}
+EOF
+  mpicc -o hello hello.c
+  m=$(sbatch --parsable -J st_mpi -n 4 -o mpi.out --wrap 'srun --mpi=pmix -n 4 ./hello')
+  st=$(do_waitjob "$m" || true)
+  [ "$st" = COMPLETED ] && [ "$(grep -c '^rank .* of 4$' mpi.out)" = 4 ] && ok "srun --mpi=pmix -n 4 in sbatch ($m)" || ko "MPI job $m ($st): $(cat mpi.out)"
+  if mpirun -np 4 --oversubscribe --allow-run-as-root ./hello > mpirun.out 2>&1 && [ "$(grep -c '^rank' mpirun.out)" = 4 ]; then ok "mpirun -np 4 outside Slurm"; else ko "mpirun: $(cat mpirun.out)"; fi
+  sacct -c -n -P -j "$c" -o state 2>/dev/null | grep -q FAILED && ok "sacct -c sees job $c FAILED" || ko "sacct -c"
+  cd /; rm -rf "$d"
+  echo "$pass passed, $fail failed"
+  [ "$fail" = 0 ]
+}
+
+cmd=${1:-up}; shift || true
+case "$cmd" in
+  check)     do_check ;;
+  ping)      scontrol ping 2>/dev/null | grep -q 'is UP' ;;
+  configure) do_configure ;;
+  start)     do_start ;;
+  wait)      do_wait ;;
+  up)        do_check; do_configure; do_start; do_wait ;;
+  stop)      do_stop ;;
+  restart)   do_stop; do_configure; do_start; do_wait ;;
+  status)    do_status ;;
+  waitjob)   do_waitjob "$@" ;;
+  selftest)  do_selftest ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
+esac
