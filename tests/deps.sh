@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential pkg-config git
       openmpi-bin libopenmpi-dev libpmix-dev
       libhdf5-dev hdf5-tools libyaml-dev libopenblas-openmp-dev libarchive-dev libssl-dev
-      bats python3 python3-h5py python3-numpy zip
+      bats python3 python3-h5py python3-numpy zip curl
       slurmctld slurmd slurm-client munge
       gnuplot-nox)
 missing=()
