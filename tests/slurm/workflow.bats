@@ -185,7 +185,7 @@ stages:
     time: "00:05:00"
     run: >-
       lsst-run --config {{workflow_dir}}/tiny.yaml --set data.dir=$data --set output.dir={{job_dir}}
-      --set train.steps=20000 --resume latest
+      --set train.steps=3000 --resume latest
 YAML
   cp "$FIX/tiny.yaml" .
   run "$BIN/lsst-submit" -q --site slurm --out runs sig.yaml
@@ -204,6 +204,6 @@ YAML
   [[ "$out" == *"requeueing job $job"* ]]
   [[ "$out" == *"(restart 1)"* ]]
   [[ "$out" == *"resumed from"* ]]
-  [[ "$out" == *"step 20000/20000"* ]]
+  [[ "$out" == *"step 3000/3000"* ]]
   [ "$(ls "$dir/train/0/checkpoints" | wc -l)" -eq 2 ]
 }
