@@ -4,7 +4,9 @@
 
 CC        ?= gcc
 PKG_CONFIG ?= pkg-config
-PKGS      := hdf5-serial yaml-0.1 libarchive libcrypto
+# HDF5: Debian/Ubuntu name the serial build hdf5-serial; most other systems hdf5.
+HDF5_PKG  ?= $(shell $(PKG_CONFIG) --exists hdf5-serial 2>/dev/null && echo hdf5-serial || echo hdf5)
+PKGS      := $(HDF5_PKG) yaml-0.1 libarchive libcrypto
 # OpenBLAS: the OpenMP build when present (Debian: libopenblas-openmp-dev), so BLAS and
 # our OpenMP kernels share one thread pool; the pthread build's spinning threads and
 # OpenMP's fight over the cores (measured: 8x slower training steps on 2 cores).
