@@ -12,7 +12,8 @@ ZIP_SHA=547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc
 say() { printf 'make demo: %s\n' "$*" >&2; }
 
 tests/deps.sh
-make -j"$(nproc)"
+say "building (make)"
+make -s -j"$(nproc)"
 
 pick_data() {
   if [ -n "${ENWIK8:-}" ]; then
