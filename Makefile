@@ -80,7 +80,7 @@ $(BUILD)/asan/%.o: %.c
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c $< -o $@
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
 # The git commit, regenerated on every build but rewritten only when it changed, so
 # every program of one build reports the same commit (lsst_git() in common.h).

@@ -1,0 +1,276 @@
+// Memory-efficient (flash-style) causal attention on the GPU. Twin of kernels/cpu/attention.c.
+//
+// Two implementations behind one interface (kernels_cuda.h):
+//  1. Tensor cores (bf16, sm_80+, hs in {16, 32, 64, 128}): FlashAttention-2 structure written
+//     with mma.sync.m16n8k16 bf16 -> fp32, ldmatrix and cp.async (inline PTX).
+//       forward   one CTA per (b, h, block of BR queries); each warp owns 16*MT query rows and
+//                 walks the key blocks (BC keys, double-buffered in shared memory) with an
+//                 online softmax in fp32, base 2; S and P never leave registers (the C
+//                 fragment of S = Q K^T is re-packed in place as the A fragment of P V).
+//       backward  D = rowsum(dout * out) first (one warp per query row and head), then two
+//                 kernels that each own their outputs, so there are no atomics:
+//                   dK/dV: one CTA per (b, h, block of 16*NW keys); walks the query blocks
+//                          that see it, computes S^T = K Q^T and dP^T = V dO^T, then
+//                          dV += P^T dO and dK += dS^T Q;
+//                   dQ:    one CTA per (b, h, block of 16*NW queries); walks its key blocks,
+//                          S = Q K^T, dP = dO V^T, dQ += dS K.
+//                 Scores are recomputed in both (7 tile products instead of FA2's 5) — the
+//                 price of determinism without a dq accumulator in global memory.
+//  2. CUDA cores (any arch, any hs <= 256, fp32 or bf16): one warp per query row (forward,
+//     dq) or key row (dk, dv), dot products reduced across the warp. Correct and slow: the
+//     fp32 path, Volta (sm_70) and odd head sizes.
+//
+// Masking is by global position (key j visible to query t iff j <= q_pos[t]); q_pos may be any
+// sequence (contiguous, zigzag). A query block reads keys [0, 1 + max position in the block)
+// and masks per element only in key blocks beyond 1 + min position. Rows past Tq and keys past
+// Tk are zero-filled in shared memory, masked, and never written.
+//
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type";
+// g = lane / 4, t = lane % 4; each .b32 register holds two bf16, the lower column in the low half):
+//   A (16x16, row):  a0 = (g, 2t..2t+1)  a1 = (g+8, 2t..)  a2 = (g, 2t+8..)  a3 = (g+8, 2t+8..)
+//   B (16x8, col):   b0 = (k 2t..2t+1, n g)                b1 = (k 2t+8.., n g)
+//   C (16x8, f32):   c0,c1 = (g, 2t), (g, 2t+1)            c2,c3 = (g+8, 2t), (g+8, 2t+1)
+// ldmatrix.x4: lanes 8i..8i+7 give the row addresses of 8x8 matrix i, which lands in register i;
+// without .trans lane l receives (row l/4, cols 2(l%4), +1) of each matrix, with .trans the
+// transpose. Hence, on row-major shared tiles:
+//   A from [m][k]:           row = r0 + (lane & 15),                 col = c0 + (lane >> 4) * 8
+//   B from [n][k] (no trans), two n-tiles: row = n0 + (lane & 7) + (lane >> 4) * 8,
+//                                          col = k0 + ((lane >> 3) & 1) * 8
+//                            -> r0, r1 = b0, b1 of n-tile n0;  r2, r3 = b0, b1 of n-tile n0 + 8
+//   B from [k][n] (.trans), two n-tiles:  row = k0 + (lane & 15),   col = n0 + (lane >> 4) * 8
+//                            -> r0, r1 = b0, b1 of n-tile n0;  r2, r3 = b0, b1 of n-tile n0 + 8
+//   C of two n-tiles (n0, n0+8) -> A of one k-step: a0 = pack(c0,c1 of n0), a1 = pack(c2,c3 of
+//   n0), a2 = pack(c0,c1 of n0+8), a3 = pack(c2,c3 of n0+8).
+// Shared tiles are row-major (rows x HS bf16) with the 16-byte chunks of row r XOR-swizzled by
+// r mod 8 (mod HS/8 for narrow heads), so the 8 rows of an ldmatrix hit distinct banks.
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_common.h"
+#include "attention_kernels.h"
+
+// ---- launchers and the variant tables ----------------------------------------------------------
+
+template <typename K> static void set_smem(K kernel, size_t bytes) {
+    // Above 48 KiB a kernel must opt in; idempotent, so simply done before each launch.
+    cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+template <int HS, int MT, int NW, int BC> static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
+    constexpr int BR = 16 * MT * NW;
+    const size_t smem = (size_t)(BR + 4 * BC) * HS * sizeof(bf16_t);
+    set_smem(attn_fwd_kernel<HS, MT, NW, BC>, smem);
+    const dim3 grid((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BR));
+    attn_fwd_kernel<HS, MT, NW, BC><<<grid, NW * 32, smem, stream>>>(a);
+    cudaCheckLaunch();
+}
+
+template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS>
+static void launch_bwd(AttnArgs a, cudaStream_t stream) {
+    // Position ranges of the dK/dV kernel's query blocks, then the two kernels.
+    int *qmax = const_cast<int *>(a.qmax);
+    const int nqb = (a.Tq + BQ - 1) / BQ;
+    attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
+    cudaCheckLaunch();
+    constexpr int BKV = 16 * NW;
+    const size_t smem_kv = (size_t)(2 * BKV + 4 * BQ) * HS * sizeof(bf16_t) + (size_t)6 * BQ * sizeof(float);
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS>
+        <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
+    cudaCheckLaunch();
+    constexpr int BQ2 = 16 * NWQ;
+    const size_t smem_q = (size_t)(2 * BQ2 + 4 * BK) * HS * sizeof(bf16_t);
+    set_smem(attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS>, smem_q);
+    attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS>
+        <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BQ2)), NWQ * 32, smem_q, stream>>>(a);
+    cudaCheckLaunch();
+}
+
+typedef void (*AttnLaunch)(const AttnArgs &, cudaStream_t);
+typedef void (*AttnLaunchBwd)(AttnArgs, cudaStream_t);
+struct FwdVariant {
+    int hs;
+    AttnLaunch launch;
+    const char *name;
+};
+struct BwdVariant {
+    int hs;
+    AttnLaunchBwd launch;
+    const char *name;
+};
+#define FWD_ENTRY(HS, MT, NW, BC) \
+    {HS, launch_fwd<HS, MT, NW, BC>, "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC},
+#define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR)                                                \
+    {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR>,                                           \
+     "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ       \
+     " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")"},
+static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
+static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
+enum {
+    N_FWD = (int)(sizeof fwd_variants / sizeof *fwd_variants),
+    N_BWD = (int)(sizeof bwd_variants / sizeof *bwd_variants)
+};
+
+// The variant-th entry of head size hs in a table (NULL when there is none).
+template <typename V> static const V *find_variant(const V *table, int n, int hs, int variant) {
+    if (variant < 0) return NULL;
+    for (int i = 0; i < n; i++)
+        if (table[i].hs == hs && variant-- == 0) return &table[i];
+    return NULL;
+}
+template <typename V> static int count_variants(const V *table, int n, int hs) {
+    int c = 0;
+    for (int i = 0; i < n; i++) c += table[i].hs == hs;
+    return c;
+}
+
+// Selected variant per head size (index into that head size's entries; -1: CUDA-core path).
+static const int head_sizes[] = {16, 32, 64, 128};
+static int selected_fwd[4], selected_bwd[4];
+
+static int table_index(int hs) {
+    for (int i = 0; i < 4; i++)
+        if (head_sizes[i] == hs) return i;
+    return -1;
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+// ---- the C interface ----------------------------------------------------------------------------
+
+template <typename T>
+static void attention_forward_generic(T *out, float *lse, const T *q, const T *k, const T *v, const int *q_pos, int B,
+                                      int Tq, int Tk, int NH, int hs, int ldq, int ldkv, cudaStream_t stream) {
+    cudaRequire(hs <= 32 * GEN_MAX_PER_LANE, "cuda attention: head size %d > %d", hs, 32 * GEN_MAX_PER_LANE);
+    const long rows = (long)B * NH * Tq;
+    gen_forward_kernel<T><<<ceil_div_u(rows, GEN_WARPS), GEN_WARPS * 32, 0, stream>>>(
+        out, lse, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, 1.0f / sqrtf((float)hs));
+    cudaCheckLaunch();
+}
+
+template <typename T>
+static void attention_backward_generic(T *dq, T *dk, T *dv, const T *dout, const float *lse, const float *dsum,
+                                       const T *q, const T *k, const T *v, const int *q_pos, int B, int Tq, int Tk,
+                                       int NH, int hs, int ldq, int ldkv, cudaStream_t stream) {
+    cudaRequire(hs <= 32 * GEN_MAX_PER_LANE, "cuda attention: head size %d > %d", hs, 32 * GEN_MAX_PER_LANE);
+    const float scale = 1.0f / sqrtf((float)hs);
+    gen_backward_dq_kernel<T><<<ceil_div_u((long)B * NH * Tq, GEN_WARPS), GEN_WARPS * 32, 0, stream>>>(
+        dq, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, scale);
+    cudaCheckLaunch();
+    if (Tk <= 0) return;
+    gen_backward_dkv_kernel<T><<<ceil_div_u((long)B * NH * Tk, GEN_WARPS), GEN_WARPS * 32, 0, stream>>>(
+        dk, dv, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, scale);
+    cudaCheckLaunch();
+}
+
+template <typename T>
+static float *attention_dsum(void *scratch, const T *dout, const T *out, int B, int Tq, int NH, int hs,
+                             cudaStream_t stream) {
+    float *dsum = (float *)scratch;
+    attn_dsum_kernel<T><<<ceil_div_u((long)B * NH * Tq, 8), 256, 0, stream>>>(dsum, dout, out, B, Tq, NH, hs);
+    cudaCheckLaunch();
+    return dsum;
+}
+
+static size_t dsum_bytes(int B, int NH, int Tq) { return ((size_t)B * NH * Tq * sizeof(float) + 255) / 256 * 256; }
+
+// Whether this call can take the tensor-core path (the variant is chosen by the caller).
+static bool tensor_core_ok(int hs, int ldq, int ldkv, const void *const *ptrs, int nptrs) {
+    if (table_index(hs) < 0 || cuda_kernels()->sm_major < 8) return false;
+    if (ldq % 8 || ldkv % 8) return false;
+    for (int i = 0; i < nptrs; i++)
+        if (!aligned16(ptrs[i])) return false;
+    return true;
+}
+
+extern "C" {
+
+int cuda_attention_variants(int hs) {
+    const int nf = count_variants(fwd_variants, N_FWD, hs), nb = count_variants(bwd_variants, N_BWD, hs);
+    return nf > nb ? nf : nb;
+}
+
+void cuda_attention_select(int hs, int fwd_variant, int bwd_variant) {
+    const int ti = table_index(hs);
+    const int nf = count_variants(fwd_variants, N_FWD, hs), nb = count_variants(bwd_variants, N_BWD, hs);
+    cudaRequire(ti >= 0, "cuda_attention_select: no tensor-core kernels for head size %d", hs);
+    cudaRequire(fwd_variant >= -1 && fwd_variant < nf && bwd_variant >= -1 && bwd_variant < nb,
+                "cuda_attention_select: head size %d has %d forward and %d backward variants", hs, nf, nb);
+    selected_fwd[ti] = fwd_variant;
+    selected_bwd[ti] = bwd_variant;
+}
+
+const char *cuda_attention_variant_name(int hs, int variant, int backward) {
+    if (variant < 0) return "cuda-core";
+    if (backward) {
+        const BwdVariant *v = find_variant(bwd_variants, N_BWD, hs, variant);
+        return v ? v->name : "none";
+    }
+    const FwdVariant *v = find_variant(fwd_variants, N_FWD, hs, variant);
+    return v ? v->name : "none";
+}
+
+size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq) {
+    return dsum_bytes(B, NH, Tq) + (size_t)((Tq + MIN_QBLOCK - 1) / MIN_QBLOCK) * sizeof(int);
+}
+
+void cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int *q_pos,
+                            int B, int Tq, int Tk, int NH, int hs, int ldq, int ldkv, cudaStream_t stream) {
+    if (B <= 0 || Tq <= 0 || NH <= 0 || hs <= 0) return;
+    attention_forward_generic<float>(out, lse, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, stream);
+}
+
+void cuda_attention_forward_bf16(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                                 const int *q_pos, int B, int Tq, int Tk, int NH, int hs, int ldq, int ldkv,
+                                 cudaStream_t stream) {
+    if (B <= 0 || Tq <= 0 || NH <= 0 || hs <= 0) return;
+    const void *ptrs[] = {out, q, k, v};
+    const int ti = table_index(hs);
+    const FwdVariant *var =
+        tensor_core_ok(hs, ldq, ldkv, ptrs, 4) ? find_variant(fwd_variants, N_FWD, hs, selected_fwd[ti]) : NULL;
+    if (!var) {
+        attention_forward_generic<bf16_t>(out, lse, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, stream);
+        return;
+    }
+    AttnArgs a = {};
+    a.out = out, a.lse = lse, a.q = q, a.k = k, a.v = v, a.q_pos = q_pos;
+    a.B = B, a.Tq = Tq, a.Tk = Tk, a.NH = NH, a.hs = hs, a.ldq = ldq, a.ldkv = ldkv;
+    a.scale = 1.0f / sqrtf((float)hs);
+    a.scale_log2 = a.scale * LOG2E_F;
+    var->launch(a, stream);
+}
+
+void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                             const float *q, const float *k, const float *v, const int *q_pos, int B, int Tq, int Tk,
+                             int NH, int hs, int ldq, int ldkv, void *scratch, cudaStream_t stream) {
+    if (B <= 0 || Tq <= 0 || NH <= 0 || hs <= 0) return;
+    const float *dsum = attention_dsum<float>(scratch, dout, out, B, Tq, NH, hs, stream);
+    attention_backward_generic<float>(dq, dk, dv, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv,
+                                      stream);
+}
+
+void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out, const float *lse,
+                                  const bf16 *q, const bf16 *k, const bf16 *v, const int *q_pos, int B, int Tq,
+                                  int Tk, int NH, int hs, int ldq, int ldkv, void *scratch, cudaStream_t stream) {
+    if (B <= 0 || Tq <= 0 || NH <= 0 || hs <= 0) return;
+    const float *dsum = attention_dsum<bf16_t>(scratch, dout, out, B, Tq, NH, hs, stream);
+    const void *ptrs[] = {dq, dk, dv, dout, q, k, v};
+    const int ti = table_index(hs);
+    const BwdVariant *var =
+        tensor_core_ok(hs, ldq, ldkv, ptrs, 7) ? find_variant(bwd_variants, N_BWD, hs, selected_bwd[ti]) : NULL;
+    if (!var || Tk <= 0) {
+        attention_backward_generic<bf16_t>(dq, dk, dv, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv,
+                                           stream);
+        return;
+    }
+    AttnArgs a = {};
+    a.dq = dq, a.dk = dk, a.dv = dv, a.dout = dout, a.out_c = out, a.lse_c = lse, a.dsum = dsum;
+    a.q = q, a.k = k, a.v = v, a.q_pos = q_pos;
+    a.qmax = (const int *)((char *)scratch + dsum_bytes(B, NH, Tq));
+    a.B = B, a.Tq = Tq, a.Tk = Tk, a.NH = NH, a.hs = hs, a.ldq = ldq, a.ldkv = ldkv;
+    a.scale = 1.0f / sqrtf((float)hs);
+    a.scale_log2 = a.scale * LOG2E_F;
+    var->launch(a, stream);
+}
+
+}  // extern "C"

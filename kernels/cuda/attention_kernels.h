@@ -1,0 +1,836 @@
+// Device code of the CUDA attention (kernels/cuda/attention.cu): the kernels and their helpers,
+// in a header so that tests/gpu/emulate_attention.cpp can run the very same code on the CPU.
+// See attention.cu for the design and the fragment layouts.
+#pragma once
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "device_common.h"
+
+typedef __nv_bfloat16 bf16_t;
+
+#define LOG2E_F 1.44269504088896341f
+#define LN2_F 0.693147180559945309f
+
+// Smallest query block of any backward variant: the size of the position-range table.
+enum { MIN_QBLOCK = 16 };
+
+// The tensor-core configurations, in one list for attention.cu's tables and for the CPU
+// emulator. The first entry of a head size is its default (variant 0).
+//   forward  (HS, MT, NW, BC): NW warps x 16*MT query rows each (block of 16*MT*NW queries),
+//            key blocks of BC.
+//   backward (HS, NW, BQ, KV_REGS, NWQ, BK, QO_REGS): dK/dV kernel with 16*NW keys per CTA and
+//            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
+//            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
+#define ATTN_FWD_VARIANTS(X)                                                                    \
+    X(16, 1, 4, 64) X(32, 1, 4, 64)                                                             \
+    X(64, 2, 4, 64) X(64, 1, 8, 64) X(64, 1, 4, 64)                                             \
+    X(128, 1, 8, 64) X(128, 1, 4, 64) X(128, 1, 8, 32)
+#define ATTN_BWD_VARIANTS(X)                                                                    \
+    X(16, 4, 64, true, 4, 64, true) X(32, 4, 64, true, 4, 64, true)                             \
+    X(64, 8, 64, true, 8, 64, true) X(64, 4, 64, true, 4, 64, true)                             \
+    X(128, 8, 32, false, 8, 64, false) X(128, 4, 32, false, 4, 32, false)
+
+// ============================================================================================
+// Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
+// ============================================================================================
+
+template <typename T>
+__global__ void attn_dsum_kernel(float *dsum, const T *dout, const T *out, int B, int Tq, int NH, int hs) {
+    const long idx = (long)blockIdx.x * 8 + threadIdx.x / 32;  // (b * NH + h) * Tq + t
+    const int lane = threadIdx.x % 32;
+    if (idx >= (long)B * NH * Tq) return;
+    const int t = (int)(idx % Tq), h = (int)(idx / Tq % NH), b = (int)(idx / Tq / NH);
+    const long row = ((long)b * Tq + t) * NH * hs + (long)h * hs;
+    float s = 0.0f;
+    for (int c = lane; c < hs; c += 32) s += to_float(dout[row + c]) * to_float(out[row + c]);
+    s = warp_sum(s);
+    if (lane == 0) dsum[idx] = s;
+}
+
+// qmax[qb] = the largest visible key index of query block qb (min(q_pos, Tk - 1) over its rows),
+// -1 when no row sees a key.
+__global__ void attn_qblock_max_kernel(int *qmax, const int *q_pos, int Tq, int Tk, int BQ) {
+    const int qb = blockIdx.x * blockDim.x + threadIdx.x;
+    if (qb * BQ >= Tq) return;
+    int mx = -1;
+    for (int r = qb * BQ; r < Tq && r < qb * BQ + BQ; r++) mx = max(mx, min(q_pos[r], Tk - 1));
+    qmax[qb] = mx;
+}
+
+// ============================================================================================
+// CUDA-core implementation (any arch, any hs <= 256). One warp per row; lane owns columns
+// lane, lane + 32, ...
+// ============================================================================================
+
+enum { GEN_WARPS = 4, GEN_MAX_PER_LANE = 8 };
+
+template <typename T>
+__device__ __forceinline__ float warp_dot(const float (&a)[GEN_MAX_PER_LANE], const T *row, int hs, int lane) {
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
+        const int c = lane + 32 * i;
+        if (c < hs) s += a[i] * to_float(row[c]);
+    }
+    return warp_sum(s);
+}
+
+template <typename T>
+__device__ __forceinline__ void load_row(float (&a)[GEN_MAX_PER_LANE], const T *row, int hs, int lane) {
+#pragma unroll
+    for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
+        const int c = lane + 32 * i;
+        a[i] = c < hs ? to_float(row[c]) : 0.0f;
+    }
+}
+
+template <typename T>
+__global__ void gen_forward_kernel(T *out, float *lse, const T *q, const T *k, const T *v, const int *q_pos, int B,
+                                   int Tq, int Tk, int NH, int hs, int ldq, int ldkv, float scale) {
+    const long idx = (long)blockIdx.x * GEN_WARPS + threadIdx.x / 32;  // (b * NH + h) * Tq + t
+    const int lane = threadIdx.x % 32;
+    if (idx >= (long)B * NH * Tq) return;
+    const int t = (int)(idx % Tq), h = (int)(idx / Tq % NH), b = (int)(idx / Tq / NH);
+    float qv[GEN_MAX_PER_LANE], o[GEN_MAX_PER_LANE] = {};
+    load_row(qv, q + ((long)b * Tq + t) * ldq + (long)h * hs, hs, lane);
+    const int lim = min(q_pos[t], Tk - 1);
+    float m = -INFINITY, l = 0.0f;
+    for (int j = 0; j <= lim; j++) {
+        const long krow = ((long)b * Tk + j) * ldkv + (long)h * hs;
+        const float s = warp_dot(qv, k + krow, hs, lane) * scale;
+        const float m_new = fmaxf(m, s);
+        const float alpha = expf(m - m_new), p = expf(s - m_new);  // m = -inf: alpha = 0
+        l = l * alpha + p;
+#pragma unroll
+        for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
+            const int c = lane + 32 * i;
+            o[i] = o[i] * alpha + (c < hs ? p * to_float(v[krow + c]) : 0.0f);
+        }
+        m = m_new;
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    T *orow = out + ((long)b * Tq + t) * NH * hs + (long)h * hs;
+#pragma unroll
+    for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
+        const int c = lane + 32 * i;
+        if (c < hs) orow[c] = from_float<T>(o[i] * inv);
+    }
+    if (lane == 0) lse[idx] = l > 0.0f ? m + logf(l) : -INFINITY;
+}
+
+template <typename T>
+__global__ void gen_backward_dq_kernel(T *dq, const T *dout, const float *lse, const float *dsum, const T *q,
+                                       const T *k, const T *v, const int *q_pos, int B, int Tq, int Tk, int NH, int hs,
+                                       int ldq, int ldkv, float scale) {
+    const long idx = (long)blockIdx.x * GEN_WARPS + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (idx >= (long)B * NH * Tq) return;
+    const int t = (int)(idx % Tq), h = (int)(idx / Tq % NH), b = (int)(idx / Tq / NH);
+    float qv[GEN_MAX_PER_LANE], dov[GEN_MAX_PER_LANE], acc[GEN_MAX_PER_LANE] = {};
+    const long qrow = ((long)b * Tq + t) * ldq + (long)h * hs;
+    load_row(qv, q + qrow, hs, lane);
+    load_row(dov, dout + ((long)b * Tq + t) * NH * hs + (long)h * hs, hs, lane);
+    const float lse_t = lse[idx], d_t = dsum[idx];
+    const int lim = min(q_pos[t], Tk - 1);
+    for (int j = 0; j <= lim; j++) {
+        const long krow = ((long)b * Tk + j) * ldkv + (long)h * hs;
+        const float p = expf(warp_dot(qv, k + krow, hs, lane) * scale - lse_t);
+        const float ds = p * (warp_dot(dov, v + krow, hs, lane) - d_t);
+#pragma unroll
+        for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
+            const int c = lane + 32 * i;
+            if (c < hs) acc[i] += ds * to_float(k[krow + c]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
+        const int c = lane + 32 * i;
+        if (c < hs) dq[qrow + c] = from_float<T>(to_float(dq[qrow + c]) + scale * acc[i]);
+    }
+}
+
+template <typename T>
+__global__ void gen_backward_dkv_kernel(T *dk, T *dv, const T *dout, const float *lse, const float *dsum, const T *q,
+                                        const T *k, const T *v, const int *q_pos, int B, int Tq, int Tk, int NH,
+                                        int hs, int ldq, int ldkv, float scale) {
+    const long idx = (long)blockIdx.x * GEN_WARPS + threadIdx.x / 32;  // (b * NH + h) * Tk + j
+    const int lane = threadIdx.x % 32;
+    if (idx >= (long)B * NH * Tk) return;
+    const int j = (int)(idx % Tk), h = (int)(idx / Tk % NH), b = (int)(idx / Tk / NH);
+    float kv_[GEN_MAX_PER_LANE], vv[GEN_MAX_PER_LANE], dk_acc[GEN_MAX_PER_LANE] = {}, dv_acc[GEN_MAX_PER_LANE] = {};
+    const long krow = ((long)b * Tk + j) * ldkv + (long)h * hs;
+    load_row(kv_, k + krow, hs, lane);
+    load_row(vv, v + krow, hs, lane);
+    for (int t = 0; t < Tq; t++) {
+        if (j > q_pos[t]) continue;
+        const long qrow = ((long)b * Tq + t) * ldq + (long)h * hs;
+        const long orow = ((long)b * Tq + t) * NH * hs + (long)h * hs;
+        const long st = ((long)b * NH + h) * Tq + t;
+        const float p = expf(warp_dot(kv_, q + qrow, hs, lane) * scale - lse[st]);
+        const float ds = p * (warp_dot(vv, dout + orow, hs, lane) - dsum[st]);
+#pragma unroll
+        for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
+            const int c = lane + 32 * i;
+            if (c < hs) {
+                dv_acc[i] += p * to_float(dout[orow + c]);
+                dk_acc[i] += ds * to_float(q[qrow + c]);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
+        const int c = lane + 32 * i;
+        if (c < hs) {
+            dk[krow + c] = from_float<T>(to_float(dk[krow + c]) + scale * dk_acc[i]);
+            dv[krow + c] = from_float<T>(to_float(dv[krow + c]) + dv_acc[i]);
+        }
+    }
+}
+
+// ============================================================================================
+// Tensor-core implementation (sm_80+).
+// ============================================================================================
+
+// The PTX-level helpers. tests/gpu/emulate_attention.cpp defines ATTN_EMULATE and supplies
+// CPU versions of exactly these (with the semantics of the PTX ISA) to run the kernels below.
+#ifndef ATTN_EMULATE
+extern __shared__ __align__(16) unsigned char attn_smem[];
+
+static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+static __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+#endif
+}
+
+static __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+#endif
+}
+
+// d += a (16x16 bf16, row) * b (16x8 bf16, col), fp32 accumulate.
+static __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// 16 bytes global -> shared, asynchronous; src_bytes = 0 writes zeros and reads nothing.
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+#endif
+}
+static __device__ __forceinline__ void cp_async_commit() {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+// Waits until at most N of this thread's committed groups are pending.
+template <int N> static __device__ __forceinline__ void cp_async_wait() {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+#endif  // ATTN_EMULATE
+
+static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
+// dst[0..1] += (a, b), bf16 pair read-modify-write (dst 4-byte aligned).
+static __device__ __forceinline__ void add_bf16x2(bf16_t *dst, float a, float b) {
+    __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(dst);
+    float2 f = __bfloat1622float2(*p);
+    f.x += a;
+    f.y += b;
+    *p = __float22bfloat162_rn(f);
+}
+
+// Element offset of (row, col) in a swizzled rows x HS tile; col is a multiple of 8 for every
+// access that matters (cp.async chunks, ldmatrix rows).
+template <int HS> static __device__ __forceinline__ int swz(int row, int col) {
+    constexpr int CHUNKS = HS / 8;
+    constexpr int MASK = (CHUNKS < 8 ? CHUNKS : 8) - 1;
+    return row * HS + ((((col >> 3) ^ (row & MASK))) << 3) + (col & 7);
+}
+
+// Rows [0, ROWS) of a matrix (row stride ld elements, HS columns from src) into a swizzled
+// shared tile; rows >= nvalid are filled with zeros. All NT threads take part.
+template <int ROWS, int HS, int NT>
+static __device__ __forceinline__ void load_tile(bf16_t *dst, const bf16_t *src, long ld, int nvalid, int tid) {
+    constexpr int CHUNKS = HS / 8, TOTAL = ROWS * CHUNKS, ITERS = (TOTAL + NT - 1) / NT;
+#pragma unroll
+    for (int it = 0; it < ITERS; it++) {
+        const int i = it * NT + tid;
+        if (TOTAL % NT == 0 || i < TOTAL) {
+            const int row = i / CHUNKS, col = (i % CHUNKS) * 8;
+            const bool valid = row < nvalid;
+            cp_async16(smem_addr(dst + swz<HS>(row, col)), valid ? src + row * ld + col : src, valid ? 16 : 0);
+        }
+    }
+}
+
+// The largest and smallest visible-key index of the block's valid rows, through shared memory
+// (integer atomics: exact and order-independent). lim = min(q_pos, Tk - 1), -1 for no key.
+static __device__ __forceinline__ void block_minmax(int my_max, int my_min, int *s_max, int *s_min, int *out_max,
+                                                    int *out_min) {
+    if (threadIdx.x == 0) *s_max = -1, *s_min = INT_MAX;
+    __syncthreads();
+    atomicMax(s_max, my_max);
+    atomicMin(s_min, my_min);
+    __syncthreads();
+    *out_max = *s_max;
+    *out_min = *s_min;
+}
+
+struct AttnArgs {
+    bf16_t *out, *dq, *dk, *dv;
+    float *lse;
+    const bf16_t *q, *k, *v, *dout, *out_c;
+    const float *lse_c, *dsum;
+    const int *q_pos, *qmax;
+    int B, Tq, Tk, NH, hs, ldq, ldkv;
+    float scale, scale_log2;
+};
+
+// ---- forward ------------------------------------------------------------------------------
+// CTA: (b, h) = blockIdx.x, query block gridDim.y - 1 - blockIdx.y (later blocks see more keys:
+// launched first). Warp w owns rows [w*16*MT, (w+1)*16*MT) of the block.
+template <int HS, int MT, int NW, int BC>
+__global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();
+#else
+    constexpr int BR = 16 * MT * NW, NT = 32 * NW;
+    constexpr int NS = BC / 8;   // n-tiles of S (keys)
+    constexpr int KQ = HS / 16;  // k-steps of Q K^T
+    constexpr int NO = HS / 8;   // n-tiles of O (head dim)
+    static_assert(BC % 16 == 0 && HS % 16 == 0, "tile shapes");
+    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem);
+    bf16_t *sK = sQ + BR * HS;      // 2 buffers
+    bf16_t *sV = sK + 2 * BC * HS;  // 2 buffers
+    __shared__ int s_max, s_min;
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
+    const int b = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BR;
+    const int C = a.NH * HS, Tq = a.Tq, Tk = a.Tk;
+    const int row0 = warp * 16 * MT;  // first row of this warp in the block
+
+    int lim[MT][2];
+    int my_max = -1, my_min = INT_MAX;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const int r = q0 + row0 + mt * 16 + g + 8 * hh;
+            lim[mt][hh] = r < Tq ? min(a.q_pos[r], Tk - 1) : -1;
+            if (r < Tq) my_max = max(my_max, lim[mt][hh]), my_min = min(my_min, lim[mt][hh]);
+        }
+    int kend, kfull;
+    block_minmax(my_max, my_min, &s_max, &s_min, &kend, &kfull);
+    kend += 1;   // keys [0, kend) are visible to some row of the block
+    kfull += 1;  // keys [0, kfull) are visible to every valid row
+
+    if (kend <= 0) {  // no row sees a key: zeros, lse = -inf
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const int r = q0 + row0 + mt * 16 + g + 8 * hh;
+                if (r >= Tq) continue;
+                bf16_t *orow = a.out + ((long)b * Tq + r) * C + h * HS;
+#pragma unroll
+                for (int no = 0; no < NO; no++)
+                    *reinterpret_cast<__nv_bfloat162 *>(orow + no * 8 + 2 * t4) = __floats2bfloat162_rn(0.0f, 0.0f);
+                if (t4 == 0) a.lse[((long)b * a.NH + h) * Tq + r] = -INFINITY;
+            }
+        return;
+    }
+    const int nkb = (kend + BC - 1) / BC;
+    const bf16_t *kbase = a.k + (long)b * Tk * a.ldkv + h * HS;
+    const bf16_t *vbase = a.v + (long)b * Tk * a.ldkv + h * HS;
+
+    load_tile<BR, HS, NT>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+    load_tile<BC, HS, NT>(sK, kbase, a.ldkv, kend, tid);
+    load_tile<BC, HS, NT>(sV, vbase, a.ldkv, kend, tid);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    uint32_t qf[MT][KQ][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int ks = 0; ks < KQ; ks++)
+            ldsm_x4(qf[mt][ks], smem_addr(sQ + swz<HS>(row0 + mt * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+
+    float o[MT][NO][4];
+    float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int no = 0; no < NO; no++) o[mt][no][0] = o[mt][no][1] = o[mt][no][2] = o[mt][no][3] = 0.0f;
+        m_run[mt][0] = m_run[mt][1] = -INFINITY;
+        l_run[mt][0] = l_run[mt][1] = 0.0f;
+    }
+
+    for (int kb = 0; kb < nkb; kb++) {
+        const int buf = kb & 1;
+        if (kb + 1 < nkb) {  // prefetch the next key block into the other buffer
+            const int k1 = (kb + 1) * BC;
+            load_tile<BC, HS, NT>(sK + (buf ^ 1) * BC * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+            load_tile<BC, HS, NT>(sV + (buf ^ 1) * BC * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+        }
+        cp_async_commit();  // possibly empty: keeps the group count uniform
+        cp_async_wait<1>();
+        __syncthreads();
+        const bf16_t *cK = sK + buf * BC * HS, *cV = sV + buf * BC * HS;
+        const int k0 = kb * BC;
+
+        // S = Q K^T (raw scores)
+        float s[MT][NS][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NS; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < KQ; ks++)
+#pragma unroll
+            for (int np = 0; np < NS / 2; np++) {
+                uint32_t kf[4];
+                ldsm_x4(kf, smem_addr(cK + swz<HS>(np * 16 + (lane & 7) + (lane >> 4) * 8,
+                                                   ks * 16 + ((lane >> 3) & 1) * 8)));
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(s[mt][2 * np], qf[mt][ks], kf[0], kf[1]);
+                    mma_bf16(s[mt][2 * np + 1], qf[mt][ks], kf[2], kf[3]);
+                }
+            }
+
+        // Online softmax, base 2, per row (a row's values live in the 4 lanes of a quad).
+        const bool need_mask = k0 + BC > kfull;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < NS; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float x = s[mt][nt][2 * hh + e] * a.scale_log2;
+                        if (need_mask && k0 + nt * 8 + 2 * t4 + e > lim[mt][hh]) x = -INFINITY;
+                        s[mt][nt][2 * hh + e] = x;
+                        mx = fmaxf(mx, x);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float m_new = fmaxf(m_run[mt][hh], mx);
+                const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // no key yet: keep exps at 0
+                const float alpha = exp2f(m_run[mt][hh] - m_use);
+                m_run[mt][hh] = m_new;
+                float rowsum = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < NS; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const float p = exp2f(s[mt][nt][2 * hh + e] - m_use);
+                        s[mt][nt][2 * hh + e] = p;
+                        rowsum += p;
+                    }
+                // Per-lane partial sums (the quad's lanes share alpha): reduced once at the end.
+                l_run[mt][hh] = l_run[mt][hh] * alpha + rowsum;
+#pragma unroll
+                for (int no = 0; no < NO; no++) o[mt][no][2 * hh] *= alpha, o[mt][no][2 * hh + 1] *= alpha;
+            }
+
+        // O += P V
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++) {
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pa[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pa[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pa[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
+#pragma unroll
+            for (int np = 0; np < NO / 2; np++) {
+                uint32_t vf[4];
+                ldsm_x4_trans(vf, smem_addr(cV + swz<HS>(kk * 16 + (lane & 15), np * 16 + (lane >> 4) * 8)));
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(o[mt][2 * np], pa[mt], vf[0], vf[1]);
+                    mma_bf16(o[mt][2 * np + 1], pa[mt], vf[2], vf[3]);
+                }
+            }
+        }
+        __syncthreads();  // buffer `buf` is refilled by the prefetch of iteration kb + 1
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            float l = l_run[mt][hh];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const int r = q0 + row0 + mt * 16 + g + 8 * hh;
+            if (r >= Tq) continue;
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            bf16_t *orow = a.out + ((long)b * Tq + r) * C + h * HS;
+#pragma unroll
+            for (int no = 0; no < NO; no++)
+                *reinterpret_cast<__nv_bfloat162 *>(orow + no * 8 + 2 * t4) =
+                    __floats2bfloat162_rn(o[mt][no][2 * hh] * inv, o[mt][no][2 * hh + 1] * inv);
+            if (t4 == 0)
+                a.lse[((long)b * a.NH + h) * Tq + r] = l > 0.0f ? (m_run[mt][hh] + log2f(l)) * LN2_F : -INFINITY;
+        }
+#endif
+}
+
+// ---- backward: dK, dV -----------------------------------------------------------------------
+// CTA: (b, h) = blockIdx.x, keys [k0, k0 + 16*NW), k0 = blockIdx.y * 16*NW. Warp w owns keys
+// k0 + 16w .. +15 (rows of S^T, dK, dV). Query blocks of BQ rows that see the keys are
+// visited in ascending order, double-buffered. KV_REGS keeps the warp's K and V fragments in
+// registers (small heads); otherwise they are re-read from shared memory per query block.
+template <int HS, int NW, int BQ, bool KV_REGS>
+__global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();
+#else
+    constexpr int BKV = 16 * NW, NT = 32 * NW;
+    constexpr int NQ = BQ / 8;   // n-tiles of S^T (queries)
+    constexpr int KH = HS / 16;  // k-steps over the head dim
+    constexpr int NO = HS / 8;   // n-tiles of dK, dV (head dim)
+    static_assert(BQ % 16 == 0 && BQ >= MIN_QBLOCK, "query block");
+    bf16_t *sK = reinterpret_cast<bf16_t *>(attn_smem);
+    bf16_t *sV = sK + BKV * HS;
+    bf16_t *sQ = sV + BKV * HS;      // 2 buffers
+    bf16_t *sdO = sQ + 2 * BQ * HS;  // 2 buffers
+    float *s_lse2 = reinterpret_cast<float *>(sdO + 2 * BQ * HS);  // 2 x BQ, lse * log2(e)
+    float *s_D = s_lse2 + 2 * BQ;                                   // 2 x BQ
+    int *s_pos = reinterpret_cast<int *>(s_D + 2 * BQ);             // 2 x BQ
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
+    const int b = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
+    const int k0 = blockIdx.y * BKV;
+    const int C = a.NH * HS, Tq = a.Tq, Tk = a.Tk;
+    const int nqb = (Tq + BQ - 1) / BQ;
+
+    // Query blocks that see key k0 or later (the table is uniform across the CTA).
+    int qb = 0;
+    while (qb < nqb && a.qmax[qb] < k0) qb++;
+    if (qb >= nqb) return;  // no query sees these keys: nothing to add
+
+    const long stat0 = ((long)b * a.NH + h) * Tq;
+    auto load_query_block = [&](int blk, int buf) {
+        const int q0 = blk * BQ;
+        load_tile<BQ, HS, NT>(sQ + buf * BQ * HS, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+        load_tile<BQ, HS, NT>(sdO + buf * BQ * HS, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
+        for (int i = tid; i < BQ; i += NT) {
+            const int r = q0 + i;
+            const bool valid = r < Tq;
+            s_pos[buf * BQ + i] = valid ? a.q_pos[r] : -1;
+            s_lse2[buf * BQ + i] = valid ? a.lse_c[stat0 + r] * LOG2E_F : 0.0f;
+            s_D[buf * BQ + i] = valid ? a.dsum[stat0 + r] : 0.0f;
+        }
+    };
+
+    load_tile<BKV, HS, NT>(sK, a.k + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
+    load_tile<BKV, HS, NT>(sV, a.v + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
+    load_query_block(qb, 0);
+    cp_async_commit();
+
+    constexpr int KF = KV_REGS ? KH : 1;
+    uint32_t kf[KF][4], vf[KF][4];
+    const int krow_a = warp * 16 + (lane & 15);  // A-operand row address of this lane
+    if (KV_REGS) {
+        cp_async_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < KF; ks++) {
+            ldsm_x4(kf[ks], smem_addr(sK + swz<HS>(krow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(vf[ks], smem_addr(sV + swz<HS>(krow_a, ks * 16 + (lane >> 4) * 8)));
+        }
+    }
+
+    float dK[NO][4], dV[NO][4];
+#pragma unroll
+    for (int no = 0; no < NO; no++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) dK[no][i] = dV[no][i] = 0.0f;
+    const int key_lo = k0 + warp * 16 + g;  // this lane's keys: key_lo, key_lo + 8
+
+    int buf = 0;
+    while (qb < nqb) {
+        int next = qb + 1;
+        while (next < nqb && a.qmax[next] < k0) next++;
+        if (next < nqb) load_query_block(next, buf ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const bf16_t *cQ = sQ + buf * BQ * HS, *cdO = sdO + buf * BQ * HS;
+        const float *cl = s_lse2 + buf * BQ, *cD = s_D + buf * BQ;
+        const int *cp = s_pos + buf * BQ;
+
+        // S^T = K Q^T and dP^T = V dO^T (16 keys x BQ queries per warp)
+        float st[NQ][4], dpt[NQ][4];
+#pragma unroll
+        for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) st[nt][i] = dpt[nt][i] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < KH; ks++) {
+            uint32_t ka[4], va[4];
+            if (KV_REGS) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) ka[i] = kf[KV_REGS ? ks : 0][i], va[i] = vf[KV_REGS ? ks : 0][i];
+            } else {
+                ldsm_x4(ka, smem_addr(sK + swz<HS>(krow_a, ks * 16 + (lane >> 4) * 8)));
+                ldsm_x4(va, smem_addr(sV + swz<HS>(krow_a, ks * 16 + (lane >> 4) * 8)));
+            }
+#pragma unroll
+            for (int np = 0; np < NQ / 2; np++) {
+                const int r = np * 16 + (lane & 7) + (lane >> 4) * 8, c = ks * 16 + ((lane >> 3) & 1) * 8;
+                uint32_t bq[4], bo[4];
+                ldsm_x4(bq, smem_addr(cQ + swz<HS>(r, c)));
+                mma_bf16(st[2 * np], ka, bq[0], bq[1]);
+                mma_bf16(st[2 * np + 1], ka, bq[2], bq[3]);
+                ldsm_x4(bo, smem_addr(cdO + swz<HS>(r, c)));
+                mma_bf16(dpt[2 * np], va, bo[0], bo[1]);
+                mma_bf16(dpt[2 * np + 1], va, bo[2], bo[3]);
+            }
+        }
+        // P^T = exp2(S^T scale log2e - lse2) where visible; dS^T = P^T (dP^T - D)
+#pragma unroll
+        for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int col = nt * 8 + 2 * t4 + e;
+                const int pos = cp[col];
+                const float l2 = cl[col], d = cD[col];
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++) {
+                    const int i = 2 * hh + e;
+                    const float p = key_lo + 8 * hh <= pos ? exp2f(st[nt][i] * a.scale_log2 - l2) : 0.0f;
+                    dpt[nt][i] = p * (dpt[nt][i] - d);
+                    st[nt][i] = p;
+                }
+            }
+        // dV += P^T dO, dK += dS^T Q (k-steps over the block's queries)
+#pragma unroll
+        for (int kk = 0; kk < BQ / 16; kk++) {
+            uint32_t pa[4], da[4];
+            pa[0] = pack_bf16(st[2 * kk][0], st[2 * kk][1]);
+            pa[1] = pack_bf16(st[2 * kk][2], st[2 * kk][3]);
+            pa[2] = pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]);
+            pa[3] = pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+            da[0] = pack_bf16(dpt[2 * kk][0], dpt[2 * kk][1]);
+            da[1] = pack_bf16(dpt[2 * kk][2], dpt[2 * kk][3]);
+            da[2] = pack_bf16(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
+            da[3] = pack_bf16(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+#pragma unroll
+            for (int np = 0; np < NO / 2; np++) {
+                const int r = kk * 16 + (lane & 15), c = np * 16 + (lane >> 4) * 8;
+                uint32_t bo[4], bq[4];
+                ldsm_x4_trans(bo, smem_addr(cdO + swz<HS>(r, c)));
+                mma_bf16(dV[2 * np], pa, bo[0], bo[1]);
+                mma_bf16(dV[2 * np + 1], pa, bo[2], bo[3]);
+                ldsm_x4_trans(bq, smem_addr(cQ + swz<HS>(r, c)));
+                mma_bf16(dK[2 * np], da, bq[0], bq[1]);
+                mma_bf16(dK[2 * np + 1], da, bq[2], bq[3]);
+            }
+        }
+        __syncthreads();  // buffer `buf` is refilled by the next iteration's prefetch
+        buf ^= 1;
+        qb = next;
+    }
+
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const int key = key_lo + 8 * hh;
+        if (key >= Tk) continue;
+        bf16_t *dkrow = a.dk + ((long)b * Tk + key) * a.ldkv + h * HS;
+        bf16_t *dvrow = a.dv + ((long)b * Tk + key) * a.ldkv + h * HS;
+#pragma unroll
+        for (int no = 0; no < NO; no++) {
+            add_bf16x2(dkrow + no * 8 + 2 * t4, a.scale * dK[no][2 * hh], a.scale * dK[no][2 * hh + 1]);
+            add_bf16x2(dvrow + no * 8 + 2 * t4, dV[no][2 * hh], dV[no][2 * hh + 1]);
+        }
+    }
+#endif
+}
+
+// ---- backward: dQ -----------------------------------------------------------------------------
+// CTA: (b, h) = blockIdx.x, queries [q0, q0 + 16*NW), heavy blocks first as in the forward.
+// Warp w owns 16 query rows. Key blocks of BK keys, double-buffered. QO_REGS keeps the warp's
+// Q and dO fragments in registers (small heads).
+template <int HS, int NW, int BK, bool QO_REGS>
+__global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();
+#else
+    constexpr int BQ = 16 * NW, NT = 32 * NW;
+    constexpr int NS = BK / 8, KH = HS / 16, NO = HS / 8;
+    static_assert(BK % 16 == 0, "key block");
+    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem);
+    bf16_t *sdO = sQ + BQ * HS;
+    bf16_t *sK = sdO + BQ * HS;     // 2 buffers
+    bf16_t *sV = sK + 2 * BK * HS;  // 2 buffers
+    __shared__ int s_max, s_min;
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
+    const int b = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;
+    const int C = a.NH * HS, Tq = a.Tq, Tk = a.Tk;
+    const long stat0 = ((long)b * a.NH + h) * Tq;
+
+    int lim[2];
+    float l2[2], dr[2];
+    int my_max = -1, my_min = INT_MAX;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const int r = q0 + warp * 16 + g + 8 * hh;
+        const bool valid = r < Tq;
+        lim[hh] = valid ? min(a.q_pos[r], Tk - 1) : -1;
+        l2[hh] = valid ? a.lse_c[stat0 + r] * LOG2E_F : 0.0f;
+        dr[hh] = valid ? a.dsum[stat0 + r] : 0.0f;
+        if (valid) my_max = max(my_max, lim[hh]), my_min = min(my_min, lim[hh]);
+    }
+    int kend, kfull;
+    block_minmax(my_max, my_min, &s_max, &s_min, &kend, &kfull);
+    kend += 1;
+    kfull += 1;
+    if (kend <= 0) return;  // no query of the block sees a key: dq unchanged
+    const int nkb = (kend + BK - 1) / BK;
+    const bf16_t *kbase = a.k + (long)b * Tk * a.ldkv + h * HS;
+    const bf16_t *vbase = a.v + (long)b * Tk * a.ldkv + h * HS;
+
+    load_tile<BQ, HS, NT>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+    load_tile<BQ, HS, NT>(sdO, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
+    load_tile<BK, HS, NT>(sK, kbase, a.ldkv, kend, tid);
+    load_tile<BK, HS, NT>(sV, vbase, a.ldkv, kend, tid);
+    cp_async_commit();
+
+    constexpr int QF = QO_REGS ? KH : 1;
+    uint32_t qf[QF][4], of[QF][4];
+    const int qrow_a = warp * 16 + (lane & 15);
+    if (QO_REGS) {
+        cp_async_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < QF; ks++) {
+            ldsm_x4(qf[ks], smem_addr(sQ + swz<HS>(qrow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(of[ks], smem_addr(sdO + swz<HS>(qrow_a, ks * 16 + (lane >> 4) * 8)));
+        }
+    }
+
+    float dQ[NO][4];
+#pragma unroll
+    for (int no = 0; no < NO; no++) dQ[no][0] = dQ[no][1] = dQ[no][2] = dQ[no][3] = 0.0f;
+
+    for (int kb = 0; kb < nkb; kb++) {
+        const int buf = kb & 1;
+        if (kb + 1 < nkb) {
+            const int k1 = (kb + 1) * BK;
+            load_tile<BK, HS, NT>(sK + (buf ^ 1) * BK * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+            load_tile<BK, HS, NT>(sV + (buf ^ 1) * BK * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const bf16_t *cK = sK + buf * BK * HS, *cV = sV + buf * BK * HS;
+        const int k0 = kb * BK;
+
+        float s[NS][4], dp[NS][4];
+#pragma unroll
+        for (int nt = 0; nt < NS; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) s[nt][i] = dp[nt][i] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < KH; ks++) {
+            uint32_t qa[4], oa[4];
+            if (QO_REGS) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) qa[i] = qf[QO_REGS ? ks : 0][i], oa[i] = of[QO_REGS ? ks : 0][i];
+            } else {
+                ldsm_x4(qa, smem_addr(sQ + swz<HS>(qrow_a, ks * 16 + (lane >> 4) * 8)));
+                ldsm_x4(oa, smem_addr(sdO + swz<HS>(qrow_a, ks * 16 + (lane >> 4) * 8)));
+            }
+#pragma unroll
+            for (int np = 0; np < NS / 2; np++) {
+                const int r = np * 16 + (lane & 7) + (lane >> 4) * 8, c = ks * 16 + ((lane >> 3) & 1) * 8;
+                uint32_t bk[4], bv[4];
+                ldsm_x4(bk, smem_addr(cK + swz<HS>(r, c)));
+                mma_bf16(s[2 * np], qa, bk[0], bk[1]);
+                mma_bf16(s[2 * np + 1], qa, bk[2], bk[3]);
+                ldsm_x4(bv, smem_addr(cV + swz<HS>(r, c)));
+                mma_bf16(dp[2 * np], oa, bv[0], bv[1]);
+                mma_bf16(dp[2 * np + 1], oa, bv[2], bv[3]);
+            }
+        }
+        const bool need_mask = k0 + BK > kfull;
+#pragma unroll
+        for (int nt = 0; nt < NS; nt++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int i = 2 * hh + e;
+                    const bool visible = !need_mask || k0 + nt * 8 + 2 * t4 + e <= lim[hh];
+                    const float p = visible ? exp2f(s[nt][i] * a.scale_log2 - l2[hh]) : 0.0f;
+                    s[nt][i] = p * (dp[nt][i] - dr[hh]);  // dS
+                }
+        // dQ += dS K
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            uint32_t da[4];
+            da[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+            da[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            da[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            da[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int np = 0; np < NO / 2; np++) {
+                uint32_t bk[4];
+                ldsm_x4_trans(bk, smem_addr(cK + swz<HS>(kk * 16 + (lane & 15), np * 16 + (lane >> 4) * 8)));
+                mma_bf16(dQ[2 * np], da, bk[0], bk[1]);
+                mma_bf16(dQ[2 * np + 1], da, bk[2], bk[3]);
+            }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const int r = q0 + warp * 16 + g + 8 * hh;
+        if (r >= Tq) continue;
+        bf16_t *dqrow = a.dq + ((long)b * Tq + r) * a.ldq + h * HS;
+#pragma unroll
+        for (int no = 0; no < NO; no++)
+            add_bf16x2(dqrow + no * 8 + 2 * t4, a.scale * dQ[no][2 * hh], a.scale * dQ[no][2 * hh + 1]);
+    }
+#endif
+}
+

@@ -1,0 +1,75 @@
+// Module state of the CUDA kernels: cuBLAS / cuBLASLt handles, their workspace, and the scratch
+// of the two-pass reductions. One per process (one GPU per rank).
+#include "cuda_common.h"
+
+static CudaKernels g_kernels;
+
+// 32 MiB: what cuBLASLt's heuristics want for large GEMMs on Hopper (also fine on Ampere).
+static const size_t WORKSPACE_BYTES = (size_t)32 << 20;
+static const size_t DEFAULT_SCRATCH_BYTES = (size_t)16 << 20;
+
+void cuda_check_fail(const char *what, const char *err, const char *file, int line) {
+    fprintf(stderr, "lsst: error: %s:%d: %s: %s\n", file, line, what, err);
+    exit(1);
+}
+
+const char *cublas_status_string(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH (bf16 GEMMs need sm_80+)";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    default: return "unknown cuBLAS status";
+    }
+}
+
+void cuda_kernels_init(size_t scratch_bytes) {
+    CudaKernels *k = &g_kernels;
+    if (k->initialized) return;
+    cudaCheck(cudaGetDevice(&k->device));
+    // cudaDeviceGetAttribute rather than cudaDeviceProp: the struct lost fields in CUDA 13.
+    cudaCheck(cudaDeviceGetAttribute(&k->sm_major, cudaDevAttrComputeCapabilityMajor, k->device));
+    cudaCheck(cudaDeviceGetAttribute(&k->sm_minor, cudaDevAttrComputeCapabilityMinor, k->device));
+    cudaCheck(cudaDeviceGetAttribute(&k->num_sms, cudaDevAttrMultiProcessorCount, k->device));
+    cublasCheck(cublasCreate(&k->cublas));
+    cublasCheck(cublasLtCreate(&k->cublaslt));
+    // fp32 GEMMs stay fp32: no TF32 behind the caller's back.
+    cublasCheck(cublasSetMathMode(k->cublas, CUBLAS_DEFAULT_MATH));
+    k->workspace_bytes = WORKSPACE_BYTES;
+    cudaCheck(cudaMalloc(&k->workspace, k->workspace_bytes));
+    // One fixed workspace for cuBLAS too: no allocation inside GEMM calls, and the same
+    // algorithms (hence bits) every call.
+    cublasCheck(cublasSetWorkspace(k->cublas, k->workspace, k->workspace_bytes));
+    k->scratch_bytes = scratch_bytes ? scratch_bytes : DEFAULT_SCRATCH_BYTES;
+    cudaCheck(cudaMalloc(&k->scratch, k->scratch_bytes));
+    k->initialized = 1;
+}
+
+void cuda_kernels_shutdown(void) {
+    CudaKernels *k = &g_kernels;
+    if (!k->initialized) return;
+    cuda_matmul_cache_clear();
+    cudaCheck(cudaFree(k->scratch));
+    cudaCheck(cudaFree(k->workspace));
+    cublasCheck(cublasLtDestroy(k->cublaslt));
+    cublasCheck(cublasDestroy(k->cublas));
+    *k = CudaKernels{};
+}
+
+CudaKernels *cuda_kernels(void) {
+    if (!g_kernels.initialized) cuda_kernels_init(0);
+    return &g_kernels;
+}
+
+size_t cuda_kernels_device_bytes(void) {
+    return g_kernels.initialized ? g_kernels.workspace_bytes + g_kernels.scratch_bytes : 0;
+}
+
+// Two fp32 partial arrays (e.g. dweight and dbias) of REDUCE_CHUNKS rows each.
+size_t cuda_kernels_reduction_bytes(int cols) { return (size_t)2 * REDUCE_CHUNKS * (size_t)cols * sizeof(float); }

@@ -1,0 +1,67 @@
+// Private to kernels/cuda: error checks, the module state, and small device helpers shared by
+// the .cu files. CUDA C++ only (nvcc).
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kernels_cuda.h"
+
+// ---- checked calls --------------------------------------------------------------------------
+// Every failure prints the call, file:line and the library's message, then exits (1): a
+// kernel error leaves the device in an unknown state, there is nothing to recover.
+void cuda_check_fail(const char *what, const char *err, const char *file, int line);
+const char *cublas_status_string(cublasStatus_t s);
+#define cudaCheck(call)                                                                   \
+    do {                                                                                  \
+        cudaError_t err_ = (call);                                                        \
+        if (err_ != cudaSuccess) cuda_check_fail(#call, cudaGetErrorString(err_), __FILE__, __LINE__); \
+    } while (0)
+#define cublasCheck(call)                                                                 \
+    do {                                                                                  \
+        cublasStatus_t st_ = (call);                                                      \
+        if (st_ != CUBLAS_STATUS_SUCCESS) cuda_check_fail(#call, cublas_status_string(st_), __FILE__, __LINE__); \
+    } while (0)
+// After every kernel launch: launch-configuration errors surface here (execution errors at
+// the next synchronizing call).
+#define cudaCheckLaunch() cudaCheck(cudaGetLastError())
+// Argument checks of the host wrappers (shapes the kernels cannot handle).
+#define cudaRequire(cond, ...)                                                            \
+    do {                                                                                  \
+        if (!(cond)) {                                                                    \
+            fprintf(stderr, "lsst: error: %s:%d: ", __FILE__, __LINE__);                  \
+            fprintf(stderr, __VA_ARGS__);                                                 \
+            fputc('\n', stderr);                                                          \
+            exit(1);                                                                      \
+        }                                                                                 \
+    } while (0)
+
+// ---- module state (context.cu) ----------------------------------------------------------------
+typedef struct {
+    int initialized;
+    int device, sm_major, sm_minor, num_sms;
+    cublasHandle_t cublas;
+    cublasLtHandle_t cublaslt;
+    void *workspace;  // cuBLAS(Lt) workspace
+    size_t workspace_bytes;
+    void *scratch;  // two-pass reductions
+    size_t scratch_bytes;
+} CudaKernels;
+// The module state, initialized on first use if the caller did not (cuda_kernels_init(0)).
+CudaKernels *cuda_kernels(void);
+// Frees the cuBLASLt plans cached by matmul.cu (called by cuda_kernels_shutdown).
+void cuda_matmul_cache_clear(void);
+
+
+static inline unsigned ceil_div_u(long a, long b) { return (unsigned)((a + b - 1) / b); }
+// Grid size for grid-stride elementwise loops: enough blocks to fill any current GPU.
+static inline unsigned elementwise_grid(long n, int block) {
+    long g = (n + block - 1) / block;
+    return (unsigned)(g < 1 ? 1 : g > 65535L * 8 ? 65535L * 8 : g);
+}
+
+#include "device_common.h"

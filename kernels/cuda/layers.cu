@@ -1,0 +1,206 @@
+// CUDA kernels for the token-wise layers: embedding, layernorm, GELU, residual, softmax
+// cross-entropy, and the optimizer helpers (AdamW, sum of squares, scaling). Twins of
+// kernels/cpu/layers.c; each is a template over the activation type T (float or bf16) with
+// fp32 arithmetic. No float atomics anywhere: sums over rows are two-pass (fixed partial
+// rows, then a fixed-order combine) or owned by one thread, so results depend only on shapes.
+#include <math.h>
+
+#include "cuda_common.h"
+#include "layers_kernels.h"
+
+template <typename T>
+static void embedding_forward_t(T *out, const int *tokens, const float *wte, const float *wpe, int B, int T_, int C,
+                                cudaStream_t stream) {
+    const long n = (long)B * T_ * C;
+    if (n <= 0) return;
+    embedding_forward_kernel<T><<<elementwise_grid(n, BLOCK), BLOCK, 0, stream>>>(out, tokens, wte, wpe, T_, C, n);
+    cudaCheckLaunch();
+}
+
+template <typename T>
+static void embedding_backward_t(float *dwte, float *dwpe, const T *dout, const int *tokens, int B, int T_, int C,
+                                 int V, cudaStream_t stream) {
+    if ((long)B * T_ * C <= 0) return;
+    cudaRequire(V > 0 && V <= 65535, "cuda_embedding_backward: vocabulary size %d outside [1, 65535]", V);
+    const dim3 grid(ceil_div_u(C, BLOCK), (unsigned)V);
+    embedding_backward_wte_kernel<T><<<grid, BLOCK, 0, stream>>>(dwte, dout, tokens, (long)B * T_, C);
+    cudaCheckLaunch();
+    embedding_backward_wpe_kernel<T><<<elementwise_grid((long)T_ * C, BLOCK), BLOCK, 0, stream>>>(dwpe, dout, B, T_,
+                                                                                                    C);
+    cudaCheckLaunch();
+}
+
+// ---- layernorm: host side ----------------------------------------------------------------
+
+static float *reduction_scratch(int cols) {
+    CudaKernels *k = cuda_kernels();
+    cudaRequire(cuda_kernels_reduction_bytes(cols) <= k->scratch_bytes,
+                "CUDA kernels: a reduction over %d columns needs %zu bytes of scratch, the module has %zu "
+                "(pass a larger size to cuda_kernels_init)",
+                cols, cuda_kernels_reduction_bytes(cols), k->scratch_bytes);
+    return (float *)k->scratch;
+}
+
+template <typename T>
+static void layernorm_forward_t(T *out, float *mean, float *rstd, const T *inp, const float *weight, const float *bias,
+                                int N, int C, cudaStream_t stream) {
+    if (N <= 0 || C <= 0) return;
+    layernorm_forward_kernel<T><<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(out, mean, rstd, inp, weight,
+                                                                                       bias, N, C);
+    cudaCheckLaunch();
+}
+
+template <typename T>
+static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T *dout, const T *inp,
+                                 const float *weight, const float *mean, const float *rstd, int N, int C,
+                                 cudaStream_t stream) {
+    if (N <= 0 || C <= 0) return;
+    layernorm_backward_dinp_kernel<T><<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(dinp, dout, inp, weight,
+                                                                                             mean, rstd, N, C);
+    cudaCheckLaunch();
+    float *partial = reduction_scratch(C);
+    float *partial_w = partial, *partial_b = partial + (size_t)REDUCE_CHUNKS * C;
+    layernorm_backward_partial_kernel<T><<<dim3(ceil_div_u(C, BLOCK), REDUCE_CHUNKS), BLOCK, 0, stream>>>(
+        partial_w, partial_b, dout, inp, mean, rstd, N, C);
+    cudaCheckLaunch();
+    reduce_partials_kernel<<<ceil_div_u(C, BLOCK), BLOCK, 0, stream>>>(dweight, dbias, partial_w, partial_b, C);
+    cudaCheckLaunch();
+}
+
+// Used by matmul.cu: dbias (OC) += colsum(dout (N, OC)).
+template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, int N, int OC, cudaStream_t stream) {
+    if (N <= 0 || OC <= 0) return;
+    float *partial = reduction_scratch(OC);
+    colsum_partial_kernel<T><<<dim3(ceil_div_u(OC, BLOCK), REDUCE_CHUNKS), BLOCK, 0, stream>>>(partial, dout, N, OC);
+    cudaCheckLaunch();
+    reduce_partials_kernel<<<ceil_div_u(OC, BLOCK), BLOCK, 0, stream>>>(dbias, nullptr, partial, nullptr, OC);
+    cudaCheckLaunch();
+}
+template void cuda_colsum_accumulate<float>(float *, const float *, int, int, cudaStream_t);
+template void cuda_colsum_accumulate<bf16_t>(float *, const bf16_t *, int, int, cudaStream_t);
+
+// ---- the C interface ----------------------------------------------------------------------
+
+#define ELEMENTWISE(kernel, n, ...)                                                         \
+    do {                                                                                    \
+        if ((n) <= 0) return;                                                               \
+        kernel<<<elementwise_grid((n), BLOCK), BLOCK, 0, stream>>>(__VA_ARGS__);            \
+        cudaCheckLaunch();                                                                  \
+    } while (0)
+
+#define ROWWISE(kernel, N, ...)                                                             \
+    do {                                                                                    \
+        if ((N) <= 0) return;                                                               \
+        kernel<<<ceil_div_u((N), WARPS_PER_BLOCK), BLOCK, 0, stream>>>(__VA_ARGS__);        \
+        cudaCheckLaunch();                                                                  \
+    } while (0)
+
+extern "C" {
+
+void cuda_embedding_forward(float *out, const int *tokens, const float *wte, const float *wpe, int B, int T, int C,
+                            cudaStream_t stream) {
+    embedding_forward_t<float>(out, tokens, wte, wpe, B, T, C, stream);
+}
+void cuda_embedding_forward_bf16(bf16 *out, const int *tokens, const float *wte, const float *wpe, int B, int T,
+                                 int C, cudaStream_t stream) {
+    embedding_forward_t<bf16_t>(out, tokens, wte, wpe, B, T, C, stream);
+}
+void cuda_embedding_backward(float *dwte, float *dwpe, const float *dout, const int *tokens, int B, int T, int C,
+                             int V, cudaStream_t stream) {
+    embedding_backward_t<float>(dwte, dwpe, dout, tokens, B, T, C, V, stream);
+}
+void cuda_embedding_backward_bf16(float *dwte, float *dwpe, const bf16 *dout, const int *tokens, int B, int T, int C,
+                                  int V, cudaStream_t stream) {
+    embedding_backward_t<bf16_t>(dwte, dwpe, dout, tokens, B, T, C, V, stream);
+}
+
+void cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                            const float *bias, int N, int C, cudaStream_t stream) {
+    layernorm_forward_t<float>(out, mean, rstd, inp, weight, bias, N, C, stream);
+}
+void cuda_layernorm_forward_bf16(bf16 *out, float *mean, float *rstd, const bf16 *inp, const float *weight,
+                                 const float *bias, int N, int C, cudaStream_t stream) {
+    layernorm_forward_t<bf16_t>(out, mean, rstd, inp, weight, bias, N, C, stream);
+}
+void cuda_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                             const float *weight, const float *mean, const float *rstd, int N, int C,
+                             cudaStream_t stream) {
+    layernorm_backward_t<float>(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, stream);
+}
+void cuda_layernorm_backward_bf16(bf16 *dinp, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
+                                  const float *weight, const float *mean, const float *rstd, int N, int C,
+                                  cudaStream_t stream) {
+    layernorm_backward_t<bf16_t>(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, stream);
+}
+
+void cuda_gelu_forward(float *out, const float *inp, long n, cudaStream_t stream) {
+    ELEMENTWISE(gelu_forward_kernel<float>, n, out, inp, n);
+}
+void cuda_gelu_forward_bf16(bf16 *out, const bf16 *inp, long n, cudaStream_t stream) {
+    ELEMENTWISE(gelu_forward_kernel<bf16_t>, n, out, inp, n);
+}
+void cuda_gelu_backward(float *dinp, const float *inp, const float *dout, long n, cudaStream_t stream) {
+    ELEMENTWISE(gelu_backward_kernel<float>, n, dinp, inp, dout, n);
+}
+void cuda_gelu_backward_bf16(bf16 *dinp, const bf16 *inp, const bf16 *dout, long n, cudaStream_t stream) {
+    ELEMENTWISE(gelu_backward_kernel<bf16_t>, n, dinp, inp, dout, n);
+}
+void cuda_residual_forward(float *out, const float *a, const float *b, long n, cudaStream_t stream) {
+    ELEMENTWISE(residual_forward_kernel<float>, n, out, a, b, n);
+}
+void cuda_residual_forward_bf16(bf16 *out, const bf16 *a, const bf16 *b, long n, cudaStream_t stream) {
+    ELEMENTWISE(residual_forward_kernel<bf16_t>, n, out, a, b, n);
+}
+
+void cuda_softmax_xent_forward(float *losses, const float *logits, const int *targets, int N, int V,
+                               cudaStream_t stream) {
+    ROWWISE(softmax_xent_forward_kernel<float>, N, losses, logits, targets, N, V);
+}
+void cuda_softmax_xent_forward_bf16(float *losses, const bf16 *logits, const int *targets, int N, int V,
+                                    cudaStream_t stream) {
+    ROWWISE(softmax_xent_forward_kernel<bf16_t>, N, losses, logits, targets, N, V);
+}
+void cuda_softmax_xent_forward_backward(float *losses, float *logits, const int *targets, int N, int V, float dloss,
+                                        cudaStream_t stream) {
+    ROWWISE(softmax_xent_forward_backward_kernel<float>, N, losses, logits, targets, N, V, dloss);
+}
+void cuda_softmax_xent_forward_backward_bf16(float *losses, bf16 *logits, const int *targets, int N, int V,
+                                             float dloss, cudaStream_t stream) {
+    ROWWISE(softmax_xent_forward_backward_kernel<bf16_t>, N, losses, logits, targets, N, V, dloss);
+}
+
+void cuda_adamw_update(float *params, bf16 *params_bf16, const float *grads, float *m, float *v, long n, float lr,
+                       float beta1, float beta2, float eps, float weight_decay, int t, cudaStream_t stream) {
+    // Bias corrections in double on the host, as the CPU twin.
+    const float c1 = (float)(1.0 / (1.0 - pow(beta1, t)));
+    const float c2 = (float)(1.0 / (1.0 - pow(beta2, t)));
+    ELEMENTWISE(adamw_kernel, n, params, params_bf16, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2);
+}
+
+void cuda_copy_to_bf16(bf16 *dst, const float *src, long n, cudaStream_t stream) {
+    ELEMENTWISE(copy_to_bf16_kernel, n, dst, src, n);
+}
+
+void cuda_sum_squares(double *result, const float *x, long n, cudaStream_t stream) {
+    CudaKernels *k = cuda_kernels();
+    double *partial = (double *)k->scratch;  // SUMSQ_BLOCKS doubles: far below any scratch size
+    // n == 0 still runs: the partials are zeros and *result = 0.
+    sum_squares_partial_kernel<<<SUMSQ_BLOCKS, BLOCK, 0, stream>>>(partial, x, n < 0 ? 0 : n);
+    cudaCheckLaunch();
+    sum_squares_final_kernel<<<1, BLOCK, 0, stream>>>(result, partial);
+    cudaCheckLaunch();
+}
+
+double cuda_sum_squares_host(const float *x, long n, cudaStream_t stream) {
+    // The result goes to the module scratch, right after the partials.
+    double *result_dev = (double *)cuda_kernels()->scratch + SUMSQ_BLOCKS;
+    cuda_sum_squares(result_dev, x, n, stream);
+    double result = 0.0;
+    cudaCheck(cudaMemcpyAsync(&result, result_dev, sizeof(double), cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+    return result;
+}
+
+void cuda_scale_inplace(float *x, long n, float s, cudaStream_t stream) { ELEMENTWISE(scale_kernel, n, x, n, s); }
+
+}  // extern "C"

@@ -1,0 +1,306 @@
+// Device code of the token-wise CUDA kernels (kernels/cuda/layers.cu): the kernels, in a header
+// so that tests/gpu/emulate_layers.cpp can run the very same source on the CPU. See layers.cu.
+#pragma once
+#include <math.h>
+
+#include "device_common.h"
+
+typedef __nv_bfloat16 bf16_t;
+
+enum { BLOCK = 256, WARPS_PER_BLOCK = BLOCK / 32 };
+
+// ---- embedding --------------------------------------------------------------------------
+
+template <typename T>
+__global__ void embedding_forward_kernel(T *out, const int *tokens, const float *wte, const float *wpe, int T_,
+                                         int C, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const long bt = i / C;
+        const int c = (int)(i % C), t = (int)(bt % T_);
+        out[i] = from_float<T>(wte[(long)tokens[bt] * C + c] + wpe[(long)t * C + c]);
+    }
+}
+
+// dwte: block (channel slice, vocab row v). The block walks the tokens in order, 256 at a
+// time, compacts the positions holding v (ballot + prefix: ascending order kept), and each
+// thread adds those rows of its channel. One owner per dwte element: no atomics.
+template <typename T>
+__global__ void embedding_backward_wte_kernel(float *dwte, const T *dout, const int *tokens, long BT, int C) {
+    __shared__ int positions[BLOCK];
+    __shared__ int warp_count[WARPS_PER_BLOCK];
+    const int v = blockIdx.y;
+    const int c = blockIdx.x * BLOCK + threadIdx.x;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float acc = 0.0f;
+    for (long i0 = 0; i0 < BT; i0 += BLOCK) {
+        const long i = i0 + threadIdx.x;
+        const bool match = i < BT && tokens[i] == v;
+        const unsigned mask = __ballot_sync(0xffffffffu, match);
+        if (lane == 0) warp_count[warp] = __popc(mask);
+        __syncthreads();
+        int offset = 0, total = 0;
+        for (int w = 0; w < WARPS_PER_BLOCK; w++) {
+            offset += w < warp ? warp_count[w] : 0;
+            total += warp_count[w];
+        }
+        if (match) positions[offset + __popc(mask & ((1u << lane) - 1u))] = (int)(i - i0);
+        __syncthreads();
+        if (c < C)
+            for (int j = 0; j < total; j++) acc += to_float(dout[(i0 + positions[j]) * C + c]);
+        __syncthreads();  // positions / warp_count are rewritten by the next chunk
+    }
+    if (c < C) dwte[(long)v * C + c] += acc;
+}
+
+// dwpe[t,c] += sum_b dout[b,t,c]: one thread per element, b in order.
+template <typename T>
+__global__ void embedding_backward_wpe_kernel(float *dwpe, const T *dout, int B, int T_, int C) {
+    const long n = (long)T_ * C;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (int b = 0; b < B; b++) acc += to_float(dout[(long)b * n + i]);
+        dwpe[i] += acc;
+    }
+}
+
+// ---- layernorm --------------------------------------------------------------------------
+// One warp per row; two passes over the row for the variance, as the CPU twin.
+
+template <typename T>
+__global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const T *inp, const float *weight,
+                                         const float *bias, int N, int C) {
+    const long row = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const T *x = inp + row * C;
+    float sum = 0.0f;
+    for (int c = lane; c < C; c += 32) sum += to_float(x[c]);
+    const float m = warp_sum(sum) / C;
+    float var = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        const float d = to_float(x[c]) - m;
+        var += d * d;
+    }
+    const float s = 1.0f / sqrtf(warp_sum(var) / C + 1e-5f);
+    T *o = out + row * C;
+    for (int c = lane; c < C; c += 32) o[c] = from_float<T>((to_float(x[c]) - m) * s * weight[c] + bias[c]);
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = s;
+    }
+}
+
+template <typename T>
+__global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *inp, const float *weight,
+                                               const float *mean, const float *rstd, int N, int C) {
+    const long row = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const T *x = inp + row * C, *d = dout + row * C;
+    const float m = mean[row], s = rstd[row];
+    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        const float dnorm = weight[c] * to_float(d[c]);
+        dnorm_mean += dnorm;
+        dnorm_norm_mean += dnorm * (to_float(x[c]) - m) * s;
+    }
+    dnorm_mean = warp_sum(dnorm_mean) / C;
+    dnorm_norm_mean = warp_sum(dnorm_norm_mean) / C;
+    T *di = dinp + row * C;
+    for (int c = lane; c < C; c += 32) {
+        const float norm = (to_float(x[c]) - m) * s;
+        const float g = (weight[c] * to_float(d[c]) - dnorm_mean - norm * dnorm_norm_mean) * s;
+        di[c] = from_float<T>(to_float(di[c]) + g);
+    }
+}
+
+// Rows [k*rows, (k+1)*rows) of chunk k = blockIdx.y; one thread per column.
+static __device__ __forceinline__ void chunk_rows(int N, long *r0, long *r1) {
+    const long rows = (N + REDUCE_CHUNKS - 1) / REDUCE_CHUNKS;
+    *r0 = blockIdx.y * rows;
+    *r1 = *r0 + rows < N ? *r0 + rows : N;
+}
+
+// First pass of dweight / dbias: partial sums over each chunk of rows.
+template <typename T>
+__global__ void layernorm_backward_partial_kernel(float *partial_w, float *partial_b, const T *dout, const T *inp,
+                                                  const float *mean, const float *rstd, int N, int C) {
+    const int c = blockIdx.x * BLOCK + threadIdx.x;
+    if (c >= C) return;
+    long r0, r1;
+    chunk_rows(N, &r0, &r1);
+    float dw = 0.0f, db = 0.0f;
+    for (long n = r0; n < r1; n++) {
+        const float d = to_float(dout[n * C + c]);
+        dw += (to_float(inp[n * C + c]) - mean[n]) * rstd[n] * d;
+        db += d;
+    }
+    partial_w[(long)blockIdx.y * C + c] = dw;
+    partial_b[(long)blockIdx.y * C + c] = db;
+}
+
+// First pass of a column sum (the matmul bias gradient).
+template <typename T>
+__global__ void colsum_partial_kernel(float *partial, const T *x, int N, int C) {
+    const int c = blockIdx.x * BLOCK + threadIdx.x;
+    if (c >= C) return;
+    long r0, r1;
+    chunk_rows(N, &r0, &r1);
+    float acc = 0.0f;
+    for (long n = r0; n < r1; n++) acc += to_float(x[n * C + c]);
+    partial[(long)blockIdx.y * C + c] = acc;
+}
+
+// Second pass: out0[c] += sum_k partial0[k,c] (and out1 from partial1), k in order.
+__global__ void reduce_partials_kernel(float *out0, float *out1, const float *partial0, const float *partial1,
+                                       int C) {
+    const int c = blockIdx.x * BLOCK + threadIdx.x;
+    if (c >= C) return;
+    float s0 = 0.0f, s1 = 0.0f;
+    for (int k = 0; k < REDUCE_CHUNKS; k++) {
+        s0 += partial0[(long)k * C + c];
+        if (out1) s1 += partial1[(long)k * C + c];
+    }
+    out0[c] += s0;
+    if (out1) out1[c] += s1;
+}
+
+// ---- GELU (tanh approximation, as GPT-2) / residual ---------------------------------------
+
+#define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+#define GELU_CUBE 0.044715f
+
+template <typename T> __global__ void gelu_forward_kernel(T *out, const T *inp, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float x = to_float(inp[i]);
+        const float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
+        out[i] = from_float<T>(0.5f * x * (1.0f + tanhf(u)));
+    }
+}
+
+template <typename T> __global__ void gelu_backward_kernel(T *dinp, const T *inp, const T *dout, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float x = to_float(inp[i]);
+        const float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
+        const float th = tanhf(u);
+        const float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBE * x * x);
+        const float g = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+        dinp[i] = from_float<T>(to_float(dinp[i]) + g * to_float(dout[i]));
+    }
+}
+
+template <typename T> __global__ void residual_forward_kernel(T *out, const T *a, const T *b, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+}
+
+// ---- softmax cross-entropy ----------------------------------------------------------------
+// One warp per row; max, sum and lse in fp32 with butterfly (fixed-order) reductions.
+
+template <typename T>
+__device__ __forceinline__ float row_logsumexp(const T *row, int V, int lane) {
+    float mx = -INFINITY;
+    for (int j = lane; j < V; j += 32) mx = fmaxf(mx, to_float(row[j]));
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int j = lane; j < V; j += 32) sum += expf(to_float(row[j]) - mx);
+    return mx + logf(warp_sum(sum));
+}
+
+template <typename T>
+__global__ void softmax_xent_forward_kernel(float *losses, const T *logits, const int *targets, int N, int V) {
+    const long n = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (n >= N) return;
+    const int t = targets[n];
+    if (t < 0) {
+        if (lane == 0) losses[n] = 0.0f;
+        return;
+    }
+    const T *row = logits + n * V;
+    const float lse = row_logsumexp(row, V, lane);
+    if (lane == 0) losses[n] = lse - to_float(row[t]);
+}
+
+template <typename T>
+__global__ void softmax_xent_forward_backward_kernel(float *losses, T *logits, const int *targets, int N, int V,
+                                                     float dloss) {
+    const long n = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (n >= N) return;
+    T *row = logits + n * V;
+    const int t = targets[n];
+    if (t < 0) {
+        for (int j = lane; j < V; j += 32) row[j] = from_float<T>(0.0f);
+        if (lane == 0) losses[n] = 0.0f;
+        return;
+    }
+    const float lse = row_logsumexp(row, V, lane);
+    const float target_logit = to_float(row[t]);
+    __syncwarp();  // every lane has read the row before any lane overwrites it
+    for (int j = lane; j < V; j += 32) {
+        float g = dloss * expf(to_float(row[j]) - lse);
+        if (j == t) g -= dloss;
+        row[j] = from_float<T>(g);
+    }
+    if (lane == 0) losses[n] = lse - target_logit;
+}
+
+// ---- optimizer ----------------------------------------------------------------------------
+
+__global__ void adamw_kernel(float *params, bf16_t *params_bf16, const float *grads, float *m, float *v, long n,
+                             float lr, float beta1, float beta2, float eps, float weight_decay, float c1, float c2) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float g = grads[i];
+        const float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        const float mhat = mi * c1, vhat = vi * c2;
+        float p = params[i];
+        p -= lr * (mhat / (sqrtf(vhat) + eps) + weight_decay * p);
+        params[i] = p;
+        if (params_bf16) params_bf16[i] = __float2bfloat16_rn(p);
+    }
+}
+
+__global__ void copy_to_bf16_kernel(bf16_t *dst, const float *src, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+// Block-wide sum in double with a fixed order: warps butterfly, then warp 0 adds the warp sums.
+__device__ double block_sum_d(double v) {
+    __shared__ double warp_sums[WARPS_PER_BLOCK];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    v = warp_sum_d(v);
+    if (lane == 0) warp_sums[warp] = v;
+    __syncthreads();
+    double total = 0.0;
+    if (threadIdx.x == 0)
+        for (int w = 0; w < WARPS_PER_BLOCK; w++) total += warp_sums[w];
+    return total;  // valid in thread 0
+}
+
+// Pass 1: block k sums chunk k of x (SUMSQ_BLOCKS chunks, a function of n only).
+__global__ void sum_squares_partial_kernel(double *partial, const float *x, long n) {
+    const long chunk = (n + SUMSQ_BLOCKS - 1) / SUMSQ_BLOCKS;
+    const long i0 = blockIdx.x * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
+    double s = 0.0;
+    for (long i = i0 + threadIdx.x; i < i1; i += BLOCK) s += (double)x[i] * x[i];
+    s = block_sum_d(s);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// Pass 2: one block adds the SUMSQ_BLOCKS partials with the same fixed tree.
+__global__ void sum_squares_final_kernel(double *result, const double *partial) {
+    double s = 0.0;
+    for (int k = threadIdx.x; k < SUMSQ_BLOCKS; k += BLOCK) s += partial[k];
+    s = block_sum_d(s);
+    if (threadIdx.x == 0) *result = s;
+}
+
+__global__ void scale_kernel(float *x, long n, float s) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) x[i] *= s;
+}
+

@@ -1,0 +1,199 @@
+// Matmul on cuBLAS(Lt). Row-major (N, C) tensors are column-major (C, N) to cuBLAS, so every
+// product below is written on the transposes:
+//   forward   out^T (OC,N)  = W (OC,C) . inp^T (C,N)       W row-major = (C,OC) col-major: op T
+//   dinp      dinp^T (C,N) += W^T (C,OC) . dout^T (OC,N)   op N, op N
+//   dweight   dW^T (C,OC)  += inp^T (C,N) . dout (N,OC)    op N, op T
+// bf16: cuBLASLt with fp32 compute (CUBLAS_COMPUTE_32F), the bias in the epilogue, beta = 1 for
+// the accumulating products; when cuBLASLt offers no algorithm for a case (alignment, types) the
+// same product goes through cublasGemmEx (bias broadcast first, then beta = 1). fp32: GemmEx
+// with fp32 compute (no TF32).
+#include "cuda_common.h"
+
+typedef __nv_bfloat16 bf16_t;
+
+template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, int N, int OC, cudaStream_t stream);
+
+// D (m, n) col-major, ldd: D[j*ldd + i] = bias[i] (the bias of output channel i, every row j).
+template <typename T> __global__ void bias_broadcast_kernel(T *D, const T *bias, int m, int n, int ldd) {
+    const long total = (long)m * n;
+    for (long idx = blockIdx.x * (long)blockDim.x + threadIdx.x; idx < total; idx += (long)gridDim.x * blockDim.x) {
+        const long j = idx / m;
+        const int i = (int)(idx % m);
+        D[j * ldd + i] = bias[i];
+    }
+}
+
+template <typename T> static void bias_broadcast(T *D, const T *bias, int m, int n, int ldd, cudaStream_t stream) {
+    bias_broadcast_kernel<T><<<elementwise_grid((long)m * n, 256), 256, 0, stream>>>(D, bias, m, n, ldd);
+    cudaCheckLaunch();
+}
+
+// ---- cuBLASLt with a small cache of descriptors and chosen algorithms ------------------------
+
+// Largest power of two (<= 256) dividing the address: cuBLASLt assumes 256 unless told.
+static uint32_t pointer_alignment(const void *p) {
+    const uintptr_t a = (uintptr_t)p;
+    uint32_t align = 256;
+    while (align > 1 && a % align) align >>= 1;
+    return align;
+}
+
+typedef struct {
+    // key
+    cublasOperation_t ta, tb;
+    int m, n, k, lda, ldb, ldd;
+    cudaDataType ab_type, d_type;
+    int has_bias;
+    uint32_t align[4];
+    // value
+    int ok;  // 0: cuBLASLt has no algorithm for this case (use GemmEx)
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a_layout, b_layout, d_layout;
+    cublasLtMatmulAlgo_t algo;
+} LtPlan;
+
+enum { LT_CACHE_SIZE = 128 };
+static LtPlan lt_cache[LT_CACHE_SIZE];
+static int lt_cache_used;
+
+static int plan_matches(const LtPlan *p, const LtPlan *key) {
+    return p->ta == key->ta && p->tb == key->tb && p->m == key->m && p->n == key->n && p->k == key->k &&
+           p->lda == key->lda && p->ldb == key->ldb && p->ldd == key->ldd && p->ab_type == key->ab_type &&
+           p->d_type == key->d_type && p->has_bias == key->has_bias && p->align[0] == key->align[0] &&
+           p->align[1] == key->align[1] && p->align[2] == key->align[2] && p->align[3] == key->align[3];
+}
+
+static void plan_create(LtPlan *p, CudaKernels *kern) {
+    cublasCheck(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const int32_t ta = p->ta, tb = p->tb;
+    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (p->has_bias) {
+        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    }
+    // Stored shapes (rows x cols, col-major) of A and B before op().
+    const bool an = p->ta == CUBLAS_OP_N, bn = p->tb == CUBLAS_OP_N;
+    cublasCheck(cublasLtMatrixLayoutCreate(&p->a_layout, p->ab_type, an ? p->m : p->k, an ? p->k : p->m, p->lda));
+    cublasCheck(cublasLtMatrixLayoutCreate(&p->b_layout, p->ab_type, bn ? p->k : p->n, bn ? p->n : p->k, p->ldb));
+    cublasCheck(cublasLtMatrixLayoutCreate(&p->d_layout, p->d_type, p->m, p->n, p->ldd));
+
+    cublasLtMatmulPreference_t pref;
+    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = kern->workspace_bytes;
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; i++)
+        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &p->align[i], sizeof p->align[i]));
+    cublasLtMatmulHeuristicResult_t result;
+    int count = 0;
+    // NOT_SUPPORTED (no heuristic for this configuration) is an answer, not an error.
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(kern->cublaslt, p->desc, p->a_layout, p->b_layout,
+                                                             p->d_layout, p->d_layout, pref, 1, &result, &count);
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    p->ok = st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+    if (p->ok) p->algo = result.algo;
+}
+
+static void plan_destroy(LtPlan *p) {
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->d_layout));
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->b_layout));
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->a_layout));
+    cublasCheck(cublasLtMatmulDescDestroy(p->desc));
+}
+
+void cuda_matmul_cache_clear(void) {
+    for (int i = 0; i < lt_cache_used; i++) plan_destroy(&lt_cache[i]);
+    lt_cache_used = 0;
+}
+
+// D (m,n; ldd) = op(A) op(B) + beta D [+ bias (m)], fp32 compute. A, B of ab_type, D of d_type,
+// bias of d_type (cuBLASLt's rule for the bias epilogue).
+static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                 const void *B, int ldb, void *D, int ldd, cudaDataType ab_type, cudaDataType d_type, float beta,
+                 const void *bias, cudaStream_t stream) {
+    if (m <= 0 || n <= 0) return;
+    CudaKernels *kern = cuda_kernels();
+    const float one = 1.0f;
+    const size_t elt = d_type == CUDA_R_16BF ? 2 : 4;
+    if (k <= 0) {  // empty contraction: D = beta D + bias, with beta 0 or 1 here
+        if (bias && d_type == CUDA_R_16BF) bias_broadcast((bf16_t *)D, (const bf16_t *)bias, m, n, ldd, stream);
+        else if (bias) bias_broadcast((float *)D, (const float *)bias, m, n, ldd, stream);
+        else if (beta == 0.0f) cudaCheck(cudaMemset2DAsync(D, (size_t)ldd * elt, 0, (size_t)m * elt, n, stream));
+        return;
+    }
+    // bf16 inputs: cuBLASLt (fused bias). The epilogue bias wants a 16-byte aligned vector.
+    const bool try_lt = ab_type == CUDA_R_16BF && (!bias || pointer_alignment(bias) >= 16);
+    if (try_lt) {
+        LtPlan key = {};
+        key.ta = ta, key.tb = tb, key.m = m, key.n = n, key.k = k, key.lda = lda, key.ldb = ldb, key.ldd = ldd;
+        key.ab_type = ab_type, key.d_type = d_type, key.has_bias = bias != NULL;
+        key.align[0] = pointer_alignment(A), key.align[1] = pointer_alignment(B);
+        key.align[2] = key.align[3] = pointer_alignment(D);
+        LtPlan *plan = NULL, local;
+        for (int i = 0; i < lt_cache_used && !plan; i++)
+            if (plan_matches(&lt_cache[i], &key)) plan = &lt_cache[i];
+        if (!plan) {
+            plan = lt_cache_used < LT_CACHE_SIZE ? &lt_cache[lt_cache_used++] : &local;
+            *plan = key;
+            plan_create(plan, kern);
+        }
+        const bool ok = plan->ok;
+        if (ok) {
+            if (bias)
+                cublasCheck(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                           sizeof bias));
+            cublasCheck(cublasLtMatmul(kern->cublaslt, plan->desc, &one, A, plan->a_layout, B, plan->b_layout, &beta,
+                                       D, plan->d_layout, D, plan->d_layout, &plan->algo, kern->workspace,
+                                       kern->workspace_bytes, stream));
+        }
+        if (plan == &local) plan_destroy(&local);
+        if (ok) return;
+    }
+    // cublasGemmEx: the bias first, then accumulate onto it.
+    if (bias) {
+        if (d_type == CUDA_R_16BF) bias_broadcast((bf16_t *)D, (const bf16_t *)bias, m, n, ldd, stream);
+        else bias_broadcast((float *)D, (const float *)bias, m, n, ldd, stream);
+        beta = 1.0f;
+    }
+    cublasCheck(cublasSetStream(kern->cublas, stream));
+    cublasCheck(cublasGemmEx(kern->cublas, ta, tb, m, n, k, &one, A, ab_type, lda, B, ab_type, ldb,
+                             &beta, D, d_type, ldd, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+extern "C" {
+
+void cuda_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC,
+                         cudaStream_t stream) {
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_32F, CUDA_R_32F, 0.0f, bias, stream);
+}
+
+void cuda_matmul_forward_bf16(bf16 *out, const bf16 *inp, const bf16 *weight, const bf16 *bias, int N, int C,
+                              int OC, cudaStream_t stream) {
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_16BF, 0.0f, bias,
+         stream);
+}
+
+void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                          const float *weight, int N, int C, int OC, cudaStream_t stream) {
+    if (dinp)
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_32F, CUDA_R_32F, 1.0f, NULL,
+             stream);
+    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, CUDA_R_32F, CUDA_R_32F, 1.0f, NULL,
+         stream);
+    if (dbias) cuda_colsum_accumulate<float>(dbias, dout, N, OC, stream);
+}
+
+void cuda_matmul_backward_bf16(bf16 *dinp, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
+                               const bf16 *weight, int N, int C, int OC, cudaStream_t stream) {
+    if (dinp)
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_16BF, CUDA_R_16BF, 1.0f, NULL,
+             stream);
+    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, CUDA_R_16BF, CUDA_R_32F, 1.0f, NULL,
+         stream);
+    if (dbias) cuda_colsum_accumulate<bf16_t>(dbias, dout, N, OC, stream);
+}
+
+}  // extern "C"

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Joins attn_bench.cu's and sdpa_peer.py's CSV files into the comparison table (markdown).
+
+    python3 tests/bench/gpu/attn_table.py OURS.csv SDPA.csv
+
+Per (hs, T): lsst's default variant (v0) and its best variant, SDPA flash (and cuDNN when
+measured), TFLOP/s of forward, backward and forward+backward, and the ratio lsst / SDPA-flash
+on forward+backward (goal: >= 0.7). Exit status 0 even when the goal is missed (the table says).
+"""
+import csv
+import sys
+
+
+def load(path):
+    rows = []
+    try:
+        with open(path) as f:
+            for r in csv.DictReader(line for line in f if not line.startswith("#")):
+                if r.get("impl"):
+                    rows.append(r)
+    except OSError as e:
+        print(f"attn_table: {path}: {e}", file=sys.stderr)
+    return rows
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ours, peer = load(sys.argv[1]), load(sys.argv[2])
+    keys = sorted({(int(r["hs"]), int(r["seq"])) for r in ours + peer})
+    print("| hs | T | B x NH | lsst v0 fwd / bwd / total | lsst best (variant) total | SDPA flash fwd / bwd / total "
+          "| cuDNN total | lsst best / flash |")
+    print("|---:|---:|---|---|---|---|---:|---:|")
+    worst = None
+    fmt = lambda r: (f"{float(r['fwd_tflops']):.0f} / {float(r['bwd_tflops']):.0f} / "
+                     f"{float(r['total_tflops']):.0f}") if r else "-"
+    for hs, T in keys:
+        at = lambda rows: [r for r in rows if int(r["hs"]) == hs and int(r["seq"]) == T]
+        mine = at(ours)
+        flash = next(iter(r for r in at(peer) if r["impl"] == "sdpa-flash"), None)
+        cudnn = next(iter(r for r in at(peer) if r["impl"] == "sdpa-cudnn"), None)
+        v0 = next(iter(r for r in mine if r["variant"] == "v0"), None)
+        best = max(mine, key=lambda r: float(r["total_tflops"])) if mine else None
+        any_row = (mine or at(peer))[0]
+        ratio = "-"
+        if best and flash:
+            x = float(best["total_tflops"]) / float(flash["total_tflops"])
+            worst = x if worst is None else min(worst, x)
+            ratio = f"{x:.2f}"
+        best_s = f"{float(best['total_tflops']):.0f} ({best['variant']})" if best else "-"
+        cudnn_s = f"{float(cudnn['total_tflops']):.0f}" if cudnn else "-"
+        print(f"| {hs} | {T} | {any_row['batch']} x {any_row['heads']} | {fmt(v0)} | {best_s} | {fmt(flash)} | "
+              f"{cudnn_s} | {ratio} |")
+    if worst is not None:
+        print(f"\nTFLOP/s (FlashAttention FLOP convention, causal). Worst lsst/SDPA-flash ratio: {worst:.2f} "
+              f"(goal >= 0.70: {'met' if worst >= 0.7 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

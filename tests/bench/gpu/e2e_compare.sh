@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# End-to-end training speed, issue 5: lsst-run (backend: cuda) against the same model in PyTorch
+# (tests/bench/gpu/torch_peer.py, torch.compile) on the same GPU: tokens/s and MFU, 12 layers,
+# dim 768, 12 heads, seq 8192, batch 1.
+#
+# STATUS: PREPARED, NOT YET RUN. The lsst side needs lsst-run's CUDA backend (the runtime calling
+# kernels/cuda), which is not integrated yet: until then this script measures the PyTorch side
+# only and says so (it checks whether lsst-run contains the CUDA kernels at all).
+#
+#   BUILD=build-gpu OUT=... bash tests/bench/gpu/e2e_compare.sh [STEPS]
+# Needs: the device kit sourced (MPI, HDF5, libyaml for lsst-run), python3 with torch.
+set -u
+cd "$(dirname "$0")/../../.." || exit 2
+BUILD=${BUILD:-build-gpu}
+OUT=${OUT:-$BUILD/out}
+STEPS=${1:-30}
+WARM=10
+mkdir -p "$OUT"
+L=12 C=768 NH=12 T=8192 V=256
+
+# Model FLOPs per token (the convention of torch_peer.py): 6 * matmul params + 6 * L * C * T.
+flops_per_token=$(( 6 * (L * 12 * C * C + V * C) + 6 * L * C * T ))
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+case "$gpu" in
+  *H200*) peak=989e12 ;; *"H100 PCIe"*) peak=756e12 ;; *H100*) peak=989e12 ;; *A100*) peak=312e12 ;; *) peak=0 ;;
+esac
+
+# ---- PyTorch (torch.compile) ----------------------------------------------------------------------
+env -u LD_LIBRARY_PATH python3 tests/bench/gpu/torch_peer.py --layers $L --dim $C --heads $NH --seq $T \
+  --steps "$STEPS" --warmup $WARM 2>&1 | tee "$OUT/e2e_torch.log"
+torch_line=$(grep '^torch-compile' "$OUT/e2e_torch.log" | tail -1)
+
+# ---- lsst-run, backend: cuda ----------------------------------------------------------------------
+lsst_line=""
+bin=$BUILD/bin/lsst-run
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="${CUDA_ARCH:-${arch:-90}}" -j"$(nproc)" all > "$OUT/e2e_build.log" 2>&1 ||
+  echo "e2e: make CUDA=1 all failed (see e2e_build.log)"
+if [ -x "$bin" ] && nm "$bin" 2> /dev/null | grep -q ' T cuda_attention_forward_bf16$'; then
+  data=$BUILD/e2e-data
+  [ -f "$data/manifest.yaml" ] || "$BUILD/bin/lsst-prep" --force ../shared/data/enwik8/enwik8-head-4MB "$data" > /dev/null
+  cat > "$OUT/e2e_run.yaml" <<EOF
+data:     {dir: $data, seq_len: $T, batch: 1}
+model:    {layers: $L, dim: $C, heads: $NH, mlp: $((4 * C)), vocab: $V}
+parallel: {scheme: none}
+train:    {steps: $((STEPS + WARM)), lr: 3.0e-4, warmup: 0, seed: 1, eval_every: 0, ckpt_every: 0}
+backend:  cuda
+output:   {dir: $OUT/e2e-run}
+EOF
+  "$bin" --config "$OUT/e2e_run.yaml" 2>&1 | tee "$OUT/e2e_lsst.log"
+  # "[prefix]step N/M | loss ... | X ms | ... tok/s": median step time over the steps after the warmup.
+  ms=$(awk -v w=$WARM 'match($0, /step [0-9]+\//) { n = substr($0, RSTART + 5, RLENGTH - 6) + 0
+           if (n > w && match($0, /\| [0-9.]+ ms \|/)) print substr($0, RSTART + 2, RLENGTH - 7) + 0 }' \
+         "$OUT/e2e_lsst.log" | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
+  if [ -n "$ms" ]; then
+    lsst_line=$(awk -v ms="$ms" -v T=$T -v f=$flops_per_token -v p=$peak \
+      'BEGIN {tok = T / (ms / 1e3); printf "lsst-cuda,%.3f,%.0f,%s", ms, tok, p > 0 ? sprintf("%.4f", f * tok / p) : "nan"}')
+  fi
+else
+  echo "e2e: $bin does not contain the CUDA kernels: backend: cuda is not integrated into lsst-run yet; lsst side skipped"
+fi
+
+# ---- table ------------------------------------------------------------------------------------------
+echo
+echo "| impl | step ms | tokens/s | MFU |"
+echo "|---|---:|---:|---:|"
+if [ -n "$torch_line" ]; then
+  IFS=, read -r impl _ _ _ _ _ _ ms tok mfu _ <<< "$torch_line"
+  echo "| $impl | $ms | $tok | $mfu |"
+  torch_tok=$tok
+fi
+if [ -n "$lsst_line" ]; then
+  IFS=, read -r impl ms tok mfu <<< "$lsst_line"
+  echo "| $impl | $ms | $tok | $mfu |"
+  [ -n "${torch_tok:-}" ] && awk -v a="$tok" -v b="$torch_tok" \
+    'BEGIN {printf "\nlsst / torch.compile tokens/s: %.2f (goal >= 1.00: %s)\n", a / b, a >= b ? "met" : "NOT met"}'
+else
+  echo "| lsst-cuda | - | - | - (not integrated) |"
+fi

@@ -1,0 +1,377 @@
+// A CPU emulator for CUDA device code (tests/gpu/emulate_*.cpp): every CUDA thread is a fiber
+// (ucontext) of one OS thread, blocks run one after another. __syncthreads, warp shuffles, ballots,
+// ldmatrix and mma.sync are collectives: each lane posts its operands to a per-warp exchange area,
+// waits for the other lanes, and computes ITS OWN result with the semantics the PTX ISA gives (the
+// definitions are spelled out below, independently of the kernel code). cp.async runs in two
+// modes: EAGER copies at issue (catches a prefetch that overwrites a buffer other warps still
+// read), LAZY copies at the latest legal moment, cp.async.wait_group (catches a read that does not
+// wait for its data). Two schedules: round-robin (warps nearly in lockstep) and warp-greedy (one
+// warp runs as far as it can before the next: exposes a missing __syncthreads). A deadlock (a
+// barrier some thread never reaches) is reported. Include it BEFORE the device code.
+#pragma once
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "kernels.h"
+}
+
+// ---- the CUDA vocabulary, for the host compiler ----------------------------------------------
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __shared__
+#undef __align__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static  // blocks run one at a time: a static is the block's shared variable
+#define __align__(n) alignas(n)
+#define __launch_bounds__(...)
+#define ATTN_EMULATE 1
+
+using std::max;
+using std::min;
+
+struct EmuDim3 {
+    unsigned x = 0, y = 0, z = 0;
+};
+
+namespace emu {
+
+enum CopyMode { EAGER, LAZY };
+static CopyMode copy_mode = EAGER;
+enum Schedule { ROUND_ROBIN, WARP_GREEDY };
+static Schedule schedule = ROUND_ROBIN;
+
+struct Copy {
+    unsigned char *dst;
+    const unsigned char *src;
+    int bytes;  // of 16; the rest zero-filled
+};
+
+struct Fiber {
+    ucontext_t ctx;
+    EmuDim3 tid;
+    bool done = false;
+    std::vector<Copy> pending;        // LAZY mode: issued, not yet performed
+    std::vector<size_t> group_ends;   // committed group boundaries in `pending`
+};
+
+struct Barrier {
+    int arrived = 0;
+    long generation = 0;
+};
+
+// Per-warp exchange area of the collectives.
+struct WarpX {
+    uint32_t addr[32];
+    uint32_t a[32][4];
+    uint32_t b[32][2];
+    float f[32];
+    double d[32];
+};
+
+static std::vector<Fiber> fibers;
+static std::vector<std::vector<char>> stacks;  // reused from block to block
+static size_t stack_bytes = 1 << 18;
+static int cur = -1;
+static ucontext_t scheduler;
+static EmuDim3 block_idx, grid_dim, block_dim;
+static std::function<void()> kernel_body;
+static std::vector<Barrier> warp_barrier;
+static Barrier block_barrier;
+static std::vector<WarpX> warp_x;
+static long progress = 0;  // barrier arrivals + fiber exits: a round without any is a deadlock
+static uint64_t sched_seed = 0x9e3779b97f4a7c15ull;
+
+static inline void yield() { swapcontext(&fibers[cur].ctx, &scheduler); }
+
+static inline void arrive_and_wait(Barrier &b, int count) {
+    const long gen = b.generation;
+    progress++;
+    if (++b.arrived == count) {
+        b.arrived = 0;
+        b.generation++;
+        return;
+    }
+    while (b.generation == gen) yield();
+}
+
+static inline int nthreads() { return (int)fibers.size(); }
+static inline int lane() { return (int)fibers[cur].tid.x % 32; }
+static inline int warp() { return (int)fibers[cur].tid.x / 32; }
+static inline int warp_size_of(int w) { return std::min(32, nthreads() - 32 * w); }
+static inline void warp_sync() { arrive_and_wait(warp_barrier[warp()], warp_size_of(warp())); }
+
+static inline void perform(const Copy &c) {
+    memcpy(c.dst, c.src, c.bytes);
+    memset(c.dst + c.bytes, 0, 16 - c.bytes);
+}
+
+static inline void fiber_entry() {
+    kernel_body();
+    fibers[cur].done = true;
+    progress++;
+    swapcontext(&fibers[cur].ctx, &scheduler);
+}
+
+static inline void deadlock(unsigned bx, unsigned by);
+
+// Round-robin: every live fiber runs to its next barrier, each round from a pseudo-random start;
+// warps progress nearly in lockstep.
+static inline void run_round_robin(int threads, unsigned bx, unsigned by) {
+    for (;;) {
+        const long before = progress;
+        int live = 0;
+        sched_seed = sched_seed * 6364136223846793005ull + 1442695040888963407ull;
+        const int start = (int)((sched_seed >> 33) % threads);
+        for (int i = 0; i < threads; i++) {
+            const int t = (start + i) % threads;
+            if (fibers[t].done) continue;
+            live++;
+            cur = t;
+            swapcontext(&scheduler, &fibers[t].ctx);
+        }
+        cur = -1;
+        if (live == 0) return;
+        if (progress == before) deadlock(bx, by);
+    }
+}
+
+// Warp-greedy: one warp at a time runs as far as it can (until all its threads wait at
+// __syncthreads or end), warps taken in a pseudo-random order: a warp races ahead of the others,
+// which exposes a missing __syncthreads before a shared buffer is refilled.
+static inline void run_warp_greedy(int threads, unsigned bx, unsigned by) {
+    const int nwarps = (threads + 31) / 32;
+    std::vector<int> order(nwarps);
+    for (;;) {
+        const long before_pass = progress;
+        for (int w = 0; w < nwarps; w++) order[w] = w;
+        for (int w = nwarps - 1; w > 0; w--) {
+            sched_seed = sched_seed * 6364136223846793005ull + 1442695040888963407ull;
+            std::swap(order[w], order[(sched_seed >> 33) % (w + 1)]);
+        }
+        int live = 0;
+        for (int w : order) {
+            for (;;) {
+                const long before = progress;
+                int live_w = 0;
+                for (int t = 32 * w; t < std::min(threads, 32 * w + 32); t++) {
+                    if (fibers[t].done) continue;
+                    live_w++;
+                    cur = t;
+                    swapcontext(&scheduler, &fibers[t].ctx);
+                }
+                cur = -1;
+                live += live_w;
+                if (live_w == 0 || progress == before) break;
+            }
+        }
+        if (live == 0) return;
+        if (progress == before_pass) deadlock(bx, by);
+    }
+}
+
+static inline void deadlock(unsigned bx, unsigned by) {
+    fprintf(stderr, "emulate_attention: DEADLOCK in block (%u, %u): threads wait at a barrier that others never "
+                    "reach\n", bx, by);
+    exit(3);
+}
+
+// Runs kernel_body on every thread of every block, blocks in launch order (x fastest).
+static inline void launch(EmuDim3 grid, int threads, std::function<void()> body) {
+    grid_dim = grid;
+    block_dim.x = threads, block_dim.y = block_dim.z = 1;
+    kernel_body = std::move(body);
+    for (unsigned by = 0; by < grid.y; by++)
+        for (unsigned bx = 0; bx < grid.x; bx++) {
+            block_idx.x = bx, block_idx.y = by, block_idx.z = 0;
+            fibers.assign(threads, Fiber());
+            warp_barrier.assign((threads + 31) / 32, Barrier());
+            warp_x.assign((threads + 31) / 32, WarpX());
+            block_barrier = Barrier();
+            for (int t = 0; t < threads; t++) {
+                Fiber &f = fibers[t];
+                f.tid.x = t;
+                if ((int)stacks.size() <= t) stacks.emplace_back(stack_bytes);
+                getcontext(&f.ctx);
+                f.ctx.uc_stack.ss_sp = stacks[t].data();
+                f.ctx.uc_stack.ss_size = stacks[t].size();
+                f.ctx.uc_link = NULL;
+                makecontext(&f.ctx, fiber_entry, 0);
+            }
+            if (schedule == ROUND_ROBIN) run_round_robin(threads, bx, by);
+            else run_warp_greedy(threads, bx, by);
+        }
+}
+
+}  // namespace emu
+
+// ---- CUDA built-ins --------------------------------------------------------------------------
+#define threadIdx (emu::fibers[emu::cur].tid)
+#define blockIdx (emu::block_idx)
+#define gridDim (emu::grid_dim)
+#define blockDim (emu::block_dim)
+
+static inline void __syncthreads() { emu::arrive_and_wait(emu::block_barrier, emu::nthreads()); }
+static inline int atomicMax(int *p, int v) {  // fibers never preempt each other: plain code is atomic
+    const int old = *p;
+    *p = std::max(old, v);
+    return old;
+}
+static inline int atomicMin(int *p, int v) {
+    const int old = *p;
+    *p = std::min(old, v);
+    return old;
+}
+static inline float __shfl_xor_sync(unsigned, float v, int mask) {
+    emu::WarpX &x = emu::warp_x[emu::warp()];
+    x.f[emu::lane()] = v;
+    emu::warp_sync();
+    const float r = x.f[emu::lane() ^ mask];
+    emu::warp_sync();
+    return r;
+}
+static inline double __shfl_xor_sync(unsigned, double v, int mask) {
+    emu::WarpX &x = emu::warp_x[emu::warp()];
+    x.d[emu::lane()] = v;
+    emu::warp_sync();
+    const double r = x.d[emu::lane() ^ mask];
+    emu::warp_sync();
+    return r;
+}
+
+// __ballot_sync: bit l set iff lane l's predicate is true.
+static inline unsigned __ballot_sync(unsigned, int pred) {
+    emu::WarpX &x = emu::warp_x[emu::warp()];
+    x.f[emu::lane()] = pred ? 1.0f : 0.0f;
+    emu::warp_sync();
+    unsigned m = 0;
+    for (int l = 0; l < emu::warp_size_of(emu::warp()); l++)
+        if (x.f[l] != 0.0f) m |= 1u << l;
+    emu::warp_sync();
+    return m;
+}
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+static inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_sync(); }
+
+// ---- the PTX helpers of attention_kernels.h, with the PTX ISA's semantics ----------------------
+alignas(16) static unsigned char attn_smem[256 * 1024];  // the dynamic shared memory of a block
+
+static inline uint32_t smem_addr(const void *p) {
+    const unsigned char *c = (const unsigned char *)p;
+    if (c < attn_smem || c >= attn_smem + sizeof attn_smem) {
+        fprintf(stderr, "emulate_attention: smem_addr of a non-shared pointer\n");
+        abort();
+    }
+    return (uint32_t)(c - attn_smem);
+}
+
+static inline uint16_t smem_u16(uint32_t addr) {
+    if (addr + 2 > sizeof attn_smem) abort();
+    uint16_t v;
+    memcpy(&v, attn_smem + addr, 2);
+    return v;
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 give the addresses of rows 0..7
+// of matrix i (16 bytes each, 16-byte aligned). Without .trans, lane l receives in register i the
+// elements (row l/4, cols 2(l%4) and 2(l%4)+1) of matrix i, the lower column in the low half;
+// with .trans, the elements (rows 2(l%4) and 2(l%4)+1, col l/4), i.e. of the transpose.
+static inline void ldmatrix(uint32_t (&r)[4], uint32_t addr, bool trans) {
+    emu::WarpX &x = emu::warp_x[emu::warp()];
+    const int l = emu::lane();
+    if (addr % 16) {
+        fprintf(stderr, "emulate_attention: ldmatrix row address %u not 16-byte aligned\n", addr);
+        abort();
+    }
+    x.addr[l] = addr;
+    emu::warp_sync();
+    for (int i = 0; i < 4; i++) {
+        uint16_t lo, hi;
+        if (!trans) {
+            const uint32_t row = x.addr[8 * i + l / 4];
+            lo = smem_u16(row + 2 * (2 * (l % 4)));
+            hi = smem_u16(row + 2 * (2 * (l % 4) + 1));
+        } else {
+            lo = smem_u16(x.addr[8 * i + 2 * (l % 4)] + 2 * (l / 4));
+            hi = smem_u16(x.addr[8 * i + 2 * (l % 4) + 1] + 2 * (l / 4));
+        }
+        r[i] = (uint32_t)lo | (uint32_t)hi << 16;
+    }
+    emu::warp_sync();
+}
+static inline void ldsm_x4(uint32_t (&r)[4], uint32_t addr) { ldmatrix(r, addr, false); }
+static inline void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) { ldmatrix(r, addr, true); }
+
+static inline float bf16_bits_to_float(uint32_t bits16) {
+    const uint32_t u = bits16 << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, g = lane/4, t = lane%4:
+//   A (16x16): a0 = (g, 2t|2t+1), a1 = (g+8, 2t|2t+1), a2 = (g, 2t+8|2t+9), a3 = (g+8, 2t+8|2t+9)
+//   B (16x8):  b0 = (k 2t|2t+1, n g), b1 = (k 2t+8|2t+9, n g)
+//   C, D (16x8 f32): c0 = (g, 2t), c1 = (g, 2t+1), c2 = (g+8, 2t), c3 = (g+8, 2t+1)
+// ("x|y": the two halves of one register, x in the low 16 bits).
+static inline float mma_a(const emu::WarpX &x, int row, int k) {
+    const int ln = (row % 8) * 4 + (k % 8) / 2, reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+    return bf16_bits_to_float(k % 2 ? x.a[ln][reg] >> 16 : x.a[ln][reg] & 0xffff);
+}
+static inline float mma_b(const emu::WarpX &x, int k, int n) {
+    const int ln = n * 4 + (k % 8) / 2, reg = k >= 8 ? 1 : 0;
+    return bf16_bits_to_float(k % 2 ? x.b[ln][reg] >> 16 : x.b[ln][reg] & 0xffff);
+}
+static inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    emu::WarpX &x = emu::warp_x[emu::warp()];
+    const int l = emu::lane(), g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; i++) x.a[l][i] = a[i];
+    x.b[l][0] = b0, x.b[l][1] = b1;
+    emu::warp_sync();
+    for (int i = 0; i < 4; i++) {
+        const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        float acc = d[i];
+        for (int k = 0; k < 16; k++) acc += mma_a(x, row, k) * mma_b(x, k, col);
+        d[i] = acc;
+    }
+    emu::warp_sync();
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes: src_bytes < 16 zero-fills the rest.
+static inline void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+    if (dst % 16 || (uintptr_t)src % 16) {
+        fprintf(stderr, "emulate_attention: cp.async with a misaligned address\n");
+        abort();
+    }
+    const emu::Copy c = {attn_smem + dst, (const unsigned char *)src, src_bytes};
+    if (emu::copy_mode == emu::EAGER) emu::perform(c);
+    else emu::fibers[emu::cur].pending.push_back(c);
+}
+static inline void cp_async_commit() { emu::fibers[emu::cur].group_ends.push_back(emu::fibers[emu::cur].pending.size()); }
+// cp.async.wait_group N: all but the newest N committed groups of this thread are complete.
+template <int N> static void cp_async_wait() {
+    emu::Fiber &f = emu::fibers[emu::cur];
+    const size_t groups = f.group_ends.size();
+    if (groups <= (size_t)N) return;
+    const size_t upto = f.group_ends[groups - 1 - N];
+    for (size_t i = 0; i < upto; i++) emu::perform(f.pending[i]);
+    f.pending.erase(f.pending.begin(), f.pending.begin() + upto);
+    for (size_t &e : f.group_ends) e = e > upto ? e - upto : 0;
+    f.group_ends.erase(f.group_ends.begin(), f.group_ends.begin() + (groups - N));
+}
+

@@ -1,0 +1,327 @@
+// Runs the CUDA attention kernels (kernels/cuda/attention_kernels.h, the very source nvcc compiles)
+// on the CPU and compares them with the CPU twin (kernels/cpu/attention.c). For machines without
+// a GPU: it checks the index arithmetic, fragment layouts, masking, online softmax, the tiling and
+// the shared-memory pipelines of every tensor-core variant before a GPU ever runs them.
+//
+//   emulate_attention [--quick] [--only SUBSTRING]      (build: tests/gpu/emulate.sh)
+//
+// How: tests/gpu/emu.h (fibers for threads, PTX semantics for ldmatrix / mma.sync / cp.async,
+// several copy modes and schedules).
+//
+// What it cannot check: real timing, bank conflicts, register limits, and whether the hardware
+// agrees with the PTX ISA text (the GPU test, tests/gpu/test_cuda_kernels.cu, does that).
+#include "emu.h"
+#include "cuda/attention_kernels.h"
+
+// ---- driver --------------------------------------------------------------------------------------
+typedef __nv_bfloat16 bf16_t;
+using std::vector;
+
+static bool quick = false;
+static const char *only = NULL;
+static int n_pass = 0, n_fail = 0;
+
+static uint64_t rng_state = 0x1234567887654321ull;
+static float rng_uniform(float lo, float hi) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return lo + (hi - lo) * (float)((z >> 40) / 16777216.0);
+}
+static float bf16r(float x) { return __bfloat162float(__float2bfloat16(x)); }
+static vector<float> random_bf16(long n, float lo, float hi) {
+    vector<float> v(n);
+    for (auto &x : v) x = bf16r(rng_uniform(lo, hi));
+    return v;
+}
+static vector<bf16_t> to_bf16(const vector<float> &v) {
+    vector<bf16_t> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = __float2bfloat16(v[i]);
+    return r;
+}
+static vector<float> to_float(const vector<bf16_t> &v) {
+    vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = __bfloat162float(v[i]);
+    return r;
+}
+
+// Max of |got - ref| / (|ref| + rms(ref)); non-finite ref must match exactly; NaN counts.
+static double compare(const vector<float> &got, const vector<float> &ref, long *bad, double *rms_err = NULL) {
+    double ss = 0.0;
+    long nf = 0;
+    for (float r : ref)
+        if (isfinite(r)) ss += (double)r * r, nf++;
+    const double fl = nf && ss > 0 ? sqrt(ss / nf) : 1e-30;
+    double err = 0.0, sse = 0.0;
+    *bad = 0;
+    for (size_t i = 0; i < ref.size(); i++) {
+        if (!isfinite(ref[i])) {
+            if (!(got[i] == ref[i])) (*bad)++;
+            continue;
+        }
+        if (!isfinite(got[i])) {
+            (*bad)++;
+            continue;
+        }
+        err = std::max(err, fabs((double)got[i] - ref[i]) / (fabs(ref[i]) + fl));
+        sse += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]);
+    }
+    if (rms_err) *rms_err = nf ? sqrt(sse / nf) / fl : 0.0;  // rms error / rms value
+    return err;
+}
+
+// Tolerances for bf16 attention: max error 5e-2 (single elements whose value is small next to the
+// rounding of the bf16 terms summed into them) and rms error 5e-3 (bf16 rounding alone gives
+// ~2e-3; an indexing or masking bug gives far more on the elements it touches).
+static const double MAX_TOL = 5e-2, RMS_TOL = 5e-3;
+
+static void report(const std::string &name, const vector<std::pair<const char *, vector<float>>> &got,
+                   const vector<vector<float>> &ref, double tol = MAX_TOL, double rms_tol = RMS_TOL) {
+    bool ok = true;
+    std::string detail;
+    for (size_t i = 0; i < got.size(); i++) {
+        long bad;
+        double rms;
+        const double e = compare(got[i].second, ref[i], &bad, &rms);
+        ok = ok && bad == 0 && e <= tol && rms <= rms_tol;
+        char buf[128];
+        snprintf(buf, sizeof buf, "%s%s err %.2e (rms %.1e)%s", i ? ", " : "", got[i].first, e, rms, bad ? " BAD" : "");
+        detail += buf;
+        if (bad) detail += " (" + std::to_string(bad) + " non-finite/mismatched)";
+    }
+    (ok ? n_pass : n_fail)++;
+    printf("%s %d - %s (%s; tol %.0e, rms %.0e)\n", ok ? "ok" : "not ok", n_pass + n_fail, name.c_str(),
+           detail.c_str(), tol, rms_tol);
+    fflush(stdout);
+}
+
+struct Case {
+    const char *name;
+    int B, NH, Tq, Tk;
+    bool packed;
+    vector<int> pos;
+};
+
+static vector<Case> cases() {
+    vector<Case> cs;
+    const int s = quick ? 2 : 1;
+    {
+        Case c = {"self", 1, 2, 160 / s, 160 / s, true, {}};
+        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t);
+        cs.push_back(c);
+    }
+    {
+        Case c = {"lss-segment", 1, 1, 80 / s, 304 / s, false, {}};
+        for (int t = 0; t < c.Tq; t++) c.pos.push_back(2 * c.Tq + 8 + t);
+        cs.push_back(c);
+    }
+    {
+        const int chunk = 48 / s;
+        Case c = {"zigzag", 2, 1, 2 * chunk, 8 * chunk, false, {}};
+        for (int t = 0; t < chunk; t++) c.pos.push_back(chunk + t);
+        for (int t = 0; t < chunk; t++) c.pos.push_back(6 * chunk + t);
+        cs.push_back(c);
+    }
+    {
+        Case c = {"odd-positions", 1, 1, 70 / s, 150 / s, false, {}};
+        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t % 9 == 4 ? -1 : t % 13 == 5 ? c.Tk + 7 : (c.Tk - 1 - 2 * t));
+        cs.push_back(c);
+    }
+    return cs;
+}
+
+// Problem data of one case at one head size: bf16-rounded inputs, the CPU reference.
+struct Problem {
+    const Case *c;
+    int hs, C, ldq, ldkv;
+    long nq, nkv;
+    vector<float> qh, kvh, dout, out_ref, lse_ref, gq_ref, gkv_ref, q0, kv0;
+    vector<bf16_t> qb, kvb, doutb;
+    const float *q() const { return qh.data(); }
+    const float *k() const { return c->packed ? qh.data() + C : kvh.data(); }
+    const float *v() const { return c->packed ? qh.data() + 2 * C : kvh.data() + C; }
+};
+
+static vector<float> accum_init(const vector<float> &g) {
+    double ss = 0.0;
+    for (float x : g) ss += (double)x * x;
+    const float rms = g.empty() ? 1.0f : (float)sqrt(ss / g.size()) + 1e-6f;
+    return random_bf16((long)g.size(), -rms, rms);
+}
+
+static Problem make_problem(const Case &c, int hs) {
+    Problem p;
+    p.c = &c, p.hs = hs, p.C = c.NH * hs;
+    p.ldq = c.packed ? 3 * p.C : p.C, p.ldkv = c.packed ? 3 * p.C : 2 * p.C;
+    p.nq = (long)c.B * c.Tq * p.ldq, p.nkv = c.packed ? 1 : (long)c.B * c.Tk * p.ldkv;
+    p.qh = random_bf16(p.nq, -2.0f, 2.0f), p.kvh = random_bf16(p.nkv, -2.0f, 2.0f);
+    p.dout = random_bf16((long)c.B * c.Tq * p.C, -1.0f, 1.0f);
+    p.out_ref.resize((long)c.B * c.Tq * p.C), p.lse_ref.resize((long)c.B * c.NH * c.Tq);
+    attention_forward(p.out_ref.data(), p.lse_ref.data(), p.q(), p.k(), p.v(), c.pos.data(), c.B, c.Tq, c.Tk, c.NH,
+                      hs, p.ldq, p.ldkv);
+    p.gq_ref.assign(p.nq, 0.0f), p.gkv_ref.assign(p.nkv, 0.0f);
+    float *gq = p.gq_ref.data(), *gk = c.packed ? gq + p.C : p.gkv_ref.data();
+    float *gv = c.packed ? gq + 2 * p.C : p.gkv_ref.data() + p.C;
+    attention_backward(gq, gk, gv, p.dout.data(), p.out_ref.data(), p.lse_ref.data(), p.q(), p.k(), p.v(),
+                       c.pos.data(), c.B, c.Tq, c.Tk, c.NH, hs, p.ldq, p.ldkv);
+    p.q0 = accum_init(p.gq_ref), p.kv0 = accum_init(p.gkv_ref);
+    for (long i = 0; i < p.nq; i++) p.gq_ref[i] += p.q0[i];
+    for (long i = 0; i < p.nkv; i++) p.gkv_ref[i] += p.kv0[i];
+    p.qb = to_bf16(p.qh), p.kvb = to_bf16(p.kvh), p.doutb = to_bf16(p.dout);
+    return p;
+}
+
+static AttnArgs base_args(const Problem &p, const int *pos) {
+    AttnArgs a = {};
+    a.q = p.qb.data();
+    a.k = p.c->packed ? p.qb.data() + p.C : p.kvb.data();
+    a.v = p.c->packed ? p.qb.data() + 2 * p.C : p.kvb.data() + p.C;
+    a.q_pos = pos;
+    a.B = p.c->B, a.Tq = p.c->Tq, a.Tk = p.c->Tk, a.NH = p.c->NH, a.hs = p.hs, a.ldq = p.ldq, a.ldkv = p.ldkv;
+    a.scale = 1.0f / sqrtf((float)p.hs);
+    a.scale_log2 = a.scale * 1.44269504088896341f;
+    return a;
+}
+
+static unsigned cdiv(long a, long b) { return (unsigned)((a + b - 1) / b); }
+
+static const char *mode_name() {
+    if (emu::schedule == emu::WARP_GREEDY) return emu::copy_mode == emu::EAGER ? "eager, warp-greedy" : "lazy, warp-greedy";
+    return emu::copy_mode == emu::EAGER ? "eager" : "lazy";
+}
+
+template <int HS, int MT, int NW, int BC> static void run_fwd_variant(const Problem &p, vector<float> &out,
+                                                                      vector<float> &lse) {
+    const Case &c = *p.c;
+    vector<bf16_t> outb((long)c.B * c.Tq * p.C, __float2bfloat16(NAN));
+    lse.assign((long)c.B * c.NH * c.Tq, NAN);
+    AttnArgs a = base_args(p, c.pos.data());
+    a.out = outb.data(), a.lse = lse.data();
+    memset(attn_smem, 0xFF, sizeof attn_smem);  // stale shared memory is NaN, as poison
+    EmuDim3 grid;
+    grid.x = c.B * c.NH, grid.y = cdiv(c.Tq, 16 * MT * NW), grid.z = 1;
+    emu::launch(grid, 32 * NW, [&] { attn_fwd_kernel<HS, MT, NW, BC>(a); });
+    out = to_float(outb);
+}
+
+template <int HS, int MT, int NW, int BC> static void test_fwd_variant() {
+    for (const Case &c : cases()) {
+        char name[200];
+        snprintf(name, sizeof name, "fwd hs=%d MT=%d NW=%d BC=%d %s [%s]", HS, MT, NW, BC, c.name, mode_name());
+        if (only && !strstr(name, only)) continue;
+        const Problem p = make_problem(c, HS);
+        vector<float> out, lse;
+        run_fwd_variant<HS, MT, NW, BC>(p, out, lse);
+        report(name, {{"out", out}, {"lse", lse}}, {p.out_ref, p.lse_ref});
+    }
+}
+
+template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR> static void test_bwd_variant() {
+    for (const Case &c : cases()) {
+        char name[200];
+        snprintf(name, sizeof name, "bwd hs=%d NW=%d BQ=%d KVR=%d NWQ=%d BK=%d QOR=%d %s [%s]", HS, NW, BQ, (int)KVR,
+                 NWQ, BK, (int)QOR, c.name, mode_name());
+        if (only && !strstr(name, only)) continue;
+        const Problem p = make_problem(c, HS);
+        // Forward with the default variant of the head size gives out (bf16) and lse, as on the GPU.
+        vector<float> out_f, lse;
+        run_fwd_variant<HS, (HS == 64 ? 2 : 1), (HS == 128 ? 8 : 4), 64>(p, out_f, lse);
+        const vector<bf16_t> outb = to_bf16(out_f);
+        vector<float> dsum((long)c.B * c.NH * c.Tq, NAN);
+        vector<int> qmax((c.Tq + MIN_QBLOCK - 1) / MIN_QBLOCK, -7);
+        vector<bf16_t> gq = to_bf16(p.q0), gkv = to_bf16(p.kv0);
+        AttnArgs a = base_args(p, c.pos.data());
+        a.dout = p.doutb.data(), a.out_c = outb.data(), a.lse_c = lse.data(), a.dsum = dsum.data();
+        a.qmax = qmax.data();
+        a.dq = gq.data();
+        a.dk = c.packed ? gq.data() + p.C : gkv.data();
+        a.dv = c.packed ? gq.data() + 2 * p.C : gkv.data() + p.C;
+        EmuDim3 g1;
+        g1.x = cdiv((long)c.B * c.NH * c.Tq, 8), g1.y = 1;
+        emu::launch(g1, 256, [&] {
+            attn_dsum_kernel<bf16_t>(dsum.data(), p.doutb.data(), outb.data(), c.B, c.Tq, c.NH, HS);
+        });
+        EmuDim3 g2;
+        g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
+        emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
+        memset(attn_smem, 0xFF, sizeof attn_smem);
+        EmuDim3 g3;
+        g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
+        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR>(a); });
+        memset(attn_smem, 0xFF, sizeof attn_smem);
+        EmuDim3 g4;
+        g4.x = c.B * c.NH, g4.y = cdiv(c.Tq, 16 * NWQ);
+        emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR>(a); });
+        if (c.packed) report(name, {{"dqkv", to_float(gq)}}, {p.gq_ref});
+        else report(name, {{"dq", to_float(gq)}, {"dkv", to_float(gkv)}}, {p.gq_ref, p.gkv_ref});
+    }
+}
+
+// The CUDA-core kernels too (they are what sm_70 and odd head sizes run).
+static void test_generic(int hs) {
+    for (const Case &c : cases()) {
+        char name[200];
+        snprintf(name, sizeof name, "cuda-core fwd+bwd hs=%d %s", hs, c.name);
+        if (only && !strstr(name, only)) continue;
+        const Problem p = make_problem(c, hs);
+        vector<bf16_t> outb((long)c.B * c.Tq * p.C, __float2bfloat16(NAN));
+        vector<float> lse((long)c.B * c.NH * c.Tq, NAN), dsum(lse.size(), NAN);
+        const bf16_t *q = p.qb.data(), *k = c.packed ? q + p.C : p.kvb.data();
+        const bf16_t *v = c.packed ? q + 2 * p.C : p.kvb.data() + p.C;
+        const float scale = 1.0f / sqrtf((float)hs);
+        EmuDim3 g;
+        g.x = cdiv((long)c.B * c.NH * c.Tq, GEN_WARPS), g.y = 1;
+        emu::launch(g, GEN_WARPS * 32, [&] {
+            gen_forward_kernel<bf16_t>(outb.data(), lse.data(), q, k, v, c.pos.data(), c.B, c.Tq, c.Tk, c.NH, hs,
+                                       p.ldq, p.ldkv, scale);
+        });
+        EmuDim3 g1;
+        g1.x = cdiv((long)c.B * c.NH * c.Tq, 8), g1.y = 1;
+        emu::launch(g1, 256, [&] {
+            attn_dsum_kernel<bf16_t>(dsum.data(), p.doutb.data(), outb.data(), c.B, c.Tq, c.NH, hs);
+        });
+        vector<bf16_t> gq = to_bf16(p.q0), gkv = to_bf16(p.kv0);
+        bf16_t *dq = gq.data(), *dk = c.packed ? gq.data() + p.C : gkv.data();
+        bf16_t *dv = c.packed ? gq.data() + 2 * p.C : gkv.data() + p.C;
+        emu::launch(g, GEN_WARPS * 32, [&] {
+            gen_backward_dq_kernel<bf16_t>(dq, p.doutb.data(), lse.data(), dsum.data(), q, k, v, c.pos.data(), c.B,
+                                           c.Tq, c.Tk, c.NH, hs, p.ldq, p.ldkv, scale);
+        });
+        EmuDim3 g2;
+        g2.x = cdiv((long)c.B * c.NH * c.Tk, GEN_WARPS), g2.y = 1;
+        emu::launch(g2, GEN_WARPS * 32, [&] {
+            gen_backward_dkv_kernel<bf16_t>(dk, dv, p.doutb.data(), lse.data(), dsum.data(), q, k, v, c.pos.data(),
+                                            c.B, c.Tq, c.Tk, c.NH, hs, p.ldq, p.ldkv, scale);
+        });
+        vector<std::pair<const char *, vector<float>>> got = {{"out", to_float(outb)}, {"lse", lse}, {"dq", to_float(gq)}};
+        vector<vector<float>> ref = {p.out_ref, p.lse_ref, p.gq_ref};
+        if (!c.packed) got.push_back({"dkv", to_float(gkv)}), ref.push_back(p.gkv_ref);
+        report(name, got, ref);
+    }
+}
+
+#define RUN_FWD(HS, MT, NW, BC) test_fwd_variant<HS, MT, NW, BC>();
+#define RUN_BWD(HS, NW, BQ, KVR, NWQ, BK, QOR) test_bwd_variant<HS, NW, BQ, KVR, NWQ, BK, QOR>();
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--only SUBSTRING]\n", argv[0]);
+            return 2;
+        }
+    }
+    for (int hs : {32, 48}) test_generic(hs);
+    // cp.async at issue / at the wait; warps in near lockstep / one warp racing ahead.
+    const std::pair<emu::CopyMode, emu::Schedule> modes[] = {
+        {emu::EAGER, emu::ROUND_ROBIN}, {emu::LAZY, emu::ROUND_ROBIN}, {emu::EAGER, emu::WARP_GREEDY}};
+    for (auto m : modes) {
+        emu::copy_mode = m.first, emu::schedule = m.second;
+        ATTN_FWD_VARIANTS(RUN_FWD)
+        ATTN_BWD_VARIANTS(RUN_BWD)
+    }
+    printf("1..%d\n%d passed, %d failed\n", n_pass + n_fail, n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

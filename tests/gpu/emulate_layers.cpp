@@ -1,0 +1,270 @@
+// Runs the token-wise CUDA kernels (kernels/cuda/layers_kernels.h, the very source nvcc compiles)
+// on the CPU (tests/gpu/emu.h) and compares them with their CPU twins (kernels/cpu/layers.c),
+// fp32 and bf16. For machines without a GPU: checks the indexing, the ballot compaction of the
+// embedding backward, the two-pass reductions, the in-place cross-entropy, before a GPU runs them.
+// The host wrappers (grid sizes, scratch) and the cuBLAS GEMMs are not covered: the GPU test is.
+//
+//   emulate_layers [--only SUBSTRING]      (build: tests/gpu/emulate.sh)
+#include "emu.h"
+#include "cuda/layers_kernels.h"
+
+using std::vector;
+
+static const char *only = NULL;
+static int n_pass = 0, n_fail = 0;
+
+static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
+static float rng_uniform(float lo, float hi) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return lo + (hi - lo) * (float)((z >> 40) / 16777216.0);
+}
+static vector<float> rnd(long n, float lo = -1.0f, float hi = 1.0f) {
+    vector<float> v(n);
+    for (auto &x : v) x = rng_uniform(lo, hi);
+    return v;
+}
+
+template <typename T> struct P;
+template <> struct P<float> {
+    static constexpr const char *name = "f32";
+    static constexpr double tol = 1e-4;
+    static float round(float x) { return x; }
+};
+template <> struct P<bf16_t> {
+    static constexpr const char *name = "bf16";
+    static constexpr double tol = 1e-2;
+    static float round(float x) { return __bfloat162float(__float2bfloat16(x)); }
+};
+template <typename T> static vector<float> act(vector<float> v) {
+    for (auto &x : v) x = P<T>::round(x);
+    return v;
+}
+template <typename T> static vector<T> dev(const vector<float> &v) {
+    vector<T> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = from_float<T>(v[i]);
+    return r;
+}
+template <typename T> static vector<float> host(const vector<T> &v) {
+    vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = to_float<T>(v[i]);
+    return r;
+}
+template <typename T> static vector<T> poisoned(long n) {
+    vector<T> v(n);
+    memset((void *)v.data(), 0xFF, sizeof(T) * n);
+    return v;
+}
+
+// max |g - r| / (|r| + rms(r)) and rms(g - r) / rms(r); NaN where r is finite fails.
+static void report(const std::string &name, const vector<std::pair<const char *, vector<float>>> &got,
+                   const vector<vector<float>> &ref, double tol) {
+    bool ok = true;
+    std::string detail;
+    for (size_t k = 0; k < got.size(); k++) {
+        const vector<float> &g = got[k].second, &r = ref[k];
+        double ss = 0.0, sse = 0.0, err = 0.0;
+        long bad = 0;
+        for (float x : r) ss += (double)x * x;
+        const double fl = r.empty() || ss == 0.0 ? 1e-30 : sqrt(ss / r.size());
+        for (size_t i = 0; i < r.size(); i++) {
+            if (!isfinite(g[i])) {
+                bad++;
+                continue;
+            }
+            err = std::max(err, fabs((double)g[i] - r[i]) / (fabs(r[i]) + fl));
+            sse += ((double)g[i] - r[i]) * ((double)g[i] - r[i]);
+        }
+        const double rms = r.empty() ? 0.0 : sqrt(sse / r.size()) / fl;
+        ok = ok && !bad && err <= tol && rms <= tol / 3;
+        char buf[160];
+        snprintf(buf, sizeof buf, "%s%s err %.2e rms %.1e%s", k ? ", " : "", got[k].first, err, rms, bad ? " NaN!" : "");
+        detail += buf;
+    }
+    (ok ? n_pass : n_fail)++;
+    printf("%s %d - %s (%s; tol %.0e)\n", ok ? "ok" : "not ok", n_pass + n_fail, name.c_str(), detail.c_str(), tol);
+    fflush(stdout);
+}
+static bool want(const std::string &name) { return !only || name.find(only) != std::string::npos; }
+static EmuDim3 grid(unsigned x, unsigned y = 1) {
+    EmuDim3 g;
+    g.x = x, g.y = y, g.z = 1;
+    return g;
+}
+static unsigned cdiv(long a, long b) { return (unsigned)((a + b - 1) / b); }
+
+template <typename T> static void test_embedding() {
+    const int B = 2, T_ = 150, C = 40, V = 16;
+    const long BT = (long)B * T_;
+    vector<int> tok(BT);
+    for (auto &t : tok) t = (int)(rng_uniform(0.0f, 1.0f) * 12);  // rows 12..15 never used
+    vector<float> wte = rnd((long)V * C), wpe = rnd((long)T_ * C);
+    if (want(std::string("embedding_forward ") + P<T>::name)) {
+        vector<float> ref(BT * C);
+        embedding_forward(ref.data(), tok.data(), wte.data(), wpe.data(), B, T_, C);
+        vector<T> out = poisoned<T>(BT * C);
+        emu::launch(grid(3), BLOCK, [&] {
+            embedding_forward_kernel<T>(out.data(), tok.data(), wte.data(), wpe.data(), T_, C, BT * C);
+        });
+        report(std::string("embedding_forward ") + P<T>::name, {{"out", host(out)}}, {ref}, P<T>::tol);
+    }
+    if (want(std::string("embedding_backward ") + P<T>::name)) {
+        vector<float> dout = act<T>(rnd(BT * C)), w0 = rnd((long)V * C), p0 = rnd((long)T_ * C);
+        vector<float> rw = w0, rp = p0;
+        embedding_backward(rw.data(), rp.data(), dout.data(), tok.data(), B, T_, C);
+        vector<T> d = dev<T>(dout);
+        vector<float> gw = w0, gp = p0;
+        emu::launch(grid(cdiv(C, BLOCK), V), BLOCK, [&] {
+            embedding_backward_wte_kernel<T>(gw.data(), d.data(), tok.data(), BT, C);
+        });
+        emu::launch(grid(2), BLOCK, [&] { embedding_backward_wpe_kernel<T>(gp.data(), d.data(), B, T_, C); });
+        report(std::string("embedding_backward ") + P<T>::name, {{"dwte", gw}, {"dwpe", gp}}, {rw, rp}, P<T>::tol);
+    }
+}
+
+template <typename T> static void test_layernorm() {
+    const int N = 37, C = 72;
+    vector<float> x = act<T>(rnd((long)N * C, -2.0f, 3.0f)), w = rnd(C, 0.5f, 1.5f), b = rnd(C);
+    vector<float> ref((long)N * C), mean(N), rstd(N);
+    layernorm_forward(ref.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
+    vector<T> xd = dev<T>(x);
+    if (want(std::string("layernorm_forward ") + P<T>::name)) {
+        vector<T> out = poisoned<T>((long)N * C);
+        vector<float> m(N, NAN), r(N, NAN);
+        emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
+            layernorm_forward_kernel<T>(out.data(), m.data(), r.data(), xd.data(), w.data(), b.data(), N, C);
+        });
+        report(std::string("layernorm_forward ") + P<T>::name, {{"out", host(out)}, {"mean", m}, {"rstd", r}},
+               {ref, mean, rstd}, P<T>::tol);
+    }
+    if (want(std::string("layernorm_backward ") + P<T>::name)) {
+        vector<float> dout = act<T>(rnd((long)N * C)), i0 = act<T>(rnd((long)N * C)), w0 = rnd(C), b0 = rnd(C);
+        vector<float> ri = i0, rw = w0, rb = b0;
+        layernorm_backward(ri.data(), rw.data(), rb.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                           N, C);
+        vector<T> dd = dev<T>(dout), di = dev<T>(i0);
+        vector<float> gw = w0, gb = b0, pw((size_t)REDUCE_CHUNKS * C, NAN), pb((size_t)REDUCE_CHUNKS * C, NAN);
+        emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
+            layernorm_backward_dinp_kernel<T>(di.data(), dd.data(), xd.data(), w.data(), mean.data(), rstd.data(), N, C);
+        });
+        emu::launch(grid(cdiv(C, BLOCK), REDUCE_CHUNKS), BLOCK, [&] {
+            layernorm_backward_partial_kernel<T>(pw.data(), pb.data(), dd.data(), xd.data(), mean.data(), rstd.data(),
+                                                 N, C);
+        });
+        emu::launch(grid(cdiv(C, BLOCK)), BLOCK, [&] {
+            reduce_partials_kernel(gw.data(), gb.data(), pw.data(), pb.data(), C);
+        });
+        report(std::string("layernorm_backward ") + P<T>::name, {{"dinp", host(di)}, {"dweight", gw}, {"dbias", gb}},
+               {ri, rw, rb}, P<T>::tol);
+    }
+    if (want(std::string("colsum ") + P<T>::name)) {  // the matmul bias gradient
+        const int OC = 300;
+        vector<float> d = act<T>(rnd((long)N * OC)), b0 = rnd(OC), ref = b0;
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) ref[o] += d[(long)n * OC + o];
+        vector<T> dd = dev<T>(d);
+        vector<float> part((size_t)REDUCE_CHUNKS * OC, NAN), got = b0;
+        emu::launch(grid(cdiv(OC, BLOCK), REDUCE_CHUNKS), BLOCK,
+                    [&] { colsum_partial_kernel<T>(part.data(), dd.data(), N, OC); });
+        emu::launch(grid(cdiv(OC, BLOCK)), BLOCK,
+                    [&] { reduce_partials_kernel(got.data(), nullptr, part.data(), nullptr, OC); });
+        report(std::string("colsum ") + P<T>::name, {{"dbias", got}}, {ref}, P<T>::tol);
+    }
+}
+
+template <typename T> static void test_elementwise() {
+    const long n = 1000;
+    vector<float> x = act<T>(rnd(n, -4.0f, 4.0f)), y = act<T>(rnd(n));
+    vector<T> xd = dev<T>(x), yd = dev<T>(y);
+    if (want(std::string("gelu ") + P<T>::name)) {
+        vector<float> ref(n), g0 = act<T>(rnd(n)), rg = g0;
+        gelu_forward(ref.data(), x.data(), n);
+        gelu_backward(rg.data(), x.data(), y.data(), n);
+        vector<T> out = poisoned<T>(n), gi = dev<T>(g0);
+        emu::launch(grid(2), BLOCK, [&] { gelu_forward_kernel<T>(out.data(), xd.data(), n); });
+        emu::launch(grid(2), BLOCK, [&] { gelu_backward_kernel<T>(gi.data(), xd.data(), yd.data(), n); });
+        report(std::string("gelu ") + P<T>::name, {{"out", host(out)}, {"dinp", host(gi)}}, {ref, rg}, P<T>::tol);
+    }
+    if (want(std::string("residual ") + P<T>::name)) {
+        vector<float> ref(n);
+        residual_forward(ref.data(), x.data(), y.data(), n);
+        vector<T> out = poisoned<T>(n);
+        emu::launch(grid(2), BLOCK, [&] { residual_forward_kernel<T>(out.data(), xd.data(), yd.data(), n); });
+        report(std::string("residual ") + P<T>::name, {{"out", host(out)}}, {ref}, P<T>::tol);
+    }
+}
+
+template <typename T> static void test_xent(int V) {
+    const int N = 19;
+    const std::string name = std::string("softmax_xent ") + P<T>::name + " V=" + std::to_string(V);
+    if (!want(name)) return;
+    vector<float> logits = act<T>(rnd((long)N * V, -6.0f, 6.0f));
+    vector<int> targets(N);
+    for (int i = 0; i < N; i++) targets[i] = i % 7 == 3 ? -1 : (int)(rng_uniform(0.0f, 1.0f) * V) % V;
+    vector<float> ref(N), grad = logits, ref2(N);
+    softmax_xent_forward(ref.data(), logits.data(), targets.data(), N, V);
+    softmax_xent_forward_backward(ref2.data(), grad.data(), targets.data(), N, V, 1.0f / N);
+    vector<T> ld = dev<T>(logits);
+    vector<float> losses(N, NAN), losses2(N, NAN);
+    emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK,
+                [&] { softmax_xent_forward_kernel<T>(losses.data(), ld.data(), targets.data(), N, V); });
+    emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
+        softmax_xent_forward_backward_kernel<T>(losses2.data(), ld.data(), targets.data(), N, V, 1.0f / N);
+    });
+    report(name, {{"losses", losses}, {"losses(fb)", losses2}, {"dlogits", host(ld)}}, {ref, ref2, grad}, P<T>::tol);
+}
+
+static void test_optimizer() {
+    const long n = 1000;
+    if (want("adamw")) {
+        vector<float> p = rnd(n), g = rnd(n, -0.1f, 0.1f), m = rnd(n, -0.01f, 0.01f), v = rnd(n, 0.0f, 1e-3f);
+        vector<float> rp = p, rm = m, rv = v;
+        adamw_update(rp.data(), g.data(), rm.data(), rv.data(), n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 7);
+        const float c1 = (float)(1.0 / (1.0 - pow(0.9f, 7))), c2 = (float)(1.0 / (1.0 - pow(0.95f, 7)));
+        vector<bf16_t> copy = poisoned<bf16_t>(n);
+        emu::launch(grid(2), BLOCK, [&] {
+            adamw_kernel(p.data(), copy.data(), g.data(), m.data(), v.data(), n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, c1, c2);
+        });
+        vector<float> rcopy = act<bf16_t>(rp);
+        report("adamw + bf16 copy", {{"params", p}, {"m", m}, {"v", v}, {"bf16", host(copy)}}, {rp, rm, rv, rcopy}, 1e-5);
+    }
+    if (want("sum_squares")) {
+        for (long len : {0L, 1L, 1000L, 70001L}) {
+            vector<float> x = rnd(len > 0 ? len : 1);
+            const double ref = sum_squares(x.data(), len);
+            vector<double> partial(SUMSQ_BLOCKS, NAN), result(1, NAN);
+            emu::launch(grid(SUMSQ_BLOCKS), BLOCK, [&] { sum_squares_partial_kernel(partial.data(), x.data(), len); });
+            emu::launch(grid(1), BLOCK, [&] { sum_squares_final_kernel(result.data(), partial.data()); });
+            report("sum_squares n=" + std::to_string(len), {{"sum", {(float)result[0]}}}, {{(float)ref}}, 1e-6);
+        }
+    }
+    if (want("scale")) {
+        vector<float> x = rnd(n), ref = x;
+        scale_inplace(ref.data(), n, 0.37f);
+        emu::launch(grid(2), BLOCK, [&] { scale_kernel(x.data(), n, 0.37f); });
+        report("scale_inplace (exact)", {{"x", x}}, {ref}, 0.0);
+    }
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else if (strcmp(argv[i], "--quick")) {
+            fprintf(stderr, "usage: %s [--only SUBSTRING]\n", argv[0]);
+            return 2;
+        }
+    }
+    emu::stack_bytes = 1 << 16;
+    for (auto sched : {emu::ROUND_ROBIN, emu::WARP_GREEDY}) {
+        emu::schedule = sched;
+        test_embedding<float>(), test_embedding<bf16_t>();
+        test_layernorm<float>(), test_layernorm<bf16_t>();
+        test_elementwise<float>(), test_elementwise<bf16_t>();
+        for (int V : {256, 77}) test_xent<float>(V), test_xent<bf16_t>(V);
+        test_optimizer();
+    }
+    printf("1..%d\n%d passed, %d failed\n", n_pass + n_fail, n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

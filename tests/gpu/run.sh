@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The one script of a GPU session (issue 5): builds the CUDA kernels, runs every kernel against its
+# CPU twin, compute-sanitizer (memcheck, racecheck) on a short run, the attention benchmark against
+# PyTorch SDPA, and prints a summary table LAST. Logs go to $OUT (the device machine's output
+# folder; default build-gpu/out).
+#
+#   device: bash tests/gpu/run.sh           (carry .device-kit: see tests/gpu/README.md)
+#   here:   bash tests/gpu/run.sh           (no GPU: builds, then every GPU phase reports "skip")
+#
+# Knobs: GPU_BUDGET_S (default 450: the whole script, build included; a phase that no longer fits
+# is skipped and says so), GPU_E2E=1 (also tests/bench/gpu/e2e_compare.sh, ~3-4 min),
+# BUILD (default build-gpu), CUDA_ARCH (default: the GPU's compute capability).
+# Each phase's failure is recorded and the later phases still run; exit status 1 if any failed.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+ROOT=$PWD
+OUT=${OUT:-$ROOT/build-gpu/out}
+BUILD=${BUILD:-build-gpu}
+BUDGET=${GPU_BUDGET_S:-450}
+mkdir -p "$OUT" "$BUILD"
+T0=$(date +%s)
+NAMES=() RESULTS=() SECONDS_=() NOTES=()
+FAILED=0
+
+elapsed() { echo $(( $(date +%s) - T0 )); }
+left() { echo $(( BUDGET - $(elapsed) )); }
+record() {  # name result seconds note
+  NAMES+=("$1") RESULTS+=("$2") SECONDS_+=("$3") NOTES+=("$4")
+  [ "$2" = FAIL ] && FAILED=1
+  printf '=== %-14s %-5s %4ss  %s\n' "$1" "$2" "$3" "$4"
+}
+# run NAME LIMIT_S MIN_S CMD...: runs CMD (a program, or a function exported with export -f) with a
+# timeout of min(LIMIT, time left), output to $OUT/NAME.log and the terminal, unless less than
+# MIN_S seconds are left (then records a skip). Sets RC (exit status, 124 = timeout, or "skip")
+# and LAST_S (seconds).
+run() {
+  local name=$1 limit=$2 min=$3; shift 3
+  local l t; l=$(left); LAST_S=0
+  if [ "$l" -lt "$min" ]; then RC=skip; record "$name" skip 0 "budget: ${l}s left, needs ${min}s"; return; fi
+  [ "$limit" -gt "$l" ] && limit=$l
+  t=$(date +%s)
+  echo "=== $name: $* (limit ${limit}s)"
+  if declare -F "$1" > /dev/null; then
+    timeout --kill-after=10 "$limit" bash -c "$*" 2>&1 | tee "$OUT/$name.log"
+  else
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  fi
+  RC=${PIPESTATUS[0]}
+  LAST_S=$(( $(date +%s) - t ))
+  [ "$RC" = 124 ] && echo "=== $name: TIMEOUT after ${limit}s" | tee -a "$OUT/$name.log"
+}
+
+# ---- 1. the machine --------------------------------------------------------------------------
+export PATH=${CUDA_HOME:-/usr/local/cuda}/bin:$PATH
+GPU_NAME=none ARCH=${CUDA_ARCH:-}
+{
+  echo "date: $(date -u +%FT%TZ)"; echo "host: $(hostname)"; uname -a
+  nvidia-smi 2>&1 | head -20
+  nvcc --version 2>&1 | tail -2
+  env -u LD_LIBRARY_PATH python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+  git log -1 --format='commit %H %s' 2>/dev/null; git status --short 2>/dev/null | head -20
+} > "$OUT/machine.txt" 2>&1
+if command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1; then
+  GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+  [ -z "$ARCH" ] && [ -n "$cap" ] && ARCH=$cap
+fi
+[ -z "$ARCH" ] && ARCH="80 90"
+HAVE_GPU=0; [ "$GPU_NAME" != none ] && HAVE_GPU=1
+record machine ok 0 "$GPU_NAME, CUDA_ARCH=$ARCH"
+
+# ---- 2. device kit (MPI, HDF5, libyaml, OpenBLAS): on the GPU machine only ------------------
+if [ -f .device-kit/setup.sh ] && { [ "$HAVE_GPU" = 1 ] || [ "${FORCE_KIT:-0}" = 1 ]; }; then
+  run kit 120 30 bash .device-kit/setup.sh .device-kit
+  if [ "$RC" = 0 ] && [ -f /opt/lsst-kit/env.sh ]; then
+    # shellcheck disable=SC1091
+    . /opt/lsst-kit/env.sh
+    record kit ok "$LAST_S" "/opt/lsst-kit"
+  else
+    record kit FAIL "$LAST_S" "setup.sh rc=$RC (see kit.log); building with what the image has"
+  fi
+else
+  record kit skip 0 "no GPU here or no .device-kit: the installed libraries are used"
+fi
+
+# ---- 3. build: the kernel library, the test and the benchmark ----------------------------------
+JOBS=$(nproc 2>/dev/null || echo 4)
+run build-lib 240 60 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" "$BUILD/libkernels.a"
+if [ "$RC" = 0 ]; then record build-lib ok "$LAST_S" "$BUILD/libkernels.a (sm $ARCH)"; else record build-lib FAIL "${LAST_S:-0}" "rc=$RC"; fi
+GENCODE=""; for a in $ARCH; do GENCODE="$GENCODE -gencode arch=compute_$a,code=sm_$a"; done
+BLAS_LIBS=$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+build_tools() {
+  mkdir -p "$BUILD/tests/gpu" "$BUILD/tests/bench/gpu"
+  # shellcheck disable=SC2086
+  nvcc -O2 -std=c++17 $GENCODE -Ikernels -Xcompiler -Wall,-Wextra,-Werror,-fopenmp \
+    tests/gpu/test_cuda_kernels.cu "$BUILD/libkernels.a" $BLAS_LIBS -lcublasLt -lcublas -lgomp -lm \
+    -o "$BUILD/tests/gpu/test_cuda_kernels" &&
+  # shellcheck disable=SC2086
+  nvcc -O2 -std=c++17 $GENCODE -Ikernels -Xcompiler -Wall,-Wextra,-Werror \
+    tests/bench/gpu/attn_bench.cu "$BUILD/libkernels.a" -lcublasLt -lcublas -lm \
+    -o "$BUILD/tests/bench/gpu/attn_bench"
+}
+export -f build_tools
+export GENCODE BLAS_LIBS BUILD
+run build-tests 180 30 build_tools
+if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "test_cuda_kernels, attn_bench"; else record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
+TEST=$BUILD/tests/gpu/test_cuda_kernels BENCH=$BUILD/tests/bench/gpu/attn_bench
+
+# ---- 4. kernels against their CPU twins ---------------------------------------------------------
+tap_counts() { grep -E '^[0-9]+ passed, [0-9]+ failed' "$OUT/$1.log" | tail -1; }
+if [ "$HAVE_GPU" = 1 ] && [ -x "$TEST" ]; then
+  run kernel-tests 180 20 "$TEST"
+  counts=$(tap_counts kernel-tests)
+  if [ "$RC" = 0 ]; then record kernel-tests ok "$LAST_S" "$counts"
+  elif [ "$RC" = skip ]; then :
+  else record kernel-tests FAIL "$LAST_S" "rc=$RC ${counts:-no summary}; $(grep -c '^not ok' "$OUT/kernel-tests.log") not ok"; fi
+else
+  record kernel-tests skip 0 "no GPU or no test binary"
+fi
+
+# ---- 5. compute-sanitizer on a short run ----------------------------------------------------------
+SAN=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+sanitize() {  # name tool args...
+  local name=$1 tool=$2; shift 2
+  if [ "$HAVE_GPU" != 1 ] || [ ! -x "$TEST" ] || [ -z "$SAN" ]; then
+    record "$name" skip 0 "no GPU, test binary or compute-sanitizer"; return
+  fi
+  run "$name" 150 40 "$SAN" --tool "$tool" --error-exitcode 9 --print-limit 50 "$@"
+  local summary; summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$name.log" | tail -1)
+  case "$RC" in
+    0) record "$name" ok "$LAST_S" "${summary:-clean}" ;;
+    skip) ;;
+    124) record "$name" FAIL "$LAST_S" "timeout" ;;
+    *) record "$name" FAIL "$LAST_S" "rc=$RC ${summary}" ;;
+  esac
+}
+sanitize memcheck memcheck "$TEST" --quick
+# racecheck: the tensor-core attention kernels at a size where every double buffer is refilled
+# (self-attention, 200 tokens: 4 key tiles, 4 query blocks) — the shared-memory hazards to catch.
+sanitize racecheck racecheck "$TEST" --only "bf16 self"
+
+# ---- 6. attention benchmark: lsst vs PyTorch SDPA (same GPU, same run) -----------------------------
+if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
+  run attn-lsst 150 40 "$BENCH" --variants
+  if [ "$RC" = 0 ]; then grep -v '^#' "$OUT/attn-lsst.log" | grep -E '^(impl|lsst),' > "$OUT/attn_lsst.csv"; record attn-lsst ok "$LAST_S" "attn_lsst.csv"
+  elif [ "$RC" != skip ]; then record attn-lsst FAIL "$LAST_S" "rc=$RC"; fi
+  run attn-sdpa 150 40 env -u LD_LIBRARY_PATH python3 tests/bench/gpu/sdpa_peer.py
+  if [ "$RC" = 0 ]; then grep -E '^(impl|sdpa-)' "$OUT/attn-sdpa.log" > "$OUT/attn_sdpa.csv"; record attn-sdpa ok "$LAST_S" "attn_sdpa.csv"
+  elif [ "$RC" != skip ]; then record attn-sdpa FAIL "$LAST_S" "rc=$RC"; fi
+else
+  record attn-bench skip 0 "no GPU or no benchmark binary"
+fi
+
+# ---- 7. optional: end-to-end training vs torch.compile (lsst side: once backend: cuda is in) ------
+if [ "${GPU_E2E:-0}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
+  run e2e 300 200 env BUILD="$BUILD" OUT="$OUT" bash tests/bench/gpu/e2e_compare.sh 15
+  if [ "$RC" = 0 ]; then record e2e ok "$LAST_S" "$(grep -E '^\| (torch|lsst)' "$OUT/e2e.log" | tr '\n' ' ')"
+  elif [ "$RC" != skip ]; then record e2e FAIL "$LAST_S" "rc=$RC"; fi
+else
+  record e2e skip 0 "GPU_E2E=1 to run (prepared; the lsst side needs backend: cuda in lsst-run)"
+fi
+
+# ---- summary: printed last ---------------------------------------------------------------------
+{
+  echo
+  echo "== tests/gpu/run.sh summary: $GPU_NAME, CUDA_ARCH=$ARCH, $(elapsed)s of ${BUDGET}s =="
+  echo "| phase | result | s | note |"
+  echo "|---|---|---:|---|"
+  for i in "${!NAMES[@]}"; do echo "| ${NAMES[$i]} | ${RESULTS[$i]} | ${SECONDS_[$i]} | ${NOTES[$i]} |"; done
+  if [ -s "$OUT/attn_lsst.csv" ]; then
+    echo
+    env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py "$OUT/attn_lsst.csv" "$OUT/attn_sdpa.csv" 2>&1
+  fi
+  n_ok=0 n_bad=0
+  for r in "${RESULTS[@]}"; do case $r in ok) n_ok=$((n_ok + 1));; FAIL) n_bad=$((n_bad + 1));; esac; done
+  echo
+  echo "gpu-run: $n_ok passed, $n_bad failed"
+} | tee "$OUT/summary.md"
+exit $FAILED
