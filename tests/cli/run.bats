@@ -146,3 +146,14 @@ PY
   run "$BIN/lsst-run" --config run.yaml --eval-only train
   [ "$status" -eq 2 ]
 }
+
+@test "run: the evaluation loss equals an independent float64 numpy transformer on the checkpoint" {
+  run "$BIN/lsst-run" --config run.yaml --set train.eval_sequences=4 --set train.steps=10
+  [ "$status" -eq 0 ]
+  run "$BIN/lsst-run" --config run.yaml --set train.eval_sequences=4 --eval-only valid
+  [ "$status" -eq 0 ]
+  ours=$(sed -n 's/.*eval valid | step 10 | loss \([0-9.]*\) .*/\1/p' <<<"$output")
+  ref=$("$PY" "$REPO/tests/cli/reference_model.py" out/checkpoints/step-000010.h5 "$DATA/valid-00000.h5" 64 4 4)
+  echo "lsst-run $ours, numpy reference $ref"
+  "$PY" -c "import sys; a, b = map(float, sys.argv[1:]); assert abs(a - b) < 1e-4, (a, b)" "$ours" "$ref"
+}
