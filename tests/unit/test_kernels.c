@@ -618,7 +618,7 @@ static void test_attention(void) {
     // Several heads, B > 1, Tq and Tk not multiples of the block.
     for (int t = 0; t < 70; t++) pos[t] = 80 + t;
     test_attention_case(&(AttnCase){"B=2 NH=3 hs=16 Tq=70@80 Tk=150", 2, 3, 16, 70, 150, 0, 0, 0, 0, 0, 40}, pos);
-    // The model's head size: 64x64 tiles, plain causal self-attention, 3 x 3 blocks.
+    // The model's head size: plain causal self-attention, 3 query blocks x 2 key blocks (the last partial).
     for (int t = 0; t < 130; t++) pos[t] = t;
     test_attention_case(&(AttnCase){"causal B=1 NH=2 hs=64 Tq=Tk=130", 1, 2, 64, 130, 130, 0, 0, 0, 0, 0, 20}, pos);
     // hs = 128: tile products with a longer contraction.
