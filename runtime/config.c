@@ -21,6 +21,7 @@ const char *scheme_name(Scheme s) {
 }
 
 const char *balance_name(Balance b) { return b == BALANCE_ZIGZAG ? "zigzag" : "none"; }
+const char *kv_name(KvMode k) { return k == KV_REGATHER ? "regather" : "keep"; }
 const char *backend_name(Backend b) { return b == BACKEND_CUDA ? "cuda" : "cpu"; }
 
 const char *comm_name(CommKind k) {
@@ -62,6 +63,7 @@ static const SchemaKey parallel_keys[] = {
     {.name = "sequence", .type = SCHEMA_INT, .flags = MIN, .min = 1, .def = "1"},
     {.name = "data", .type = SCHEMA_INT, .flags = MIN, .min = 1, .def = "1"},
     {.name = "balance", .type = SCHEMA_ENUM, .choices = CHOICES("none", "zigzag"), .def = "none"},
+    {.name = "kv", .type = SCHEMA_ENUM, .choices = CHOICES("keep", "regather"), .def = "keep"},
     {0}};
 
 static const SchemaKey train_keys[] = {
@@ -111,6 +113,9 @@ static const char *cross_field_error(const RunConfig *c, char *msg, size_t len) 
     if (c->lr_min > c->lr) FAIL("train.lr_min", "must be <= train.lr (%g), got %g", c->lr, c->lr_min);
     if (c->balance == BALANCE_ZIGZAG && c->scheme != SCHEME_LSS)
         FAIL("parallel.balance", "zigzag balances the causal attention of scheme lss only, but scheme is %s",
+             scheme_name(c->scheme));
+    if (c->kv == KV_REGATHER && c->scheme != SCHEME_LSS)
+        FAIL("parallel.kv", "regather re-gathers the [K|V] of scheme lss only, but scheme is %s",
              scheme_name(c->scheme));
     if (c->scheme == SCHEME_NONE && c->sequence > 1)
         FAIL("parallel.sequence",
@@ -165,6 +170,7 @@ static int enum_value(const char *text, const char *(*name)(int), int count) {
 }
 static const char *scheme_name_i(int i) { return scheme_name((Scheme)i); }
 static const char *balance_name_i(int i) { return balance_name((Balance)i); }
+static const char *kv_name_i(int i) { return kv_name((KvMode)i); }
 static const char *backend_name_i(int i) { return backend_name((Backend)i); }
 static const char *comm_name_i(int i) { return comm_name((CommKind)i); }
 
@@ -190,6 +196,7 @@ static int read_tree(RunConfig *c, const YNode *root, char *err, size_t errlen) 
     c->sequence = (int)schema_int(root, "parallel.sequence");
     c->data = (int)schema_int(root, "parallel.data");
     c->balance = (Balance)enum_value(schema_str(root, "parallel.balance"), balance_name_i, 2);
+    c->kv = (KvMode)enum_value(schema_str(root, "parallel.kv"), kv_name_i, 2);
     c->steps = (int)schema_int(root, "train.steps");
     c->lr = schema_float(root, "train.lr");
     c->lr_min = schema_lookup(root, "train.lr_min") ? schema_float(root, "train.lr_min") : c->lr / 10;
@@ -263,8 +270,8 @@ int config_write_resolved(const RunConfig *c, const char *path) {
     fprintf(fp, "data:\n  dir: %s\n  seq_len: %d\n  batch: %d\n", data_dir, c->seq_len, c->batch);
     fprintf(fp, "model:\n  layers: %d\n  dim: %d\n  heads: %d\n  mlp: %d\n  vocab: %d\n", c->layers, c->dim,
             c->heads, c->mlp, c->vocab);
-    fprintf(fp, "parallel:\n  scheme: %s\n  sequence: %d\n  data: %d\n  balance: %s\n", scheme_name(c->scheme),
-            c->sequence, c->data, balance_name(c->balance));
+    fprintf(fp, "parallel:\n  scheme: %s\n  sequence: %d\n  data: %d\n  balance: %s\n  kv: %s\n",
+            scheme_name(c->scheme), c->sequence, c->data, balance_name(c->balance), kv_name(c->kv));
     fprintf(fp, "train:\n  steps: %d\n  lr: %s\n  lr_min: %s\n  warmup: %d\n  seed: %llu\n", c->steps,
             schema_fmt_double(c->lr, b[0]), schema_fmt_double(c->lr_min, b[1]), c->warmup,
             (unsigned long long)c->seed);

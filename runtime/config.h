@@ -6,6 +6,9 @@
 
 typedef enum { SCHEME_NONE, SCHEME_LSS, SCHEME_MEGATRON_SP } Scheme;
 typedef enum { BALANCE_NONE, BALANCE_ZIGZAG } Balance;
+// lss: keep every layer's gathered [K|V] for the backward, or gather it again there
+// (memory O(l/N) per layer instead of O(l), one more all-gather per layer).
+typedef enum { KV_KEEP, KV_REGATHER } KvMode;
 typedef enum { BACKEND_CPU, BACKEND_CUDA } Backend;
 typedef enum { COMM_AUTO, COMM_MPI, COMM_NCCL } CommKind;
 
@@ -21,6 +24,7 @@ typedef struct {
     Scheme scheme;
     int sequence, data;    // grid: sequence x data ranks
     Balance balance;
+    KvMode kv;
     // train:
     int steps;
     double lr;             // peak learning rate
@@ -53,6 +57,7 @@ int config_write_resolved(const RunConfig *c, const char *path);
 char *config_model_json(const RunConfig *c);
 const char *scheme_name(Scheme s);
 const char *balance_name(Balance b);
+const char *kv_name(KvMode k);
 const char *backend_name(Backend b);
 const char *comm_name(CommKind k);
 void config_free(RunConfig *c);

@@ -100,13 +100,14 @@ static size_t carve_acts(Activations *a, float *mem, const Model *m) {
     size_t BS = (size_t)m->B * (size_t)m->S;
     bool mg = m->scheme == SCHEME_MEGATRON_SP;
     size_t Bw = mg ? BS : BT; // rows of the head/column-parallel region
+    size_t kv_layers = m->cfg.kv == KV_REGATHER ? 1 : L; // regather: one buffer, refilled per layer
     float **ptrs[] = {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->residual2, &a->ln2, &a->ln2_mean,
                       &a->ln2_rstd, &a->residual3, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits, &a->losses,
                       &a->q, &a->kv, &a->kv_full, &a->ln1_full, &a->qkv, &a->ln2_full, &a->atty, &a->att_lse,
                       &a->fch, &a->fch_gelu};
     size_t sizes[] = {BT * C, L * BT * C, L * BT, L * BT, L * BT * C, L * BT * C, L * BT, L * BT, L * BT * C,
                       BT * C, BT, BT, BT * (size_t)m->V, BT,
-                      mg ? 0 : L * BT * C, mg ? 0 : L * BT * 2 * C, mg || m->sp_size == 1 ? 0 : L * BS * 2 * C,
+                      mg ? 0 : L * BT * C, mg ? 0 : L * BT * 2 * C, mg || m->sp_size == 1 ? 0 : kv_layers * BS * 2 * C,
                       mg ? L * BS * C : 0, mg ? L * BS * 3 * Cl : 0, mg ? L * BS * C : 0,
                       L * Bw * Cl, L * Bw * (size_t)m->NHl, L * Bw * (size_t)m->Fl, L * Bw * (size_t)m->Fl};
     return carve(mem, ptrs, sizes, (int)(sizeof sizes / sizeof sizes[0]));
@@ -286,6 +287,14 @@ void head_backward(Model *m, const float *residual) {
 }
 
 // ---- LSS forward ---------------------------------------------------------------------------
+// Layer l's [K|V] of the whole sequence: its own buffer (kv: keep), one buffer every layer
+// refills (kv: regather), or the local [K|V] itself on one rank.
+static float *kv_full_of(Model *m, int l) {
+    if (m->sp_size == 1) return m->acts.kv + (size_t)l * m->B * m->T * 2 * m->C;
+    size_t layer = m->cfg.kv == KV_REGATHER ? 0 : (size_t)l;
+    return m->acts.kv_full + layer * m->B * m->S * 2 * m->C;
+}
+
 static double lss_forward(Model *m, Comm *comm, float dloss) {
     int B = m->B, T = m->T, C = m->C, NH = m->NH, F = m->F, S = m->S, BT = B * T;
     ParamTensors *p = &m->params;
@@ -295,7 +304,7 @@ static double lss_forward(Model *m, Comm *comm, float dloss) {
     const float *residual = a->encoded;
     for (int l = 0; l < m->L; l++) {
         float *ln1 = a->ln1 + l * btc, *q = a->q + l * btc, *kv = a->kv + l * 2 * btc;
-        float *kv_full = m->sp_size == 1 ? kv : a->kv_full + (size_t)l * B * S * 2 * C;
+        float *kv_full = kv_full_of(m, l);
         float *atty = a->atty + l * btc, *lse = a->att_lse + l * bt * NH, *residual2 = a->residual2 + l * btc;
         float *ln2 = a->ln2 + l * btc, *fch = a->fch + l * bt * F, *fch_gelu = a->fch_gelu + l * bt * F;
         float *residual3 = a->residual3 + l * btc;
@@ -341,7 +350,7 @@ static void lss_backward(Model *m, Comm *comm) {
     for (int l = m->L - 1; l >= 0; l--) {
         const float *residual = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * btc;
         float *ln1 = a->ln1 + l * btc, *q = a->q + l * btc, *kv = a->kv + l * 2 * btc;
-        float *kv_full = m->sp_size == 1 ? kv : a->kv_full + (size_t)l * B * S * 2 * C;
+        float *kv_full = kv_full_of(m, l);
         float *atty = a->atty + l * btc, *lse = a->att_lse + l * bt * NH, *residual2 = a->residual2 + l * btc;
         float *ln2 = a->ln2 + l * btc, *fch = a->fch + l * bt * F, *fch_gelu = a->fch_gelu + l * bt * F;
         const float *qkvw = p->qkvw + (size_t)l * 3 * C * C;
@@ -364,6 +373,9 @@ static void lss_backward(Model *m, Comm *comm) {
         memset(s->datty, 0, btc * sizeof(float));
         matmul_backward(s->datty, g->attprojw + (size_t)l * C * C, g->attprojb + l * C, s->dres, atty,
                         p->attprojw + (size_t)l * C * C, BT, C, C);
+        // kv: regather — the one buffer still holds the last layer's [K|V] from the forward;
+        // every other layer's is gathered again (L - 1 more all-gathers per step).
+        if (m->cfg.kv == KV_REGATHER && m->sp_size > 1 && l != m->L - 1) seq_allgather(m, comm, kv, kv_full, 2 * C);
         memset(s->dq, 0, btc * sizeof(float));
         memset(dkv_full, 0, (size_t)B * S * 2 * C * sizeof(float));
         attention_backward(s->dq, dkv_full, dkv_full + C, s->datty, atty, lse, q, kv_full, kv_full + C, m->pos, B,

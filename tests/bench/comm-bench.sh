@@ -50,6 +50,21 @@ for n in 2 4; do
   mpirun --oversubscribe -np $n "$BIN/lsst-run" --config run.yaml --set parallel.scheme=lss \
       --set parallel.balance=zigzag --set parallel.sequence=$n --set output.dir=lss-zigzag-$n >/dev/null
   cp lss-$n/longest lss-zigzag-$n/longest
+  # kv regather: [K|V] gathered again in the backward instead of kept per layer
+  mpirun --oversubscribe -np $n "$BIN/lsst-run" --config run.yaml --set parallel.scheme=lss \
+      --set parallel.balance=zigzag --set parallel.kv=regather --set parallel.sequence=$n \
+      --set output.dir=lss-regather-$n >/dev/null
+  longest_kv() { # like longest, with kv regather
+    local lo=0 hi=$((1 << 22)) q=$((2 * $1 * 64)) mid bytes
+    while [ $((hi - lo)) -gt $q ]; do
+      mid=$(( (lo + hi) / 2 / q * q )); [ "$mid" -le "$lo" ] && break
+      bytes=$("$BIN/lsst-run" --config run.yaml --plan --set parallel.scheme=lss --set parallel.sequence=$1 \
+              --set parallel.kv=regather --set data.seq_len=$mid | awk '{print $4}')
+      if [ "$bytes" -le $((BUDGET_MIB * 1048576)) ]; then lo=$mid; else hi=$mid; fi
+    done
+    echo "$lo"
+  }
+  longest_kv $n > lss-regather-$n/longest
 done
 # LSS with more sequence ranks than heads (megatron-sp cannot split 2 heads over 4 ranks)
 mpirun --oversubscribe -np 4 "$BIN/lsst-run" --config run.yaml --set parallel.scheme=lss --set parallel.sequence=4 \
@@ -78,21 +93,25 @@ def analytic(scheme, n):
 print(f"| scheme | N | bytes/step counted | analytic activations | analytic grad all-reduce | gap | mem/rank MiB | step s | longest seq in {budget} MiB |")
 print("|---|---|---|---|---|---|---|---|---|")
 rows = {}
-for scheme in ("lss", "lss-zigzag", "megatron-sp"):
+for scheme in ("lss", "lss-zigzag", "lss-regather", "megatron-sp"):
     for n in (2, 4):
         d = f"{scheme}-{n}"
         st = [h5py.File(p, "r")["steps"][()] for p in sorted(glob.glob(f"{d}/metrics/rank-*.h5"))]
         counted = int(st[0]["comm_bytes"][1:].mean())
         mem = max(int(s["mem_peak"].max()) for s in st) / 2**20
         t = float(np.median(np.max([s["t_step"][1:] for s in st], axis=0)))
-        act, grad = analytic(scheme.split("-zigzag")[0], n)
+        act, grad = analytic("megatron-sp" if scheme == "megatron-sp" else "lss", n)
+        if scheme == "lss-regather":
+            act += (L - 1) / L * act / 2   # L-1 more [K|V] all-gathers (the last layer's is still there)
         gap = counted - act - grad
         longest = open(f"{d}/longest").read().strip()
         rows[(scheme, n)] = (counted, mem, t, int(longest))
         print(f"| {scheme} | {n} | {counted:,} | {int(act):,} | {grad:,} | {gap:,} | {mem:.1f} | {t:.3f} | {int(longest):,} |")
 for n in (2, 4):
     l, m = rows[("lss-zigzag", n)], rows[("megatron-sp", n)]
-    print(f"\nN={n}: megatron-sp / lss (zigzag): bytes {m[0]/l[0]:.2f}x, memory {m[1]/l[1]:.2f}x, step time {m[2]/l[2]:.2f}x, "
+    r = rows[("lss-regather", n)]
+    print(f"\nN={n}: lss kv regather / keep: bytes {r[0]/l[0]:.2f}x, memory {r[1]/l[1]:.2f}x, step time {r[2]/l[2]:.2f}x, longest sequence {r[3]/l[3]:.2f}x; vs megatron-sp: memory {r[1]/m[1]:.2f}x, longest sequence {r[3]/max(m[3],1):.2f}x")
+    print(f"N={n}: megatron-sp / lss (zigzag): bytes {m[0]/l[0]:.2f}x, memory {m[1]/l[1]:.2f}x, step time {m[2]/l[2]:.2f}x, "
           f"longest sequence lss/megatron-sp {l[3]/max(m[3],1):.2f}x")
 st = h5py.File("lss-4-h2/metrics/rank-00000.h5", "r")["steps"][()]
 print(f"\nLSS with 4 sequence ranks and 2 heads: ran, {float(np.median(st['t_step'][1:])):.3f} s/step. "
@@ -101,5 +120,5 @@ print("\nThe gap (counted - analytic) is the per-step scalars: the loss all-redu
       " the gradient-norm all-reduce of the shares (double, sequence group) and the stop-signal flag (4 bytes).")
 PY
 if [ "${1:-}" = --record ]; then
-  { echo; echo "## lss vs megatron-sp communication, memory, time ($(date -u +%Y-%m-%d), $(nproc)-core $(uname -m), seq $SEQ, $LAYERS layers, dim $DIM, $HEADS heads, CPU backend, 1 thread/rank)"; echo; cat table.md; } >> "$REPO/tests/bench/RESULTS.md"
+  { echo; echo "## lss vs megatron-sp communication, memory, time ($(date -u +%Y-%m-%d), $(nproc --all)-core $(uname -m), seq $SEQ, $LAYERS layers, dim $DIM, $HEADS heads, CPU backend, 1 thread/rank)"; echo; cat table.md; } >> "$REPO/tests/bench/RESULTS.md"
 fi

@@ -17,13 +17,14 @@ setup_file() {
 }
 
 grid() { # grid SCHEME SEQ DATA BALANCE
-  local out=$BATS_FILE_TMPDIR/$1-$2x$3-$4 n=$(( $2 * $3 ))
+  local out=$BATS_FILE_TMPDIR/$1-$2x$3-$4-${KV:-keep} n=$(( $2 * $3 ))
   cd "$BATS_FILE_TMPDIR"
   run mpirun_n "$n" "$BIN/lsst-run" --config run.yaml $SETS --set parallel.scheme=$1 \
-      --set parallel.sequence=$2 --set parallel.data=$3 --set parallel.balance=$4 --set output.dir=$out
+      --set parallel.sequence=$2 --set parallel.data=$3 --set parallel.balance=$4 --set parallel.kv=${KV:-keep} \
+      --set output.dir=$out
   [ "$status" -eq 0 ] || { echo "$output"; return 1; }
   run "$PY" "$REPO/tests/mpi/compare.py" "$BATS_FILE_TMPDIR/ref" "$out"
-  echo "$1 $2x$3 $4: $output" >&3
+  echo "$1 $2x$3 $4 kv ${KV:-keep}: $output" >&3
   [ "$status" -eq 0 ]
 }
 
@@ -38,3 +39,6 @@ grid() { # grid SCHEME SEQ DATA BALANCE
 @test "megatron-sp 2x1 equals one rank" { grid megatron-sp 2 1 none; }
 @test "megatron-sp 4x1 equals one rank" { grid megatron-sp 4 1 none; }
 @test "megatron-sp 2x2 equals one rank" { grid megatron-sp 2 2 none; }
+@test "lss kv regather 2x1 equals one rank" { KV=regather grid lss 2 1 none; }
+@test "lss kv regather zigzag 4x1 equals one rank" { KV=regather grid lss 4 1 zigzag; }
+@test "lss kv regather 2x2 equals one rank" { KV=regather grid lss 2 2 none; }

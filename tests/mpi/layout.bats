@@ -98,3 +98,15 @@ PY
     done
   done
 }
+
+@test "layout: parallel.kv regather is for lss only, and lowers the memory per rank lss needs" {
+  run "$BIN/lsst-run" --config run.yaml --plan --set parallel.scheme=megatron-sp --set parallel.sequence=2 \
+      --set parallel.kv=regather
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"parallel.kv: regather re-gathers the [K|V] of scheme lss only, but scheme is megatron-sp"* ]]
+  keep=$("$BIN/lsst-run" --config run.yaml --plan --set parallel.scheme=lss --set parallel.sequence=2 | awk '{print $4}')
+  regather=$("$BIN/lsst-run" --config run.yaml --plan --set parallel.scheme=lss --set parallel.sequence=2 \
+             --set parallel.kv=regather | awk '{print $4}')
+  # 2 layers, batch 4, seq 64, dim 32: one layer's [K|V] of the whole sequence less
+  [ $(( keep - regather )) -eq $(( 4 * 64 * 2 * 32 * 4 )) ]
+}
