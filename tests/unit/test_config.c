@@ -360,7 +360,7 @@ static void test_roundtrip(void) {
             free(key);
         }
     }
-    CHECK(root && readme && keys == 28 && missing == 0, "README documents all %d keys of the resolved config", keys);
+    CHECK(root && readme && keys == 29 && missing == 0, "README documents all %d keys of the resolved config", keys);
     char *bad = path_join(tmpdir, "no/such/dir/run.yaml");
     CHECK(config_write_resolved(&(RunConfig){0}, bad) == -1, "writing into a missing directory fails");
     free(bad);
