@@ -217,12 +217,10 @@ void model_init_params(Model *m, uint64_t seed) {
     float *p = m->params_mem;
     double resid_scale = 1.0 / sqrt(2.0 * m->L); // GPT-2: residual projections scaled by depth
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        const char *name = param_names[i];
         bool ln_weight = i == P_LN1W || i == P_LN2W || i == P_LNFW;
         bool bias = i == P_LN1B || i == P_LN2B || i == P_LNFB || i == P_QKVB || i == P_ATTPROJB || i == P_FCB ||
                     i == P_FCPROJB;
         double std = (i == P_ATTPROJW || i == P_FCPROJW) ? 0.02 * resid_scale : 0.02;
-        (void)name;
         for (size_t j = 0; j < m->param_sizes[i]; j++)
             p[j] = ln_weight ? 1.0f : bias ? 0.0f : (float)(std * normal_at(seed, i, full_index(m, i, m->sp_rank, j)));
         p += m->param_sizes[i];

@@ -47,13 +47,6 @@ static void usage(FILE *f) {
           f);
 }
 
-static _Noreturn void usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "%s: error: ", lsst_prog);
-    fprintf(stderr, fmt, arg);
-    fputs("\nTry 'lsst-archive --help'.\n", stderr);
-    exit(EXIT_USAGE);
-}
-
 // 'text' for a shell: one word, single-quoted.
 static void put_shell_word(FILE *f, const char *s) {
     fputc('\'', f);
@@ -175,10 +168,10 @@ int main(int argc, char **argv) {
     ArchiveSummary sum;
 
     if (verify || extract) {
-        if (verify && extract) usage_error("%s", "--verify and --extract go alone");
-        if (out || then || no_then) usage_error("%s", "-o, --then and --no-then are for writing an archive");
+        if (verify && extract) lsst_usage_error("%s", "--verify and --extract go alone");
+        if (out || then || no_then) lsst_usage_error("%s", "-o, --then and --no-then are for writing an archive");
         if (n_args != (verify ? 1 : 2))
-            usage_error("%s", verify ? "--verify takes one FILE" : "--extract takes FILE and DIR");
+            lsst_usage_error("%s", verify ? "--verify takes one FILE" : "--extract takes FILE and DIR");
         if (!path_exists(args[0])) lsst_die(EXIT_USAGE, "%s: no such file", args[0]);
         if (verify) {
             if (archive_verify(args[0], &sum, err, sizeof err) != 0) lsst_die(EXIT_RUNTIME, "%s", err);
@@ -195,8 +188,8 @@ int main(int argc, char **argv) {
         return EXIT_OK;
     }
 
-    if (n_args != 1) usage_error("%s", n_args ? "one run directory at a time" : "no run directory given");
-    if (then && no_then) usage_error("%s", "--then and --no-then contradict each other");
+    if (n_args != 1) lsst_usage_error("%s", n_args ? "one run directory at a time" : "no run directory given");
+    if (then && no_then) lsst_usage_error("%s", "--then and --no-then contradict each other");
     const char *run_dir = args[0];
     if (!is_dir(run_dir))
         lsst_die(EXIT_USAGE, "%s: %s", run_dir, path_exists(run_dir) ? "not a directory" : "no such directory");
@@ -204,9 +197,9 @@ int main(int argc, char **argv) {
     for (size_t n = strlen(trimmed); n > 1 && trimmed[n - 1] == '/'; n--) trimmed[n - 1] = '\0';
     char *out_path = out ? xstrdup(out) : xasprintf("%s.tar.zst", trimmed);
     if (archive_compression_for(out_path) < 0)
-        usage_error("%s: unknown archive suffix (use .tar.zst, .tar.xz or .tar)", out_path);
+        lsst_usage_error("%s: unknown archive suffix (use .tar.zst, .tar.xz or .tar)", out_path);
     if (inside(out_path, run_dir))
-        usage_error("%s: the archive cannot be written inside the run directory it archives", out_path);
+        lsst_usage_error("%s: the archive cannot be written inside the run directory it archives", out_path);
     const char *cmd = then ? then : no_then ? NULL : getenv("LSST_SITE_ARCHIVE");
     char bad[128];
     char *probe = cmd ? expand_command(cmd, out_path, run_dir, bad, sizeof bad) : NULL;

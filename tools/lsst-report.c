@@ -49,13 +49,6 @@ static void usage(FILE *f) {
           f);
 }
 
-static _Noreturn void usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "%s: error: ", lsst_prog);
-    fprintf(stderr, fmt, arg);
-    fputs("\nTry 'lsst-report --help'.\n", stderr);
-    exit(EXIT_USAGE);
-}
-
 // Write text produced by fn atomically at dir/name; dies on failure.
 typedef int (*WriteFn)(const void *ctx, FILE *f);
 static void write_atomic(const char *dir, const char *name, WriteFn fn, const void *ctx) {
@@ -152,7 +145,7 @@ int main(int argc, char **argv) {
             errno = 0;
             long v = strtol(optarg, &end, 10);
             if (errno || *end || end == optarg || v < 0 || v > INT_MAX)
-                usage_error("--warmup %s: expected a number of steps >= 0", optarg);
+                lsst_usage_error("--warmup %s: expected a number of steps >= 0", optarg);
             warmup = (int)v;
             break;
         }
@@ -163,14 +156,14 @@ int main(int argc, char **argv) {
     }
     int n_dirs = argc - optind;
     char **dirs = argv + optind;
-    if (n_dirs == 0) usage_error("%s", "no run directory given (usage: lsst-report RUNDIR|OUTPUT_DIR... [-o OUT])");
+    if (n_dirs == 0) lsst_usage_error("%s", "no run directory given (usage: lsst-report RUNDIR|OUTPUT_DIR... [-o OUT])");
     for (int i = 0; i < n_dirs; i++) {
         if (!is_dir(dirs[i]))
             lsst_die(EXIT_USAGE, "%s: %s", dirs[i], path_exists(dirs[i]) ? "not a directory" : "no such directory");
     }
     char *out_dir = out ? xstrdup(out) : NULL;
     if (!out_dir) {
-        if (n_dirs > 1) usage_error("%s", "several directories given: say where the report goes with -o OUT");
+        if (n_dirs > 1) lsst_usage_error("%s", "several directories given: say where the report goes with -o OUT");
         out_dir = path_join(dirs[0], "report");
     }
 

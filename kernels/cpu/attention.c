@@ -59,6 +59,7 @@ static AttnShape attn_shape(const int *q_pos, int B, int Tq, int Tk, int NH, int
     return s;
 }
 
+// Not common.h's xmalloc: libkernels.a links alone (tests/gpu, tests/bench link it without liblsst).
 static void *xmalloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) {

@@ -42,6 +42,15 @@ void lsst_die(int code, const char *fmt, ...) {
     exit(code);
 }
 
+void lsst_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage("error", fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "Try '%s --help'.\n", lsst_prog);
+    exit(EXIT_USAGE);
+}
+
 void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) lsst_die(EXIT_RUNTIME, "out of memory allocating %zu bytes", n);

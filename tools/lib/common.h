@@ -16,6 +16,8 @@ extern const char *lsst_prog;
 void lsst_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void lsst_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void lsst_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// A usage error: "lsst-TOOL: error: ..." then "Try 'lsst-TOOL --help'.", exit 2.
+_Noreturn void lsst_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Checked allocation: out of memory is fatal with the size that failed.
 void *xmalloc(size_t n);
