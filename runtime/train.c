@@ -224,8 +224,6 @@ static size_t ckpt_full_size(const Model *m, size_t *xchg) {
     return n;
 }
 
-static char *model_json(Trainer *tr) { return config_model_json(&tr->cfg); }
-
 int trainer_save_checkpoint(Trainer *tr) {
     Model *m = &tr->model;
     CkptTensor ts[3][NUM_PARAM_TENSORS];
@@ -240,7 +238,7 @@ int trainer_save_checkpoint(Trainer *tr) {
     int ok = 1;
     char *path = NULL;
     if (tr->comm.rank == 0) {
-        char *json = model_json(tr);
+        char *json = config_model_json(&tr->cfg);
         CkptState st = {.step = tr->step, .seed = tr->cfg.seed, .data_position = tr->step * tr->cfg.batch,
                         .model_json = json};
         char *dir = path_join(tr->cfg.output_dir, "checkpoints");
@@ -264,7 +262,7 @@ static int load_checkpoint(Trainer *tr, const char *path) {
     Model *m = &tr->model;
     CkptTensor ts[3][NUM_PARAM_TENSORS];
     ckpt_tensors(tr, ts);
-    char *json = model_json(tr);
+    char *json = config_model_json(&tr->cfg);
     CkptState st = {.model_json = json};
     char err[1024];
     int rc = checkpoint_read(path, ts[0], ts[1], ts[2], NUM_PARAM_TENSORS, &st, err, sizeof err);
@@ -337,7 +335,7 @@ static int prepare_output(Trainer *tr, bool resuming) {
 static int open_metrics(Trainer *tr, int64_t keep_until) {
     char host[256] = "";
     gethostname(host, sizeof host - 1);
-    char *json = model_json(tr);
+    char *json = config_model_json(&tr->cfg);
     MetricsAttrs at = {.rank = tr->comm.rank, .world = tr->comm.world_size, .sp_rank = tr->comm.sp_rank,
                        .dp_rank = tr->comm.dp_rank, .sp_size = tr->comm.sp_size, .dp_size = tr->comm.dp_size,
                        .scheme = scheme_name(tr->cfg.scheme), .backend = backend_name(tr->cfg.backend),
