@@ -106,6 +106,14 @@ run build-tests 180 30 build_tools
 if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "test_cuda_kernels, attn_bench"; else record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
 TEST=$BUILD/tests/gpu/test_cuda_kernels BENCH=$BUILD/tests/bench/gpu/attn_bench
 
+# the whole project (lsst-run with the kit's MPI, HDF5, libyaml) and a 2-rank CPU smoke run of it
+run build-all 150 30 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS"
+if [ "$RC" = 0 ]; then record build-all ok "$LAST_S" "$BUILD/bin"; elif [ "$RC" != skip ]; then record build-all FAIL "$LAST_S" "rc=$RC"; fi
+if [ -x "$BUILD/bin/lsst-run" ] && [ "$HAVE_GPU" = 1 ]; then
+  run smoke 90 20 env BUILD="$BUILD" bash tests/gpu/smoke.sh "$OUT/smoke"
+  if [ "$RC" = 0 ]; then record smoke ok "$LAST_S" "$(tail -1 "$OUT/smoke.log")"; elif [ "$RC" != skip ]; then record smoke FAIL "$LAST_S" "rc=$RC"; fi
+fi
+
 # ---- 4. kernels against their CPU twins ---------------------------------------------------------
 tap_counts() { grep -E '^[0-9]+ passed, [0-9]+ failed' "$OUT/$1.log" | tail -1; }
 if [ "$HAVE_GPU" = 1 ] && [ -x "$TEST" ]; then
@@ -118,7 +126,19 @@ else
   record kernel-tests skip 0 "no GPU or no test binary"
 fi
 
-# ---- 5. compute-sanitizer on a short run ----------------------------------------------------------
+# ---- 5. attention benchmark: lsst vs PyTorch SDPA (same GPU, same run) -----------------------------
+if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
+  run attn-lsst 150 40 "$BENCH" --variants
+  if [ "$RC" = 0 ]; then grep -v '^#' "$OUT/attn-lsst.log" | grep -E '^(impl|lsst),' > "$OUT/attn_lsst.csv"; record attn-lsst ok "$LAST_S" "attn_lsst.csv"
+  elif [ "$RC" != skip ]; then record attn-lsst FAIL "$LAST_S" "rc=$RC"; fi
+  run attn-sdpa 150 40 env -u LD_LIBRARY_PATH python3 tests/bench/gpu/sdpa_peer.py
+  if [ "$RC" = 0 ]; then grep -E '^(impl|sdpa-)' "$OUT/attn-sdpa.log" > "$OUT/attn_sdpa.csv"; record attn-sdpa ok "$LAST_S" "attn_sdpa.csv"
+  elif [ "$RC" != skip ]; then record attn-sdpa FAIL "$LAST_S" "rc=$RC"; fi
+else
+  record attn-bench skip 0 "no GPU or no benchmark binary"
+fi
+
+# ---- 6. compute-sanitizer on a short run ----------------------------------------------------------
 SAN=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
 sanitize() {  # name tool args...
   local name=$1 tool=$2; shift 2
@@ -138,18 +158,6 @@ sanitize memcheck memcheck "$TEST" --quick
 # racecheck: the tensor-core attention kernels at a size where every double buffer is refilled
 # (self-attention, 200 tokens: 4 key tiles, 4 query blocks) — the shared-memory hazards to catch.
 sanitize racecheck racecheck "$TEST" --only "bf16 self"
-
-# ---- 6. attention benchmark: lsst vs PyTorch SDPA (same GPU, same run) -----------------------------
-if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
-  run attn-lsst 150 40 "$BENCH" --variants
-  if [ "$RC" = 0 ]; then grep -v '^#' "$OUT/attn-lsst.log" | grep -E '^(impl|lsst),' > "$OUT/attn_lsst.csv"; record attn-lsst ok "$LAST_S" "attn_lsst.csv"
-  elif [ "$RC" != skip ]; then record attn-lsst FAIL "$LAST_S" "rc=$RC"; fi
-  run attn-sdpa 150 40 env -u LD_LIBRARY_PATH python3 tests/bench/gpu/sdpa_peer.py
-  if [ "$RC" = 0 ]; then grep -E '^(impl|sdpa-)' "$OUT/attn-sdpa.log" > "$OUT/attn_sdpa.csv"; record attn-sdpa ok "$LAST_S" "attn_sdpa.csv"
-  elif [ "$RC" != skip ]; then record attn-sdpa FAIL "$LAST_S" "rc=$RC"; fi
-else
-  record attn-bench skip 0 "no GPU or no benchmark binary"
-fi
 
 # ---- 7. optional: end-to-end training vs torch.compile (lsst side: once backend: cuda is in) ------
 if [ "${GPU_E2E:-0}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
