@@ -140,6 +140,10 @@ static const char *cross_field_error(const RunConfig *c, char *msg, size_t len) 
     if (c->batch % c->data)
         FAIL("parallel.data", "data.batch %d is not divisible by data %d (each data group takes batch/data sequences)",
              c->batch, c->data);
+    if (c->backend == BACKEND_CUDA && c->scheme == SCHEME_MEGATRON_SP)
+        FAIL("parallel.scheme", "megatron-sp runs on backend: cpu only (backend: cuda runs lss and none)");
+    if (c->backend == BACKEND_CUDA && c->comm == COMM_NCCL)
+        FAIL("comm", "nccl is not available yet: backend: cuda communicates through MPI (comm: mpi or auto)");
 #ifndef LSST_CUDA
     if (c->backend == BACKEND_CUDA)
         FAIL("backend", "cuda, but this lsst-run was built without CUDA (rebuild with make CUDA=1, or use backend: cpu)");

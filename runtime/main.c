@@ -101,7 +101,8 @@ int main(int argc, char **argv) {
     }
     if (args.plan) {
         if (rank == 0)
-            printf("memory per rank: %zu bytes (%.1f MiB) for %s, %d x %d ranks, seq %d\n", trainer_plan_bytes(&cfg),
+            printf("%s per rank: %zu bytes (%.1f MiB) for %s, %d x %d ranks, seq %d\n",
+                   cfg.backend == BACKEND_CUDA ? "device memory" : "memory", trainer_plan_bytes(&cfg),
                    trainer_plan_bytes(&cfg) / 1048576.0, scheme_name(cfg.scheme), cfg.sequence, cfg.data, cfg.seq_len);
         config_free(&cfg);
         free(args.sets);

@@ -161,8 +161,11 @@ void model_layout(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int 
     m->Cl = m->C / m->tp, m->Fl = m->F / m->tp, m->NHl = m->NH / m->tp;
     set_layout(m);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) m->num_params += m->param_sizes[i];
-    m->num_acts = carve_acts(&m->acts, NULL, m);
-    m->num_scratch = carve_scratch(&m->scratch, NULL, m);
+    // backend: cuda keeps activations and scratch on the device (gpu.c); the host holds the
+    // parameters, gradients and moments only.
+    bool host_compute = cfg->backend != BACKEND_CUDA;
+    m->num_acts = host_compute ? carve_acts(&m->acts, NULL, m) : 0;
+    m->num_scratch = host_compute ? carve_scratch(&m->scratch, NULL, m) : 0;
     size_t BT = (size_t)m->B * (size_t)m->T;
     m->mem_bytes = (4 * m->num_params + m->num_acts + m->num_scratch) * sizeof(float) +
                    (2 * BT + (size_t)m->T * (1 + (size_t)sp_size) + (size_t)m->S) * sizeof(int);
@@ -178,10 +181,14 @@ void model_init(Model *m, const RunConfig *cfg, int sp_rank, int sp_size, int lo
     m->v_mem = rt_calloc(m->num_params, sizeof(float));
     carve_params(&m->params, m->params_mem, m->param_sizes);
     carve_params(&m->grads, m->grads_mem, m->param_sizes);
-    m->acts_mem = rt_calloc(m->num_acts, sizeof(float));
-    carve_acts(&m->acts, m->acts_mem, m);
-    m->scratch_mem = rt_calloc(m->num_scratch, sizeof(float));
-    carve_scratch(&m->scratch, m->scratch_mem, m);
+    if (m->num_acts) {
+        m->acts_mem = rt_calloc(m->num_acts, sizeof(float));
+        carve_acts(&m->acts, m->acts_mem, m);
+    }
+    if (m->num_scratch) {
+        m->scratch_mem = rt_calloc(m->num_scratch, sizeof(float));
+        carve_scratch(&m->scratch, m->scratch_mem, m);
+    }
     size_t BT = (size_t)m->B * (size_t)m->T;
     m->tokens = rt_calloc(BT, sizeof(int));
     m->targets = rt_calloc(BT, sizeof(int));
@@ -231,7 +238,7 @@ void model_init_params(Model *m, uint64_t seed) {
 // The collectives move rank-major blocks (sp, B, T, W); the sequence in global order is
 // (B, S, W): every rank's rows go to their positions.
 // Rank-major blocks (sp, B, T, W) in xchg -> (B, S, W) in global order.
-static void place_rows(Model *m, const float *xchg, float *full, int W) {
+void seq_place_rows(const Model *m, const float *xchg, float *full, int W) {
     size_t T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S, w = (size_t)W;
     for (int r = 0; r < m->sp_size; r++)
         for (size_t b = 0; b < B; b++)
@@ -244,7 +251,7 @@ void seq_allgather(Model *m, Comm *comm, const float *local, float *full, int W)
     size_t n = (size_t)m->B * (size_t)m->T * (size_t)W;
     if (m->sp_size == 1) { memcpy(full, local, n * sizeof(float)); return; }
     comm_allgather(comm, GROUP_SEQ, local, m->scratch.xchg, (long)n);
-    place_rows(m, m->scratch.xchg, full, W);
+    seq_place_rows(m, m->scratch.xchg, full, W);
 }
 
 void seq_reduce_scatter(Model *m, Comm *comm, const float *full, float *local, int W) {
@@ -318,7 +325,7 @@ static double lss_forward(Model *m, Comm *comm, float dloss) {
         matmul_forward(q, ln1, qkvw, qkvb, BT, C, C);
         if (m->sp_size > 1) {
             comm_wait(comm, &gather);
-            place_rows(m, m->scratch.xchg, kv_full, 2 * C);
+            seq_place_rows(m, m->scratch.xchg, kv_full, 2 * C);
         }
         // Local queries against all keys, causal in global positions: whole rows of the
         // attention matrix, so nothing partial is ever aggregated.

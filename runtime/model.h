@@ -158,6 +158,8 @@ void model_backward(Model *m, Comm *comm);
 //   reduce-scatter: partial full (B, S, W) of every rank -> summed local (B, T, W)
 void seq_allgather(Model *m, Comm *comm, const float *local, float *full, int W);
 void seq_reduce_scatter(Model *m, Comm *comm, const float *full, float *local, int W);
+// Rank-major blocks (sp, B, T, W) in xchg (what the all-gather returns) -> (B, S, W) in global order.
+void seq_place_rows(const Model *m, const float *xchg, float *full, int W);
 double megatron_forward(Model *m, Comm *comm, float dloss);
 void megatron_backward(Model *m, Comm *comm);
 // Output head shared by the schemes: final LayerNorm, projection, loss (+ its backward).

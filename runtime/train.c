@@ -14,6 +14,7 @@
 
 #include "checkpoint.h"
 #include "common.h"
+#include "gpu.h"
 #include "kernels.h"
 #include "memory.h"
 
@@ -76,6 +77,16 @@ static int load_train_batch(Trainer *tr, int64_t step) {
     return 0;
 }
 
+// ---- the backend: the model's passes on the CPU or on this rank's GPU ----------------
+static double forward(Trainer *tr, float dloss) {
+    return tr->gpu ? gpu_forward(tr->gpu, &tr->model, &tr->comm, dloss) : model_forward(&tr->model, &tr->comm, dloss);
+}
+
+static void backward(Trainer *tr) {
+    if (tr->gpu) gpu_backward(tr->gpu, &tr->model, &tr->comm);
+    else model_backward(&tr->model, &tr->comm);
+}
+
 // ---- gradients ------------------------------------------------------------------
 // Double gradient averaging (ARCHITECTURE §4.2, step 5). Each rank's loss is
 // scaled by 1/(global tokens), so SUMS over the groups give the exact gradient of
@@ -84,6 +95,8 @@ static int load_train_batch(Trainer *tr, int64_t step) {
 // heads and columns): the data group only.
 static void average_gradients(Trainer *tr) {
     Model *m = &tr->model;
+    if (tr->comm.world_size == 1) return;
+    if (tr->gpu) gpu_grads_to_host(tr->gpu, m);   // comm: mpi stages device gradients on the host
     size_t off = 0, run_start = 0, run_len = 0;
     for (int i = 0; i <= NUM_PARAM_TENSORS; i++) { // one call per run of replicated tensors
         bool replicated = i < NUM_PARAM_TENSORS && m->shard[i] == SHARD_NONE;
@@ -97,18 +110,18 @@ static void average_gradients(Trainer *tr) {
         if (i < NUM_PARAM_TENSORS) off += m->param_sizes[i];
     }
     comm_allreduce_sum(&tr->comm, GROUP_DATA, m->grads_mem, (long)m->num_params);
+    if (tr->gpu) gpu_grads_to_device(tr->gpu, m);
 }
 
 // Global gradient norm: replicated tensors are identical on every rank of the
 // sequence group; the squares of the shares are summed over it.
 static double gradient_norm(Trainer *tr) {
     Model *m = &tr->model;
-    double sq[2] = {0, 0}; // replicated, shared out
-    size_t off = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        sq[m->shard[i] != SHARD_NONE] += sum_squares(m->grads_mem + off, (long)m->param_sizes[i]);
-        off += m->param_sizes[i];
-    }
+    double sq[2] = {0, 0}, per_tensor[NUM_PARAM_TENSORS]; // replicated, shared out
+    if (tr->gpu) gpu_grad_sum_squares(tr->gpu, m, per_tensor);
+    for (size_t i = 0, off = 0; i < NUM_PARAM_TENSORS; off += m->param_sizes[i++])
+        if (!tr->gpu) per_tensor[i] = sum_squares(m->grads_mem + off, (long)m->param_sizes[i]);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) sq[m->shard[i] != SHARD_NONE] += per_tensor[i];
     comm_allreduce_sum_double(&tr->comm, GROUP_SEQ, &sq[1], 1);
     return sqrt(sq[0] + sq[1]);
 }
@@ -125,9 +138,12 @@ static void optimizer_step(Trainer *tr, double lr, int64_t step) {
     size_t off = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         size_t n = m->param_sizes[i];
-        adamw_update(m->params_mem + off, m->grads_mem + off, m->m_mem + off, m->v_mem + off, (long)n, (float)lr,
-                     (float)c->beta1, (float)c->beta2, (float)c->eps, decays(i) ? (float)c->weight_decay : 0.0f,
-                     (int)step);
+        float wd = decays(i) ? (float)c->weight_decay : 0.0f;
+        if (tr->gpu)
+            gpu_adamw(tr->gpu, off, n, (float)lr, (float)c->beta1, (float)c->beta2, (float)c->eps, wd, (int)step);
+        else
+            adamw_update(m->params_mem + off, m->grads_mem + off, m->m_mem + off, m->v_mem + off, (long)n, (float)lr,
+                         (float)c->beta1, (float)c->beta2, (float)c->eps, wd, (int)step);
         off += n;
     }
 }
@@ -140,12 +156,16 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     comm_stats_reset(&tr->comm);
     if (load_train_batch(tr, step) != 0) return -1;
     float dloss = (float)(1.0 / ((double)c->batch * (double)c->seq_len));
-    double loss_sum = model_forward(m, &tr->comm, dloss);
-    model_backward(m, &tr->comm);
+    double loss_sum = forward(tr, dloss);
+    backward(tr);
     average_gradients(tr);
     comm_allreduce_sum_double(&tr->comm, GROUP_WORLD, &loss_sum, 1);
     double grad_norm = gradient_norm(tr);
-    if (c->clip > 0 && grad_norm > c->clip) scale_inplace(m->grads_mem, (long)m->num_params, (float)(c->clip / grad_norm));
+    if (c->clip > 0 && grad_norm > c->clip) {
+        float s = (float)(c->clip / grad_norm);
+        if (tr->gpu) gpu_scale_grads(tr->gpu, m, s);
+        else scale_inplace(m->grads_mem, (long)m->num_params, s);
+    }
     double lr = lr_at(c, step);
     optimizer_step(tr, lr, step);
     double t_step = now_seconds() - t0;
@@ -160,7 +180,7 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     row->t_comm = tr->comm.stats.seconds;
     row->t_compute = t_step - row->t_comm;
     row->comm_bytes = tr->comm.stats.bytes;
-    row->mem_peak = (int64_t)rt_mem_peak();
+    row->mem_peak = (int64_t)(tr->gpu ? gpu_mem_bytes(tr->gpu) : rt_mem_peak()); // cuda: device bytes
     return 0;
 }
 
@@ -179,7 +199,7 @@ double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split) {
                 return NAN;
             if (valid) sums[1] += m->T;
         }
-        sums[0] += model_forward(m, &tr->comm, 0.0f);
+        sums[0] += forward(tr, 0.0f);
     }
     comm_allreduce_sum_double(&tr->comm, GROUP_WORLD, sums, 2);
     double loss = sums[0] / sums[1];
@@ -228,6 +248,7 @@ int trainer_save_checkpoint(Trainer *tr) {
     Model *m = &tr->model;
     CkptTensor ts[3][NUM_PARAM_TENSORS];
     ckpt_tensors(tr, ts);
+    if (tr->gpu) gpu_state_to_host(tr->gpu, m);
     float *base[3] = {m->params_mem, m->m_mem, m->v_mem};
     size_t off = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
@@ -339,7 +360,7 @@ static int open_metrics(Trainer *tr, int64_t keep_until) {
     MetricsAttrs at = {.rank = tr->comm.rank, .world = tr->comm.world_size, .sp_rank = tr->comm.sp_rank,
                        .dp_rank = tr->comm.dp_rank, .sp_size = tr->comm.sp_size, .dp_size = tr->comm.dp_size,
                        .scheme = scheme_name(tr->cfg.scheme), .backend = backend_name(tr->cfg.backend),
-                       .host = host, .device = "cpu", .seq_len = tr->cfg.seq_len, .model_json = json,
+                       .host = host, .device = tr->gpu ? gpu_device_name(tr->gpu) : "cpu", .seq_len = tr->cfg.seq_len, .model_json = json,
                        .git = lsst_git()};
     char *name = xasprintf("metrics/rank-%05d.h5", tr->comm.rank);
     char *path = path_join(tr->cfg.output_dir, name);
@@ -353,6 +374,7 @@ static int open_metrics(Trainer *tr, int64_t keep_until) {
 size_t trainer_plan_bytes(const RunConfig *cfg) {
     Model m;
     model_layout(&m, cfg, 0, cfg->sequence, cfg->batch / cfg->data);
+    if (cfg->backend == BACKEND_CUDA) return gpu_plan_bytes(&m);   // device bytes (what mem_peak reports)
     size_t xchg, full = ckpt_full_size(&m, &xchg);
     return m.mem_bytes + (full + xchg) * sizeof(float) + ((size_t)m.T + 1) * sizeof(int);
 }
@@ -361,16 +383,6 @@ int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const c
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     char err[1024];
-    if (cfg->backend == BACKEND_CUDA) {
-        // The CUDA kernels exist (kernels/cuda, make CUDA=1) but lsst-run does not drive them yet.
-        int rank = 0;
-        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-        if (rank == 0)
-            lsst_error("%s: backend: cuda is not available yet: lsst-run runs the CPU backend only "
-                       "(the CUDA kernels are built by make CUDA=1 but not yet wired into the trainer)",
-                       cfg->path);
-        return EXIT_USAGE;
-    }
     if (comm_init(&tr->comm, MPI_COMM_WORLD, cfg->sequence, cfg->data, err, sizeof err) != 0) {
         lsst_error("%s", err);
         return EXIT_USAGE;
@@ -388,13 +400,18 @@ int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const c
             cfg->output_dir);
         return EXIT_USAGE;
     }
-    if (prepare_output(tr, ckpt != NULL) != 0) { free(ckpt); return EXIT_RUNTIME; }
     model_init(&tr->model, cfg, tr->comm.sp_rank, tr->comm.sp_size, tr->local_batch);
     size_t xchg;
     tr->ckpt_floats = ckpt_full_size(&tr->model, &xchg) + xchg;
     tr->ckpt_full = rt_calloc(tr->ckpt_floats, sizeof(float));
     tr->ckpt_xchg = tr->ckpt_full + tr->ckpt_floats - xchg;
     tr->read_buf = rt_calloc((size_t)tr->model.T + 1, sizeof(int));
+    if (cfg->backend == BACKEND_CUDA) {
+        tr->gpu = gpu_open(&tr->model, &tr->comm, err, sizeof err);
+        if (!tr->gpu) lsst_error("%s%s", tr->prefix, err);
+        if (comm_any_flag(&tr->comm, tr->gpu == NULL)) { free(ckpt); return EXIT_RUNTIME; }
+    }
+    if (prepare_output(tr, ckpt != NULL) != 0) { free(ckpt); return EXIT_RUNTIME; }
     if (ckpt) {
         int rc = load_checkpoint(tr, ckpt);
         if (rc == 0) say(tr, stdout, "resumed from %s at step %lld", ckpt, (long long)tr->step);
@@ -404,6 +421,7 @@ int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const c
         if (resume) say(tr, stdout, "no checkpoint in %s/checkpoints: starting from step 0", cfg->output_dir);
         model_init_params(&tr->model, cfg->seed);
     }
+    if (tr->gpu) gpu_state_to_device(tr->gpu, &tr->model);
     if (open_metrics(tr, tr->step > 0 ? tr->step : -1) != 0) return EXIT_RUNTIME;
     signal(SIGTERM, on_stop_signal);
     signal(SIGUSR1, on_stop_signal);
@@ -452,6 +470,7 @@ void trainer_free(Trainer *tr) {
     if (tr->log) fclose(tr->log);
     rt_free(tr->ckpt_full, tr->ckpt_floats, sizeof(float));
     rt_free(tr->read_buf, (size_t)tr->model.T + 1, sizeof(int));
+    gpu_close(tr->gpu, &tr->model);
     if (tr->model.params_mem) model_free(&tr->model);
     if (tr->comm_ready) comm_free(&tr->comm);
 }

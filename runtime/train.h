@@ -8,6 +8,7 @@
 #include "comm.h"
 #include "config.h"
 #include "data.h"
+#include "gpu.h"
 #include "metrics.h"
 #include "model.h"
 
@@ -20,6 +21,7 @@ typedef struct {
     Comm comm;
     bool comm_ready;
     Model model;
+    Gpu *gpu;              // backend: cuda (NULL: the CPU backend)
     DataSplit *train, *valid;
     MetricsFile *metrics;
     FILE *log;             // rank 0: output.dir/log

@@ -71,5 +71,9 @@ size_t cuda_kernels_device_bytes(void) {
     return g_kernels.initialized ? g_kernels.workspace_bytes + g_kernels.scratch_bytes : 0;
 }
 
+size_t cuda_kernels_plan_bytes(size_t scratch_bytes) {
+    return WORKSPACE_BYTES + (scratch_bytes ? scratch_bytes : DEFAULT_SCRATCH_BYTES);
+}
+
 // Two fp32 partial arrays (e.g. dweight and dbias) of REDUCE_CHUNKS rows each.
 size_t cuda_kernels_reduction_bytes(int cols) { return (size_t)2 * REDUCE_CHUNKS * (size_t)cols * sizeof(float); }

@@ -46,6 +46,8 @@ void cuda_kernels_init(size_t scratch_bytes);
 void cuda_kernels_shutdown(void);
 // Device bytes the module holds (workspace + scratch), for exact memory accounting.
 size_t cuda_kernels_device_bytes(void);
+// What cuda_kernels_init(scratch_bytes) will allocate, computed without a device.
+size_t cuda_kernels_plan_bytes(size_t scratch_bytes);
 // Scratch bytes a reduction over `cols` columns needs (LayerNorm backward: cols = C;
 // matmul backward bias: cols = OC). Larger than the scratch -> the call aborts.
 size_t cuda_kernels_reduction_bytes(int cols);
@@ -157,6 +159,8 @@ void cuda_adamw_update(float *params, bf16 *params_bf16, const float *grads, flo
                        float beta1, float beta2, float eps, float weight_decay, int t, cudaStream_t stream);
 // Rounds fp32 params to their bf16 copy (after init or a checkpoint load).
 void cuda_copy_to_bf16(bf16 *dst, const float *src, long n, cudaStream_t stream);
+// Widens bf16 to fp32 (exact): a bf16 tensor summed across ranks is reduced in fp32.
+void cuda_copy_to_float(float *dst, const bf16 *src, long n, cudaStream_t stream);
 // Sum of squares in double with a fixed tree (same bits for the same n on any GPU), written
 // to *result (device pointer); the _host variant synchronizes the stream and returns it.
 void cuda_sum_squares(double *result, const float *x, long n, cudaStream_t stream);

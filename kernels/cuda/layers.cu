@@ -181,6 +181,10 @@ void cuda_copy_to_bf16(bf16 *dst, const float *src, long n, cudaStream_t stream)
     ELEMENTWISE(copy_to_bf16_kernel, n, dst, src, n);
 }
 
+void cuda_copy_to_float(float *dst, const bf16 *src, long n, cudaStream_t stream) {
+    ELEMENTWISE(copy_to_float_kernel, n, dst, src, n);
+}
+
 void cuda_sum_squares(double *result, const float *x, long n, cudaStream_t stream) {
     CudaKernels *k = cuda_kernels();
     double *partial = (double *)k->scratch;  // SUMSQ_BLOCKS doubles: far below any scratch size

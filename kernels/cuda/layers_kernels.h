@@ -269,6 +269,11 @@ __global__ void copy_to_bf16_kernel(bf16_t *dst, const float *src, long n) {
         dst[i] = __float2bfloat16_rn(src[i]);
 }
 
+__global__ void copy_to_float_kernel(float *dst, const bf16_t *src, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+
 // Block-wide sum in double with a fixed order: warps butterfly, then warp 0 adds the warp sums.
 __device__ double block_sum_d(double v) {
     __shared__ double warp_sums[WARPS_PER_BLOCK];

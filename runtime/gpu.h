@@ -1,0 +1,49 @@
+// The CUDA backend of lsst-run (ARCHITECTURE §4.4): the model of model.h on this rank's GPU,
+// bf16 mixed precision (kernels/cuda/kernels_cuda.h): fp32 master weights, gradients and AdamW
+// moments, their bf16 copy for the GEMMs, bf16 activations, fp32 LayerNorm and softmax
+// statistics and losses.
+//
+// The host Model keeps what the trainer needs on the host: parameters, gradients and moments
+// (checkpoints, gradient averaging over MPI), tokens and positions; no activations.
+// Device memory comes from one arena per kind (parameters+state, activations, scratch), so
+// gpu_mem_bytes() = gpu_plan_bytes() exactly, plus the kernel module's workspace and scratch.
+//
+// Communication (comm: mpi): the LSS [K|V] all-gather and d[K|V] reduce-scatter and the
+// gradient averaging go through pinned host buffers and the MPI collectives of comm.h,
+// counted the same way; several ranks may share one GPU. [K|V] travels as bf16 (the bytes
+// the attention reads); d[K|V] and gradients are summed in fp32.
+// Schemes: lss and none. megatron-sp and comm: nccl are refused by trainer_setup.
+#pragma once
+#include <stddef.h>
+
+#include "comm.h"
+#include "model.h"
+
+typedef struct Gpu Gpu;
+
+// Picks the GPU from the local rank (SLURM_LOCALID, OMPI_COMM_WORLD_LOCAL_RANK, else the
+// rank among the processes of this node) modulo the visible devices, initializes the kernels
+// and allocates the arenas for model m. NULL with one line in err when there is no usable GPU
+// or this lsst-run was built without CUDA.
+Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen);
+void gpu_close(Gpu *g, Model *m);
+// Device bytes gpu_open allocates for this model (lsst-run --plan with backend: cuda).
+size_t gpu_plan_bytes(const Model *m);
+size_t gpu_mem_bytes(const Gpu *g);
+const char *gpu_device_name(const Gpu *g);   // "cuda:0 NVIDIA H200"
+
+// Host <-> device: parameters and AdamW moments (checkpoints, initialization); gradients
+// (averaging over MPI).
+void gpu_state_to_device(Gpu *g, const Model *m);
+void gpu_state_to_host(Gpu *g, Model *m);
+void gpu_grads_to_host(Gpu *g, Model *m);
+void gpu_grads_to_device(Gpu *g, const Model *m);
+
+// As model_forward / model_backward, on the device (tokens and targets from the host Model).
+double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss);
+void gpu_backward(Gpu *g, Model *m, Comm *comm);
+// Sum of squares of the gradient of every tensor (NUM_PARAM_TENSORS doubles).
+void gpu_grad_sum_squares(Gpu *g, const Model *m, double *out);
+void gpu_scale_grads(Gpu *g, const Model *m, float s);
+// AdamW on tensor i (offset `off` floats into the parameter block); refreshes its bf16 copy.
+void gpu_adamw(Gpu *g, size_t off, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int t);

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""The comparisons of tests/gpu/train_check.sh, on the runs' per-rank metrics (h5py).
+
+    train_check.py WORKDIR
+
+TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
+  cuda (bf16) vs cpu (fp32), 50 steps:       |dloss| / loss <= 2% at every step, <= 0.5% on average
+  cuda multi-rank (comm: mpi) vs cuda 1 rank: the same bounds (bf16 GEMM shapes and the fp32
+                                              reduction of d[K|V] differ, nothing else)
+  resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
+  --plan:                                     equal to the reported mem_peak (device bytes)
+"""
+import os
+import sys
+
+import h5py
+import numpy as np
+
+W = sys.argv[1]
+results = []
+
+
+def check(ok, name, detail):
+    results.append(ok)
+    print(f"{'ok' if ok else 'not ok'} {len(results)} - {name}: {detail}")
+
+
+def steps(run, rank=0):
+    path = os.path.join(W, run, "metrics", f"rank-{rank:05d}.h5")
+    if not os.path.exists(path):
+        return None
+    with h5py.File(path, "r") as f:
+        return f["steps"][:]
+
+
+def compare(name, a, b, max_rel=0.02, mean_rel=0.005):
+    if a is None or b is None or len(a) != len(b) or len(a) == 0:
+        check(False, name, "missing or unequal step tables")
+        return
+    la, lb = a["loss"].astype(np.float64), b["loss"].astype(np.float64)
+    rel = np.abs(la - lb) / np.abs(lb)
+    check(bool(rel.max() <= max_rel and rel.mean() <= mean_rel), name,
+          f"{len(la)} steps, max |dloss|/loss {rel.max():.2e} (step {int(a['step'][rel.argmax()])}), "
+          f"mean {rel.mean():.2e}; loss {lb[0]:.4f} -> {lb[-1]:.4f} vs {la[-1]:.4f}")
+
+
+cpu, cuda = steps("cpu-1"), steps("cuda-1")
+compare("cuda vs cpu, 1 rank, 50 steps", cuda, cpu)
+for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather"]:
+    compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
+if cuda is not None:
+    check(bool(cuda["loss"][-1] < cuda["loss"][0] - 1.0), "cuda learns",
+          f"loss {cuda['loss'][0]:.4f} -> {cuda['loss'][-1]:.4f}")
+res = steps("cuda-1-resumed")
+if cuda is not None and res is not None:
+    tail = cuda[cuda["step"] > 25]
+    same = len(res) == len(tail) and all(np.array_equal(res[k], tail[k]) for k in ("step", "loss", "grad_norm"))
+    check(same, "resume at step 25 is bit-exact on the GPU", f"{len(res)} steps compared")
+else:
+    check(False, "resume at step 25 is bit-exact on the GPU", "missing run")
+for run in ["cuda-1", "cuda-2x1"]:
+    s = steps(run)
+    try:
+        planned = int(open(os.path.join(W, run + ".plan")).read().split()[0])
+    except (OSError, IndexError, ValueError):
+        planned = -1
+    measured = int(s["mem_peak"].max()) if s is not None else -2
+    check(planned == measured, f"{run}: --plan = device mem_peak", f"plan {planned}, measured {measured} bytes")
+for run in ["cuda-1", "cuda-2x1"]:
+    path = os.path.join(W, run, "metrics", "rank-00000.h5")
+    if os.path.exists(path):
+        with h5py.File(path, "r") as f:
+            dev = f.attrs.get("device", b"")
+        dev = dev.decode() if isinstance(dev, bytes) else str(dev)
+        check(dev.startswith("cuda:"), f"{run}: metrics attribute device", dev)
+passed = sum(results)
+print(f"{passed} passed, {len(results) - passed} failed")
+sys.exit(0 if passed == len(results) else 1)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# lsst-run backend: cuda against backend: cpu on the lent GPU (issue 5), one script:
+#   - 50 steps, same config: cuda (bf16) losses within bf16 tolerance of the cpu (fp32) ones;
+#   - lss 2x1, 4x1, 2x2 and 2x1 zigzag + kv regather on ONE GPU (comm: mpi) equal 1 rank;
+#   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
+#   - learning: the loss falls.
+# Then compute-sanitizer memcheck on a 3-step cuda run (lss 2x1).
+#   tests/gpu/train_check.sh WORKDIR        (BIN: where lsst-run is, default build-gpu/bin)
+# The comparisons are tests/gpu/train_check.py's; it prints "N passed, N failed" last.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+W=${1:?usage: train_check.sh WORKDIR}
+BIN=${BIN:-build-gpu/bin}
+PY=${PY:-python3}
+rm -rf "$W"; mkdir -p "$W"
+corpus=.device-data/enwik8-head-1MiB
+[ -f "$corpus" ] || corpus=../shared/data/enwik8/enwik8-head-1MiB
+"$BIN/lsst-prep" --quiet "$corpus" "$W/data" || exit 1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=4
+cat > "$W/base.yaml" <<YAML
+data:     {dir: $W/data, seq_len: 512, batch: 4}
+model:    {layers: 2, dim: 128, heads: 4, mlp: 512, vocab: 256}
+parallel: {scheme: none, sequence: 1, data: 1}
+train:    {steps: 50, lr: 1.0e-3, warmup: 5, seed: 11, eval_every: 0, ckpt_every: 25}
+backend:  cpu
+output:   {dir: $W/unused}
+YAML
+fail=0
+run() {  # run NAME RANKS [--set ...]: one lsst-run, its log in WORKDIR/NAME.log
+  local name=$1 n=$2; shift 2
+  local cmd=("$BIN/lsst-run" --config "$W/base.yaml" --set "output.dir=$W/$name" "$@")
+  [ "$n" -gt 1 ] && cmd=(mpirun --oversubscribe -np "$n" "${cmd[@]}")
+  if ! timeout 300 "${cmd[@]}" > "$W/$name.log" 2>&1; then
+    echo "not ok - $name: lsst-run failed:"; tail -5 "$W/$name.log"; fail=1
+  fi
+}
+plan() {  # plan NAME [--set ...]: lsst-run --plan's bytes into WORKDIR/NAME.plan
+  local name=$1; shift
+  "$BIN/lsst-run" --config "$W/base.yaml" --plan "$@" | grep -o '[0-9]* bytes' | awk '{print $1}' > "$W/$name.plan"
+}
+cuda=(--set "backend=${BACKEND:-cuda}")   # BACKEND=cpu: the same runs on the CPU (checks this script)
+lss() { echo --set parallel.scheme=lss --set parallel.sequence="$1" --set parallel.data="$2"; }
+run cpu-1 1
+run cuda-1 1 "${cuda[@]}"
+# shellcheck disable=SC2046
+run cuda-2x1 2 "${cuda[@]}" $(lss 2 1)
+# shellcheck disable=SC2046
+run cuda-4x1 4 "${cuda[@]}" $(lss 4 1)
+# shellcheck disable=SC2046
+run cuda-2x2 4 "${cuda[@]}" $(lss 2 2)
+# shellcheck disable=SC2046
+run cuda-2x1-zz-regather 2 "${cuda[@]}" $(lss 2 1) --set parallel.balance=zigzag --set parallel.kv=regather
+run cuda-1-resumed 1 "${cuda[@]}" --resume "$W/cuda-1/checkpoints/step-000025.h5"
+plan cuda-1 "${cuda[@]}"
+# shellcheck disable=SC2046
+plan cuda-2x1 "${cuda[@]}" $(lss 2 1)
+env -u LD_LIBRARY_PATH "$PY" tests/gpu/train_check.py "$W" || fail=1
+
+[ "${BACKEND:-cuda}" = cuda ] || exit $fail
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+# shellcheck disable=SC2046
+if timeout 300 mpirun --oversubscribe -np 2 "$SAN" --tool memcheck --error-exitcode 9 --print-limit 20 \
+     "$BIN/lsst-run" --config "$W/base.yaml" --set "output.dir=$W/memcheck" --set train.steps=3 \
+     --set train.ckpt_every=0 "${cuda[@]}" $(lss 2 1) > "$W/memcheck.log" 2>&1; then
+  echo "ok - compute-sanitizer memcheck: lsst-run cuda lss 2x1, 3 steps: $(grep -c 'ERROR SUMMARY: 0 errors' "$W/memcheck.log")/2 ranks clean"
+else
+  echo "not ok - compute-sanitizer memcheck on lsst-run:"; grep -E 'ERROR SUMMARY|Invalid|error' "$W/memcheck.log" | head -10; fail=1
+fi
+exit $fail
