@@ -113,7 +113,6 @@ TEST=$BUILD/tests/gpu/test_cuda_kernels BENCH=$BUILD/tests/bench/gpu/attn_bench
 # the whole project: lsst-run with the CUDA backend and the kit's MPI, HDF5, libyaml
 run build-all 150 30 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS"
 if [ "$RC" = 0 ]; then record build-all ok "$LAST_S" "$BUILD/bin"; elif [ "$RC" != skip ]; then record build-all FAIL "$LAST_S" "rc=$RC"; fi
-fi
 
 # ---- 4. kernels against their CPU twins ---------------------------------------------------------
 tap_counts() { grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOGS/$1.log" | tail -1; }
