@@ -50,9 +50,9 @@ output:   {dir: $BUILD/e2e-run}
 EOF
   "$bin" --config "$OUT/e2e_run.yaml" 2>&1 | tee "$OUT/e2e_lsst.log"
   # "[prefix]step N/M | loss ... | X ms | ... tok/s": median step time over the steps after the warmup.
-  ms=$(awk -v w=$WARM 'match($0, /step [0-9]+\//) { n = substr($0, RSTART + 5, RLENGTH - 6) + 0
-           if (n > w && match($0, /\| [0-9.]+ ms \|/)) print substr($0, RSTART + 2, RLENGTH - 7) + 0 }' \
-         "$OUT/e2e_lsst.log" | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
+  ms=$(grep -E '^step [0-9]+/' "$OUT/e2e_lsst.log" |
+       awk -F'|' -v w=$WARM '{split($1, a, "[ /]"); if (a[2] + 0 > w) {gsub(/ ms/, "", $5); print $5 + 0}}' |
+       sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
   if [ -n "$ms" ]; then
     lsst_line=$(awk -v ms="$ms" -v T=$T -v f=$flops_per_token -v p=$peak \
       'BEGIN {tok = T / (ms / 1e3); printf "lsst-cuda,%.3f,%.0f,%s", ms, tok, p > 0 ? sprintf("%.4f", f * tok / p) : "nan"}')

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Where lsst-run's GPU step time goes: Nsight Compute's duration of every kernel of a short
+# lsst-run (backend: cuda), summed per kernel function, largest first, with the share of the total.
+# The model is the end-to-end comparison's (12 layers, dim 768, seq 8192) unless CONFIG names one.
+#   tests/bench/gpu/profile.sh OUTDIR [STEPS]     (on the GPU machine, device kit sourced, built)
+# Kernels only: gaps between kernels (host work, synchronization) are the step time minus the sum.
+set -eu
+cd "$(dirname "$0")/../../.."
+OUTDIR=${1:?usage: profile.sh OUTDIR [STEPS]}
+STEPS=${2:-2}
+BIN=${BIN:-build-gpu/bin}
+mkdir -p "$OUTDIR"
+corpus=.device-data/enwik8-head-1MiB
+[ -f "$corpus" ] || corpus=../shared/data/enwik8/enwik8-head-4MB
+"$BIN/lsst-prep" --quiet --force "$corpus" "$OUTDIR/data"
+cfg=${CONFIG:-$OUTDIR/profile.yaml}
+[ -n "${CONFIG:-}" ] || cat > "$cfg" <<YAML
+data:     {dir: $OUTDIR/data, seq_len: 8192, batch: 1}
+model:    {layers: 12, dim: 768, heads: 12, mlp: 3072, vocab: 256}
+parallel: {scheme: none}
+train:    {steps: $STEPS, lr: 3.0e-4, warmup: 0, seed: 1, eval_every: 0, ckpt_every: 0}
+backend:  cuda
+output:   {dir: $OUTDIR/run}
+YAML
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+"$NCU" --csv --print-units base --print-kernel-base function --clock-control none \
+  --metrics gpu__time_duration.sum --log-file "$OUTDIR/kernels.csv" \
+  "$BIN/lsst-run" --config "$cfg" > "$OUTDIR/run.log" 2>&1
+env -u LD_LIBRARY_PATH python3 - "$OUTDIR/kernels.csv" "$STEPS" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+steps = int(sys.argv[2])
+tot, cnt = collections.Counter(), collections.Counter()
+for r in rows:
+    if r.get("Metric Name") != "gpu__time_duration.sum":
+        continue
+    ns = float(r["Metric Value"].replace(",", ""))
+    tot[r["Kernel Name"]] += ns
+    cnt[r["Kernel Name"]] += 1
+total = sum(tot.values())
+print(f"{len(rows)} kernel launches, {total / 1e6 / steps:.2f} ms of kernels per step ({steps} steps)")
+print(f"{'ms/step':>8} {'share':>6} {'calls':>6}  kernel")
+for name, ns in tot.most_common(30):
+    print(f"{ns / 1e6 / steps:8.3f} {ns / total:6.1%} {cnt[name] / steps:6.0f}  {name[:110]}")
+PY
