@@ -41,6 +41,10 @@ static float *reduction_scratch(int cols) {
     return (float *)k->scratch;
 }
 
+static bool aligned16(const void *a, const void *b, const void *c) {
+    return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
+}
+
 template <typename T>
 static void layernorm_forward_t(T *out, float *mean, float *rstd, const T *inp, const float *weight, const float *bias,
                                 int N, int C, cudaStream_t stream) {
@@ -55,8 +59,12 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
                                  const float *weight, const float *mean, const float *rstd, int N, int C,
                                  cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
-    layernorm_backward_dinp_kernel<T><<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(dinp, dout, inp, weight,
-                                                                                             mean, rstd, N, C);
+    if (C % Vec16<T>::N == 0 && aligned16(dinp, dout, inp))
+        layernorm_backward_dinp_vec_kernel<T><<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(
+            dinp, dout, inp, weight, mean, rstd, N, C);
+    else
+        layernorm_backward_dinp_kernel<T><<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(dinp, dout, inp,
+                                                                                                 weight, mean, rstd, N, C);
     cudaCheckLaunch();
     float *partial = reduction_scratch(C);
     float *partial_w = partial, *partial_b = partial + (size_t)REDUCE_CHUNKS * C;
@@ -94,6 +102,16 @@ template void cuda_colsum_accumulate<bf16_t>(float *, const bf16_t *, int, int, 
         kernel<<<ceil_div_u((N), WARPS_PER_BLOCK), BLOCK, 0, stream>>>(__VA_ARGS__);        \
         cudaCheckLaunch();                                                                  \
     } while (0)
+
+// The vectorized kernels when the tensors are 16-byte aligned (the tail is handled inside).
+template <typename T> static void gelu_forward_t(T *out, const T *inp, long n, cudaStream_t stream) {
+    if (aligned16(out, inp, inp)) ELEMENTWISE(gelu_forward_vec_kernel<T>, n, out, inp, n);
+    else ELEMENTWISE(gelu_forward_kernel<T>, n, out, inp, n);
+}
+template <typename T> static void gelu_backward_t(T *dinp, const T *inp, const T *dout, long n, cudaStream_t stream) {
+    if (aligned16(dinp, inp, dout)) ELEMENTWISE(gelu_backward_vec_kernel<T>, n, dinp, inp, dout, n);
+    else ELEMENTWISE(gelu_backward_kernel<T>, n, dinp, inp, dout, n);
+}
 
 extern "C" {
 
@@ -134,16 +152,16 @@ void cuda_layernorm_backward_bf16(bf16 *dinp, float *dweight, float *dbias, cons
 }
 
 void cuda_gelu_forward(float *out, const float *inp, long n, cudaStream_t stream) {
-    ELEMENTWISE(gelu_forward_kernel<float>, n, out, inp, n);
+    gelu_forward_t<float>(out, inp, n, stream);
 }
 void cuda_gelu_forward_bf16(bf16 *out, const bf16 *inp, long n, cudaStream_t stream) {
-    ELEMENTWISE(gelu_forward_kernel<bf16_t>, n, out, inp, n);
+    gelu_forward_t<bf16_t>(out, inp, n, stream);
 }
 void cuda_gelu_backward(float *dinp, const float *inp, const float *dout, long n, cudaStream_t stream) {
-    ELEMENTWISE(gelu_backward_kernel<float>, n, dinp, inp, dout, n);
+    gelu_backward_t<float>(dinp, inp, dout, n, stream);
 }
 void cuda_gelu_backward_bf16(bf16 *dinp, const bf16 *inp, const bf16 *dout, long n, cudaStream_t stream) {
-    ELEMENTWISE(gelu_backward_kernel<bf16_t>, n, dinp, inp, dout, n);
+    gelu_backward_t<bf16_t>(dinp, inp, dout, n, stream);
 }
 void cuda_residual_forward(float *out, const float *a, const float *b, long n, cudaStream_t stream) {
     ELEMENTWISE(residual_forward_kernel<float>, n, out, a, b, n);

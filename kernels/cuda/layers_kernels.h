@@ -2,12 +2,38 @@
 // so that tests/gpu/emulate_layers.cpp can run the very same source on the CPU. See layers.cu.
 #pragma once
 #include <math.h>
+#include <string.h>
 
 #include "device_common.h"
 
 typedef __nv_bfloat16 bf16_t;
 
 enum { BLOCK = 256, WARPS_PER_BLOCK = BLOCK / 32 };
+
+// 16 bytes of T (8 bf16 or 4 floats), loaded and stored as one uint4: the vectorized kernels
+// below take these when the tensors are 16-byte aligned and the row length allows it (the
+// launchers in layers.cu check), otherwise the scalar kernels.
+template <typename T> struct alignas(16) Vec16 {
+    static constexpr int N = 16 / (int)sizeof(T);
+    T v[N];
+};
+// (The CPU emulator compiles this as host C++, where the uint4 view would break aliasing rules.)
+template <typename T> __device__ __forceinline__ Vec16<T> load16(const T *p) {
+    Vec16<T> r;
+#ifdef __CUDA_ARCH__
+    *reinterpret_cast<uint4 *>(r.v) = *reinterpret_cast<const uint4 *>(p);
+#else
+    memcpy(r.v, p, 16);
+#endif
+    return r;
+}
+template <typename T> __device__ __forceinline__ void store16(T *p, const Vec16<T> &x) {
+#ifdef __CUDA_ARCH__
+    *reinterpret_cast<uint4 *>(p) = *reinterpret_cast<const uint4 *>(x.v);
+#else
+    memcpy(p, x.v, 16);
+#endif
+}
 
 // ---- embedding --------------------------------------------------------------------------
 
@@ -114,6 +140,41 @@ __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *
     }
 }
 
+// The same with 16-byte loads (C a multiple of Vec16<T>::N, rows 16-byte aligned): lane j takes
+// the vectors j, j+32, ... of its row.
+template <typename T>
+__global__ void layernorm_backward_dinp_vec_kernel(T *dinp, const T *dout, const T *inp, const float *weight,
+                                                   const float *mean, const float *rstd, int N, int C) {
+    constexpr int V = Vec16<T>::N;
+    const long row = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const T *x = inp + row * C, *d = dout + row * C;
+    const float m = mean[row], s = rstd[row];
+    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+    for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
+        const Vec16<T> xv = load16(x + c0), dv = load16(d + c0);
+        for (int k = 0; k < V; k++) {
+            const float dnorm = weight[c0 + k] * to_float(dv.v[k]);
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * (to_float(xv.v[k]) - m) * s;
+        }
+    }
+    dnorm_mean = warp_sum(dnorm_mean) / C;
+    dnorm_norm_mean = warp_sum(dnorm_norm_mean) / C;
+    T *di = dinp + row * C;
+    for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
+        const Vec16<T> xv = load16(x + c0), dv = load16(d + c0);
+        Vec16<T> iv = load16(di + c0);
+        for (int k = 0; k < V; k++) {
+            const float norm = (to_float(xv.v[k]) - m) * s;
+            const float g = (weight[c0 + k] * to_float(dv.v[k]) - dnorm_mean - norm * dnorm_norm_mean) * s;
+            iv.v[k] = from_float<T>(to_float(iv.v[k]) + g);
+        }
+        store16(di + c0, iv);
+    }
+}
+
 // Rows [k*rows, (k+1)*rows) of chunk k = blockIdx.y; one thread per column.
 static __device__ __forceinline__ void chunk_rows(int N, long *r0, long *r1) {
     const long rows = (N + REDUCE_CHUNKS - 1) / REDUCE_CHUNKS;
@@ -170,23 +231,62 @@ __global__ void reduce_partials_kernel(float *out0, float *out1, const float *pa
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
 #define GELU_CUBE 0.044715f
 
-template <typename T> __global__ void gelu_forward_kernel(T *out, const T *inp, long n) {
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-        const float x = to_float(inp[i]);
-        const float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
-        out[i] = from_float<T>(0.5f * x * (1.0f + tanhf(u)));
+// tanh: the hardware approximation (max error ~2^-11, below bf16's 2^-9) for bf16 tensors,
+// tanhf for fp32 (the exact twin). The CPU emulator of tests/gpu takes tanhf.
+template <typename T> __device__ __forceinline__ float gelu_tanh(float u) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+    if (sizeof(T) == 2) {
+        float t;
+        asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(u));
+        return t;
     }
+#endif
+    return tanhf(u);
+}
+template <typename T> __device__ __forceinline__ float gelu_value(float x) {
+    return 0.5f * x * (1.0f + gelu_tanh<T>(GELU_SCALE * (x + GELU_CUBE * x * x * x)));
+}
+template <typename T> __device__ __forceinline__ float gelu_grad(float x) {
+    const float th = gelu_tanh<T>(GELU_SCALE * (x + GELU_CUBE * x * x * x));
+    const float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBE * x * x);
+    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+}
+
+template <typename T> __global__ void gelu_forward_kernel(T *out, const T *inp, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = from_float<T>(gelu_value<T>(to_float(inp[i])));
 }
 
 template <typename T> __global__ void gelu_backward_kernel(T *dinp, const T *inp, const T *dout, long n) {
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-        const float x = to_float(inp[i]);
-        const float u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
-        const float th = tanhf(u);
-        const float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBE * x * x);
-        const float g = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
-        dinp[i] = from_float<T>(to_float(dinp[i]) + g * to_float(dout[i]));
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        dinp[i] = from_float<T>(to_float(dinp[i]) + gelu_grad<T>(to_float(inp[i])) * to_float(dout[i]));
+}
+
+// 16-byte vectors (16-byte aligned tensors), then the n % V tail element by element.
+template <typename T> __global__ void gelu_forward_vec_kernel(T *out, const T *inp, long n) {
+    constexpr int V = Vec16<T>::N;
+    const long nv = n / V, stride = (long)gridDim.x * blockDim.x, first = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    for (long i = first; i < nv; i += stride) {
+        const Vec16<T> x = load16(inp + i * V);
+        Vec16<T> y;
+        for (int k = 0; k < V; k++) y.v[k] = from_float<T>(gelu_value<T>(to_float(x.v[k])));
+        store16(out + i * V, y);
     }
+    for (long i = nv * V + first; i < n; i += stride) out[i] = from_float<T>(gelu_value<T>(to_float(inp[i])));
+}
+
+template <typename T> __global__ void gelu_backward_vec_kernel(T *dinp, const T *inp, const T *dout, long n) {
+    constexpr int V = Vec16<T>::N;
+    const long nv = n / V, stride = (long)gridDim.x * blockDim.x, first = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    for (long i = first; i < nv; i += stride) {
+        const Vec16<T> x = load16(inp + i * V), d = load16(dout + i * V);
+        Vec16<T> g = load16(dinp + i * V);
+        for (int k = 0; k < V; k++)
+            g.v[k] = from_float<T>(to_float(g.v[k]) + gelu_grad<T>(to_float(x.v[k])) * to_float(d.v[k]));
+        store16(dinp + i * V, g);
+    }
+    for (long i = nv * V + first; i < n; i += stride)
+        dinp[i] = from_float<T>(to_float(dinp[i]) + gelu_grad<T>(to_float(inp[i])) * to_float(dout[i]));
 }
 
 template <typename T> __global__ void residual_forward_kernel(T *out, const T *a, const T *b, long n) {

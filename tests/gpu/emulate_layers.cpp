@@ -146,9 +146,15 @@ template <typename T> static void test_layernorm() {
                            N, C);
         vector<T> dd = dev<T>(dout), di = dev<T>(i0);
         vector<float> gw = w0, gb = b0, pw((size_t)REDUCE_CHUNKS * C, NAN), pb((size_t)REDUCE_CHUNKS * C, NAN);
+        vector<T> di_vec = di;  // C = 72: the vectorized kernel applies too
         emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
             layernorm_backward_dinp_kernel<T>(di.data(), dd.data(), xd.data(), w.data(), mean.data(), rstd.data(), N, C);
         });
+        emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
+            layernorm_backward_dinp_vec_kernel<T>(di_vec.data(), dd.data(), xd.data(), w.data(), mean.data(),
+                                                  rstd.data(), N, C);
+        });
+        report(std::string("layernorm_backward vec ") + P<T>::name, {{"dinp", host(di_vec)}}, {ri}, P<T>::tol);
         emu::launch(grid(cdiv(C, BLOCK), REDUCE_CHUNKS), BLOCK, [&] {
             layernorm_backward_partial_kernel<T>(pw.data(), pb.data(), dd.data(), xd.data(), mean.data(), rstd.data(),
                                                  N, C);
@@ -175,7 +181,7 @@ template <typename T> static void test_layernorm() {
 }
 
 template <typename T> static void test_elementwise() {
-    const long n = 1000;
+    const long n = 1003;  // no multiple of 4 or 8: the vector kernels have a tail
     vector<float> x = act<T>(rnd(n, -4.0f, 4.0f)), y = act<T>(rnd(n));
     vector<T> xd = dev<T>(x), yd = dev<T>(y);
     if (want(std::string("gelu ") + P<T>::name)) {
@@ -186,6 +192,12 @@ template <typename T> static void test_elementwise() {
         emu::launch(grid(2), BLOCK, [&] { gelu_forward_kernel<T>(out.data(), xd.data(), n); });
         emu::launch(grid(2), BLOCK, [&] { gelu_backward_kernel<T>(gi.data(), xd.data(), yd.data(), n); });
         report(std::string("gelu ") + P<T>::name, {{"out", host(out)}, {"dinp", host(gi)}}, {ref, rg}, P<T>::tol);
+        // The vectorized kernels: vectors, then the tail (a grid of 3 blocks).
+        vector<T> out_v = poisoned<T>(n), gi_v = dev<T>(g0);
+        emu::launch(grid(3), BLOCK, [&] { gelu_forward_vec_kernel<T>(out_v.data(), xd.data(), n); });
+        emu::launch(grid(3), BLOCK, [&] { gelu_backward_vec_kernel<T>(gi_v.data(), xd.data(), yd.data(), n); });
+        report(std::string("gelu vec ") + P<T>::name, {{"out", host(out_v)}, {"dinp", host(gi_v)}}, {ref, rg},
+               P<T>::tol);
     }
     if (want(std::string("residual ") + P<T>::name)) {
         vector<float> ref(n);

@@ -331,9 +331,12 @@ template <typename T> static void test_embedding() {
     }
 }
 
-template <typename T> static void test_layernorm() {
-    const int N = quick ? 33 : 300, C = quick ? 72 : 200;
-    const std::string fwd = tname("layernorm_forward", Prec<T>::name), bwd = tname("layernorm_backward", Prec<T>::name);
+// C a multiple of 8 takes the vectorized backward kernel, any other C the scalar one.
+template <typename T> static void test_layernorm(int C) {
+    const int N = quick ? 33 : 300;
+    const std::string shape = "C=" + std::to_string(C);
+    const std::string fwd = tname("layernorm_forward", Prec<T>::name, shape.c_str()),
+                      bwd = tname("layernorm_backward", Prec<T>::name, shape.c_str());
     vector<float> x = act<T>(random_vec((long)N * C, -2.0f, 3.0f)), w = random_vec(C, 0.5f, 1.5f), b = random_vec(C);
     vector<float> ref((long)N * C), mean(N), rstd(N);
     layernorm_forward(ref.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
@@ -422,6 +425,12 @@ template <typename T> static void test_gelu_residual() {
         out.poison();
         gpu_gelu_forward(out.p, dx.p, n);
         report(gf, {{"out", compare(download(out), ref)}}, Prec<T>::tol);
+        // Pointers one element past 16-byte alignment: the scalar kernel.
+        out.poison();
+        gpu_gelu_forward(out.p + 1, dx.p + 1, n - 1);
+        vector<float> got = download(out);
+        got[0] = ref[0];
+        report(gf + " (unaligned)", {{"out", compare(got, ref)}}, Prec<T>::tol);
     }
     if (selected(gb)) {
         vector<float> g(n, 0.0f);
@@ -431,6 +440,11 @@ template <typename T> static void test_gelu_residual() {
         upload(out, i0);
         gpu_gelu_backward(out.p, dx.p, dy.p, n);
         report(gb, {{"dinp", compare(download(out), ref)}}, Prec<T>::tol);
+        upload(out, i0);
+        gpu_gelu_backward(out.p + 1, dx.p + 1, dy.p + 1, n - 1);
+        vector<float> got = download(out);
+        got[0] = ref[0];
+        report(gb + " (unaligned)", {{"dinp", compare(got, ref)}}, Prec<T>::tol);
     }
     if (selected(rs)) {
         vector<float> ref(n);
@@ -694,7 +708,7 @@ int main(int argc, char **argv) {
     cuda_kernels_init(0);
 
     test_embedding<float>(), test_embedding<bf16_t>();
-    test_layernorm<float>(), test_layernorm<bf16_t>();
+    for (int C : {quick ? 72 : 200, 70}) test_layernorm<float>(C), test_layernorm<bf16_t>(C);
     for (int bias = 0; bias < 2; bias++) test_matmul<float>(bias, 0), test_matmul<bf16_t>(bias, 0);
     test_matmul<float>(true, 1), test_matmul<bf16_t>(true, 1);
     test_gelu_residual<float>(), test_gelu_residual<bf16_t>();
