@@ -140,8 +140,9 @@ static const char *cross_field_error(const RunConfig *c, char *msg, size_t len) 
     if (c->batch % c->data)
         FAIL("parallel.data", "data.batch %d is not divisible by data %d (each data group takes batch/data sequences)",
              c->batch, c->data);
-    if (c->backend == BACKEND_CUDA && c->scheme == SCHEME_MEGATRON_SP)
-        FAIL("parallel.scheme", "megatron-sp runs on backend: cpu only (backend: cuda runs lss and none)");
+    if (c->backend == BACKEND_CUDA && c->dim % 2)
+        FAIL("model.dim", "backend: cuda needs an even dim (bf16 rows travel between ranks as 4-byte words), got %d",
+             c->dim);
     if (c->backend == BACKEND_CUDA && c->comm == COMM_NCCL)
         FAIL("comm", "nccl is not available yet: backend: cuda communicates through MPI (comm: mpi or auto)");
 #ifndef LSST_CUDA

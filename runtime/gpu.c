@@ -10,50 +10,11 @@
 #include "common.h"
 
 #ifdef LSST_CUDA
-#include <cuda_runtime_api.h>
+#include "gpu_impl.h"
 
-#include "cuda/kernels_cuda.h"
-
-#define CU(call) cu_check((call), #call, __LINE__)
-static void cu_check(cudaError_t e, const char *call, int line) {
-    if (e != cudaSuccess) lsst_die(1, "runtime/gpu.c:%d: %s: %s", line, call, cudaGetErrorString(e));
+void gpu_check_(cudaError_t e, const char *call, const char *file, int line) {
+    if (e != cudaSuccess) lsst_die(1, "%s:%d: %s: %s", file, line, call, cudaGetErrorString(e));
 }
-
-// Device activations of the lss / none schemes: model.h's Activations in bf16, statistics fp32.
-typedef struct {
-    bf16 *encoded, *ln1, *residual2, *ln2, *residual3, *lnf, *logits, *q, *kv, *kv_full, *atty, *fch, *fch_gelu;
-    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lnf_mean, *lnf_rstd, *losses, *att_lse;
-} DevActs;
-
-// One layer's backward scratch (model.h's Scratch), plus the fp32 d[K|V] of the reduce-scatter.
-typedef struct {
-    bf16 *dres, *dx, *tmp, *datty, *dq, *dkv, *dkv_full, *dfch, *dfch_gelu;
-    float *wide_full, *wide_local;   // (B, S, 2C), (B, T, 2C) fp32: sp > 1 only
-    void *attn;                      // attention backward scratch
-} DevScratch;
-
-enum { ARENA_STATE, ARENA_ACTS, ARENA_SCRATCH, NUM_ARENAS };
-
-struct Gpu {
-    int device;
-    char name[300];
-    cudaStream_t stream;
-    float *params, *grads, *m, *v;   // (num_params) each, the host Model's layout
-    bf16 *params_bf16;               // (num_params)
-    double *sumsq;                   // (NUM_PARAM_TENSORS)
-    int *tokens, *targets, *pos;     // (B, T), (B, T), (T)
-    size_t off[NUM_PARAM_TENSORS];   // offset of each tensor in the parameter block
-    DevActs a;
-    DevScratch s;
-    void *arena[NUM_ARENAS];
-    size_t arena_bytes[NUM_ARENAS], kernel_scratch;
-    // Pinned host staging (sp > 1): [K|V] out, the whole sequence in, the exchange blocks.
-    void *h_kv;        // (B, T, 2C) bf16
-    void *h_full;      // (B, S, 2C) fp32; also the gathered bf16 [K|V]
-    float *h_local;    // (B, T, 2C) fp32
-    float *h_xchg;     // (sp, B, T, 2C) fp32: the host Model's scratch.xchg while open
-    float *h_losses;   // (B, T)
-};
 
 // ---- arenas: one allocation per kind, tensors carved at 256-byte boundaries -------------------
 typedef struct {
@@ -75,31 +36,42 @@ static void layout_state(Gpu *g, const Model *m, Carver *c) {
     TAKE(c, g->params_bf16, n);
     TAKE(c, g->sumsq, NUM_PARAM_TENSORS);
     TAKE(c, g->tokens, BT), TAKE(c, g->targets, BT), TAKE(c, g->pos, m->T);
+    TAKE(c, g->pos_full, m->scheme == SCHEME_MEGATRON_SP ? m->S : 0);
 }
 
+// model.c's carve_acts / carve_scratch, in bf16 on the device.
 static void layout_acts(Gpu *g, const Model *m, Carver *c) {
-    size_t L = m->L, BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, F = m->F;
-    size_t kv_layers = m->cfg.kv == KV_REGATHER ? 1 : L;
+    size_t L = m->L, BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, Cl = m->Cl, Fl = m->Fl;
+    bool mg = m->scheme == SCHEME_MEGATRON_SP;
+    size_t rows = mg ? BS : BT, kv_layers = m->cfg.kv == KV_REGATHER ? 1 : L;
     DevActs *a = &g->a;
     TAKE(c, a->encoded, BT * C), TAKE(c, a->ln1, L * BT * C), TAKE(c, a->residual2, L * BT * C);
     TAKE(c, a->ln2, L * BT * C), TAKE(c, a->residual3, L * BT * C), TAKE(c, a->lnf, BT * C);
-    TAKE(c, a->logits, BT * m->V), TAKE(c, a->q, L * BT * C), TAKE(c, a->kv, L * BT * 2 * C);
-    TAKE(c, a->kv_full, m->sp_size > 1 ? kv_layers * BS * 2 * C : 0);
-    TAKE(c, a->atty, L * BT * C), TAKE(c, a->fch, L * BT * F), TAKE(c, a->fch_gelu, L * BT * F);
+    TAKE(c, a->logits, BT * m->V);
+    TAKE(c, a->q, mg ? 0 : L * BT * C), TAKE(c, a->kv, mg ? 0 : L * BT * 2 * C);
+    TAKE(c, a->kv_full, mg || m->sp_size == 1 ? 0 : kv_layers * BS * 2 * C);
+    TAKE(c, a->ln1_full, mg ? L * BS * C : 0), TAKE(c, a->qkv, mg ? L * BS * 3 * Cl : 0);
+    TAKE(c, a->ln2_full, mg ? L * BS * C : 0);
+    TAKE(c, a->atty, L * rows * Cl), TAKE(c, a->fch, L * rows * Fl), TAKE(c, a->fch_gelu, L * rows * Fl);
     TAKE(c, a->ln1_mean, L * BT), TAKE(c, a->ln1_rstd, L * BT), TAKE(c, a->ln2_mean, L * BT);
     TAKE(c, a->ln2_rstd, L * BT), TAKE(c, a->lnf_mean, BT), TAKE(c, a->lnf_rstd, BT), TAKE(c, a->losses, BT);
-    TAKE(c, a->att_lse, L * BT * m->NH);
+    TAKE(c, a->att_lse, L * rows * m->NHl);
 }
 
+// Width of the rows the sequence group exchanges: [K|V] (lss) or a residual-stream row (megatron-sp).
+static size_t exchange_width(const Model *m) { return (size_t)m->C * (m->scheme == SCHEME_MEGATRON_SP ? 1 : 2); }
+
 static void layout_scratch(Gpu *g, const Model *m, Carver *c) {
-    size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, F = m->F;
-    bool peers = m->sp_size > 1;
+    size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, Cl = m->Cl, Fl = m->Fl;
+    bool mg = m->scheme == SCHEME_MEGATRON_SP, peers = m->sp_size > 1;
+    size_t rows = mg ? BS : BT, W = exchange_width(m);
     DevScratch *s = &g->s;
-    TAKE(c, s->dres, BT * C), TAKE(c, s->dx, BT * C), TAKE(c, s->tmp, BT * C), TAKE(c, s->datty, BT * C);
-    TAKE(c, s->dq, BT * C), TAKE(c, s->dkv, BT * 2 * C), TAKE(c, s->dkv_full, peers ? BS * 2 * C : 0);
-    TAKE(c, s->dfch, BT * F), TAKE(c, s->dfch_gelu, BT * F);
-    TAKE(c, s->wide_full, peers ? BS * 2 * C : 0), TAKE(c, s->wide_local, peers ? BT * 2 * C : 0);
-    s->attn = take(c, cuda_attention_backward_scratch_bytes(m->B, m->NH, m->T));
+    TAKE(c, s->dres, BT * C), TAKE(c, s->dx, BT * C), TAKE(c, s->tmp, BT * C);
+    TAKE(c, s->datty, rows * Cl), TAKE(c, s->dfch, rows * Fl), TAKE(c, s->dfch_gelu, rows * Fl);
+    TAKE(c, s->dq, mg ? BS * 3 * Cl : BT * C), TAKE(c, s->dkv, mg ? 0 : BT * 2 * C);
+    TAKE(c, s->seq_full, mg || peers ? BS * W : 0), TAKE(c, s->dseq_full, mg ? BS * C : 0);
+    TAKE(c, s->wide_full, peers ? BS * W : 0), TAKE(c, s->wide_local, peers ? BT * W : 0);
+    s->attn = take(c, cuda_attention_backward_scratch_bytes(m->B, m->NHl, mg ? m->S : m->T));
 }
 
 static void (*const layouts[NUM_ARENAS])(Gpu *, const Model *, Carver *) = {layout_state, layout_acts,
@@ -155,6 +127,33 @@ static void *pinned(size_t bytes) {
     return p;
 }
 
+static void alloc_arenas(Gpu *g, const Model *m) {
+    for (int k = 0; k < NUM_ARENAS; k++) {
+        Carver c = {NULL, 0};
+        layouts[k](g, m, &c);
+        g->arena_bytes[k] = c.off;
+        CU(cudaMalloc(&g->arena[k], c.off ? c.off : 1));
+        CU(cudaMemsetAsync(g->arena[k], 0, c.off, g->stream));
+        c = (Carver){g->arena[k], 0};
+        layouts[k](g, m, &c);
+    }
+    size_t off = 0;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) g->off[i] = off, off += m->param_sizes[i];
+    gpu_to_device(g, g->pos, m->pos, (size_t)m->T * sizeof(int));
+    if (g->pos_full) gpu_to_device(g, g->pos_full, m->pos_full, (size_t)m->S * sizeof(int));
+}
+
+static void alloc_staging(Gpu *g, Model *m) {
+    size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, W = exchange_width(m);
+    g->h_losses = pinned(BT * sizeof(float));
+    if (m->sp_size == 1) return;
+    g->h_local_bf16 = pinned(BT * W * sizeof(bf16));
+    g->h_full = pinned(BS * W * sizeof(float));
+    g->h_local = pinned(BT * W * sizeof(float));
+    g->h_xchg = pinned(BS * W * sizeof(float));
+    m->scratch.xchg = g->h_xchg;   // seq_allgather / seq_reduce_scatter stage through it
+}
+
 Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     (void)comm;
     int ndev = 0, lrank = local_rank();
@@ -178,35 +177,16 @@ Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     }
     snprintf(g->name, sizeof g->name, "cuda:%d %s", g->device, prop.name);
     CU(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
-    g->kernel_scratch = kernel_scratch_bytes(m);
-    cuda_kernels_init(g->kernel_scratch);
-    for (int k = 0; k < NUM_ARENAS; k++) {
-        Carver c = {NULL, 0};
-        layouts[k](g, m, &c);
-        g->arena_bytes[k] = c.off;
-        CU(cudaMalloc(&g->arena[k], c.off ? c.off : 1));
-        CU(cudaMemsetAsync(g->arena[k], 0, c.off, g->stream));
-        c = (Carver){g->arena[k], 0};
-        layouts[k](g, m, &c);
-    }
-    for (int i = 0, off = 0; i < NUM_PARAM_TENSORS; i++) g->off[i] = (size_t)off, off += (int)m->param_sizes[i];
-    CU(cudaMemcpyAsync(g->pos, m->pos, (size_t)m->T * sizeof(int), cudaMemcpyHostToDevice, g->stream));
-    size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, W = 2 * (size_t)m->C;
-    g->h_losses = pinned(BT * sizeof(float));
-    if (m->sp_size > 1) {
-        g->h_kv = pinned(BT * W * sizeof(bf16));
-        g->h_full = pinned(BS * W * sizeof(float));
-        g->h_local = pinned(BT * W * sizeof(float));
-        g->h_xchg = pinned(BS * W * sizeof(float));
-        m->scratch.xchg = g->h_xchg;   // seq_allgather / seq_reduce_scatter stage through it
-    }
+    cuda_kernels_init(kernel_scratch_bytes(m));
+    alloc_arenas(g, m);
+    alloc_staging(g, m);
     return g;
 }
 
 void gpu_close(Gpu *g, Model *m) {
     if (!g) return;
     CU(cudaStreamSynchronize(g->stream));
-    void *host[] = {g->h_kv, g->h_full, g->h_local, g->h_xchg, g->h_losses};
+    void *host[] = {g->h_local_bf16, g->h_full, g->h_local, g->h_xchg, g->h_losses};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
         if (host[i]) CU(cudaFreeHost(host[i]));
     if (m->scratch.xchg == g->h_xchg) m->scratch.xchg = NULL;
@@ -217,74 +197,78 @@ void gpu_close(Gpu *g, Model *m) {
 }
 
 // ---- host <-> device ------------------------------------------------------------------------
-static void to_device(Gpu *g, void *dst, const void *src, size_t bytes) {
+void gpu_to_device(Gpu *g, void *dst, const void *src, size_t bytes) {
     CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g->stream));
 }
-static void to_host(Gpu *g, void *dst, const void *src, size_t bytes) {
+void gpu_to_host(Gpu *g, void *dst, const void *src, size_t bytes) {
     CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g->stream));
     CU(cudaStreamSynchronize(g->stream));
 }
+void gpu_zero(Gpu *g, void *p, size_t bytes) { CU(cudaMemsetAsync(p, 0, bytes, g->stream)); }
 
 void gpu_state_to_device(Gpu *g, const Model *m) {
     size_t bytes = m->num_params * sizeof(float);
-    to_device(g, g->params, m->params_mem, bytes);
-    to_device(g, g->m, m->m_mem, bytes);
-    to_device(g, g->v, m->v_mem, bytes);
+    gpu_to_device(g, g->params, m->params_mem, bytes);
+    gpu_to_device(g, g->m, m->m_mem, bytes);
+    gpu_to_device(g, g->v, m->v_mem, bytes);
     cuda_copy_to_bf16(g->params_bf16, g->params, (long)m->num_params, g->stream);
     CU(cudaStreamSynchronize(g->stream));
 }
 
 void gpu_state_to_host(Gpu *g, Model *m) {
     size_t bytes = m->num_params * sizeof(float);
-    to_host(g, m->params_mem, g->params, bytes);
-    to_host(g, m->m_mem, g->m, bytes);
-    to_host(g, m->v_mem, g->v, bytes);
+    gpu_to_host(g, m->params_mem, g->params, bytes);
+    gpu_to_host(g, m->m_mem, g->m, bytes);
+    gpu_to_host(g, m->v_mem, g->v, bytes);
 }
 
-void gpu_grads_to_host(Gpu *g, Model *m) { to_host(g, m->grads_mem, g->grads, m->num_params * sizeof(float)); }
+void gpu_grads_to_host(Gpu *g, Model *m) { gpu_to_host(g, m->grads_mem, g->grads, m->num_params * sizeof(float)); }
 
 void gpu_grads_to_device(Gpu *g, const Model *m) {
-    to_device(g, g->grads, m->grads_mem, m->num_params * sizeof(float));
+    gpu_to_device(g, g->grads, m->grads_mem, m->num_params * sizeof(float));
 }
 
-// ---- the [K|V] exchange (sp > 1) ------------------------------------------------------------
-// bf16 rows of 2C travel as float rows of C: the same bytes, counted as such.
-static void kv_gather_post(Gpu *g, Model *m, Comm *comm, const bf16 *kv, CommPending *p) {
-    size_t n = (size_t)m->B * m->T * 2 * m->C;
-    to_host(g, g->h_kv, kv, n * sizeof(bf16));
-    comm_iallgather(comm, GROUP_SEQ, g->h_kv, g->h_xchg, (long)(n / 2), p);
+// ---- sequence-group exchanges (comm: mpi, through pinned host buffers) --------------------------
+// bf16 rows of W travel as float rows of W/2: the same bytes, counted as such. post / finish
+// need peers (sp > 1); gpu_gather and gpu_reduce_scatter copy on one rank.
+void gpu_gather_post(Gpu *g, Model *m, Comm *comm, const bf16 *local, int W, CommPending *p) {
+    size_t n = (size_t)m->B * m->T * W;
+    gpu_to_host(g, g->h_local_bf16, local, n * sizeof(bf16));
+    comm_iallgather(comm, GROUP_SEQ, g->h_local_bf16, g->h_xchg, (long)(n / 2), p);
 }
 
-static void kv_gather_finish(Gpu *g, Model *m, Comm *comm, bf16 *kv_full, CommPending *p) {
+void gpu_gather_finish(Gpu *g, Model *m, Comm *comm, bf16 *full, int W, CommPending *p) {
     comm_wait(comm, p);
-    seq_place_rows(m, g->h_xchg, g->h_full, m->C);
-    to_device(g, kv_full, g->h_full, (size_t)m->B * m->S * 2 * m->C * sizeof(bf16));
+    seq_place_rows(m, g->h_xchg, g->h_full, W / 2);
+    gpu_to_device(g, full, g->h_full, (size_t)m->B * m->S * W * sizeof(bf16));
 }
 
-// Every rank's partial d[K|V] (B, S, 2C) -> this rank's rows, summed in fp32, into s->dkv.
-static void dkv_reduce_scatter(Gpu *g, Model *m, Comm *comm) {
-    size_t BS2C = (size_t)m->B * m->S * 2 * m->C, BT2C = (size_t)m->B * m->T * 2 * m->C;
-    cuda_copy_to_float(g->s.wide_full, g->s.dkv_full, (long)BS2C, g->stream);
-    to_host(g, g->h_full, g->s.wide_full, BS2C * sizeof(float));
-    seq_reduce_scatter(m, comm, g->h_full, g->h_local, 2 * m->C);
-    to_device(g, g->s.wide_local, g->h_local, BT2C * sizeof(float));
-    cuda_copy_to_bf16(g->s.dkv, g->s.wide_local, (long)BT2C, g->stream);
+void gpu_gather(Gpu *g, Model *m, Comm *comm, const bf16 *local, bf16 *full, int W) {
+    if (m->sp_size == 1) {
+        CU(cudaMemcpyAsync(full, local, (size_t)m->B * m->T * W * sizeof(bf16), cudaMemcpyDeviceToDevice, g->stream));
+        return;
+    }
+    CommPending p;
+    gpu_gather_post(g, m, comm, local, W, &p);
+    gpu_gather_finish(g, m, comm, full, W, &p);
 }
 
-// ---- forward ------------------------------------------------------------------------------------
-#define P(i) (g->params + g->off[i])
-#define PB(i) (g->params_bf16 + g->off[i])
-#define G(i) (g->grads + g->off[i])
-enum { P_WTE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B, P_FCW, P_FCB,
-       P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB, P_WOUT };
-
-static bf16 *kv_full_of(Gpu *g, const Model *m, int l) {
-    if (m->sp_size == 1) return g->a.kv + (size_t)l * m->B * m->T * 2 * m->C;
-    size_t layer = m->cfg.kv == KV_REGATHER ? 0 : (size_t)l;
-    return g->a.kv_full + layer * m->B * m->S * 2 * m->C;
+// Every rank's partial (B, S, W) -> this rank's rows, summed in fp32, into local.
+void gpu_reduce_scatter(Gpu *g, Model *m, Comm *comm, const bf16 *full, bf16 *local, int W) {
+    size_t nf = (size_t)m->B * m->S * W, nl = (size_t)m->B * m->T * W;
+    if (m->sp_size == 1) {
+        CU(cudaMemcpyAsync(local, full, nl * sizeof(bf16), cudaMemcpyDeviceToDevice, g->stream));
+        return;
+    }
+    cuda_copy_to_float(g->s.wide_full, full, (long)nf, g->stream);
+    gpu_to_host(g, g->h_full, g->s.wide_full, nf * sizeof(float));
+    seq_reduce_scatter(m, comm, g->h_full, g->h_local, W);
+    gpu_to_device(g, g->s.wide_local, g->h_local, nl * sizeof(float));
+    cuda_copy_to_bf16(local, g->s.wide_local, (long)nl, g->stream);
 }
 
-static double head_forward_gpu(Gpu *g, const Model *m, const bf16 *residual, float dloss) {
+// ---- output head ----------------------------------------------------------------------------------
+double gpu_head_forward(Gpu *g, const Model *m, const bf16 *residual, float dloss) {
     int BT = m->B * m->T, C = m->C, V = m->V;
     DevActs *a = &g->a;
     cudaStream_t st = g->stream;
@@ -292,19 +276,36 @@ static double head_forward_gpu(Gpu *g, const Model *m, const bf16 *residual, flo
     cuda_matmul_forward_bf16(a->logits, a->lnf, PB(P_WOUT), NULL, BT, C, V, st);
     if (dloss != 0.0f) cuda_softmax_xent_forward_backward_bf16(a->losses, a->logits, g->targets, BT, V, dloss, st);
     else cuda_softmax_xent_forward_bf16(a->losses, a->logits, g->targets, BT, V, st);
-    to_host(g, g->h_losses, a->losses, (size_t)BT * sizeof(float));
+    gpu_to_host(g, g->h_losses, a->losses, (size_t)BT * sizeof(float));
     double sum = 0.0;
     for (int i = 0; i < BT; i++) sum += g->h_losses[i];
     return sum;
 }
 
-double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss) {
+void gpu_head_backward(Gpu *g, const Model *m, const bf16 *residual) {
+    int BT = m->B * m->T, C = m->C, V = m->V;
+    DevActs *a = &g->a;
+    DevScratch *s = &g->s;
+    cudaStream_t st = g->stream;
+    gpu_zero(g, s->dx, (size_t)BT * C * sizeof(bf16));
+    cuda_matmul_backward_bf16(s->dx, G(P_WOUT), NULL, a->logits, a->lnf, PB(P_WOUT), BT, C, V, st);
+    gpu_zero(g, s->dres, (size_t)BT * C * sizeof(bf16));
+    cuda_layernorm_backward_bf16(s->dres, G(P_LNFW), G(P_LNFB), s->dx, residual, P(P_LNFW), a->lnf_mean, a->lnf_rstd,
+                                 BT, C, st);
+}
+
+// ---- LSS forward ---------------------------------------------------------------------------------
+static bf16 *kv_full_of(Gpu *g, const Model *m, int l) {
+    if (m->sp_size == 1) return g->a.kv + (size_t)l * m->B * m->T * 2 * m->C;
+    size_t layer = m->cfg.kv == KV_REGATHER ? 0 : (size_t)l;
+    return g->a.kv_full + layer * m->B * m->S * 2 * m->C;
+}
+
+static double lss_forward(Gpu *g, Model *m, Comm *comm, float dloss) {
     int B = m->B, T = m->T, C = m->C, NH = m->NH, F = m->F, S = m->S, BT = B * T;
     DevActs *a = &g->a;
     cudaStream_t st = g->stream;
     size_t btc = (size_t)BT * C, bt = (size_t)BT;
-    to_device(g, g->tokens, m->tokens, bt * sizeof(int));
-    to_device(g, g->targets, m->targets, bt * sizeof(int));
     cuda_embedding_forward_bf16(a->encoded, g->tokens, P(P_WTE), P(PARAM_WPE), B, T, C, st);
     const bf16 *residual = a->encoded;
     for (int l = 0; l < m->L; l++) {
@@ -319,9 +320,9 @@ double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss) {
         // [K|V] first; its all-gather is in flight while the GPU projects Q.
         cuda_matmul_forward_bf16(kv, ln1, qkvw + (size_t)C * C, qkvb + C, BT, C, 2 * C, st);
         CommPending gather;
-        if (m->sp_size > 1) kv_gather_post(g, m, comm, kv, &gather);
+        if (m->sp_size > 1) gpu_gather_post(g, m, comm, kv, 2 * C, &gather);
         cuda_matmul_forward_bf16(q, ln1, qkvw, qkvb, BT, C, C, st);
-        if (m->sp_size > 1) kv_gather_finish(g, m, comm, kv_full, &gather);
+        if (m->sp_size > 1) gpu_gather_finish(g, m, comm, kv_full, 2 * C, &gather);
         cuda_attention_forward_bf16(atty, lse, q, kv_full, kv_full + C, g->pos, B, T, S, NH, C / NH, C, 2 * C, st);
         cuda_matmul_forward_bf16(g->s.tmp, atty, PB(P_ATTPROJW) + (size_t)l * C * C, PB(P_ATTPROJB) + l * C, BT, C,
                                  C, st);
@@ -336,43 +337,29 @@ double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss) {
         cuda_residual_forward_bf16(residual3, residual2, g->s.tmp, (long)btc, st);
         residual = residual3;
     }
-    return head_forward_gpu(g, m, residual, dloss);
+    return gpu_head_forward(g, m, residual, dloss);
 }
 
-// ---- backward -----------------------------------------------------------------------------------
-static void zero(Gpu *g, void *p, size_t bytes) { CU(cudaMemsetAsync(p, 0, bytes, g->stream)); }
-
-static void head_backward_gpu(Gpu *g, const Model *m, const bf16 *residual) {
-    int BT = m->B * m->T, C = m->C, V = m->V;
-    DevActs *a = &g->a;
-    DevScratch *s = &g->s;
-    cudaStream_t st = g->stream;
-    zero(g, s->dx, (size_t)BT * C * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->dx, G(P_WOUT), NULL, a->logits, a->lnf, PB(P_WOUT), BT, C, V, st);
-    zero(g, s->dres, (size_t)BT * C * sizeof(bf16));
-    cuda_layernorm_backward_bf16(s->dres, G(P_LNFW), G(P_LNFB), s->dx, residual, P(P_LNFW), a->lnf_mean, a->lnf_rstd,
-                                 BT, C, st);
-}
-
-static void mlp_backward_gpu(Gpu *g, const Model *m, int l) {
+// ---- LSS backward --------------------------------------------------------------------------------
+static void mlp_backward(Gpu *g, const Model *m, int l) {
     int BT = m->B * m->T, C = m->C, F = m->F;
     size_t btc = (size_t)BT * C, bt = (size_t)BT;
     DevActs *a = &g->a;
     DevScratch *s = &g->s;
     cudaStream_t st = g->stream;
-    zero(g, s->dfch_gelu, bt * F * sizeof(bf16));
+    gpu_zero(g, s->dfch_gelu, bt * F * sizeof(bf16));
     cuda_matmul_backward_bf16(s->dfch_gelu, G(P_FCPROJW) + (size_t)l * C * F, G(P_FCPROJB) + l * C, s->dres,
                               a->fch_gelu + l * bt * F, PB(P_FCPROJW) + (size_t)l * C * F, BT, F, C, st);
-    zero(g, s->dfch, bt * F * sizeof(bf16));
+    gpu_zero(g, s->dfch, bt * F * sizeof(bf16));
     cuda_gelu_backward_bf16(s->dfch, a->fch + l * bt * F, s->dfch_gelu, (long)bt * F, st);
-    zero(g, s->dx, btc * sizeof(bf16));
+    gpu_zero(g, s->dx, btc * sizeof(bf16));
     cuda_matmul_backward_bf16(s->dx, G(P_FCW) + (size_t)l * F * C, G(P_FCB) + (size_t)l * F, s->dfch,
                               a->ln2 + l * btc, PB(P_FCW) + (size_t)l * F * C, BT, C, F, st);
     cuda_layernorm_backward_bf16(s->dres, G(P_LN2W) + l * C, G(P_LN2B) + l * C, s->dx, a->residual2 + l * btc,
                                  P(P_LN2W) + l * C, a->ln2_mean + l * bt, a->ln2_rstd + l * bt, BT, C, st);
 }
 
-static void attention_backward_gpu(Gpu *g, Model *m, Comm *comm, int l) {
+static void attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
     int B = m->B, T = m->T, C = m->C, NH = m->NH, S = m->S, BT = B * T;
     size_t btc = (size_t)BT * C, bt = (size_t)BT;
     DevActs *a = &g->a;
@@ -380,48 +367,60 @@ static void attention_backward_gpu(Gpu *g, Model *m, Comm *comm, int l) {
     cudaStream_t st = g->stream;
     const bf16 *residual = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * btc;
     bf16 *ln1 = a->ln1 + l * btc, *q = a->q + l * btc, *atty = a->atty + l * btc, *kv_full = kv_full_of(g, m, l);
-    bf16 *dkv_full = m->sp_size == 1 ? s->dkv : s->dkv_full;
+    bf16 *dkv_full = m->sp_size == 1 ? s->dkv : s->seq_full;
     const bf16 *qkvw = PB(P_QKVW) + (size_t)l * 3 * C * C;
     float *dqkvw = G(P_QKVW) + (size_t)l * 3 * C * C, *dqkvb = G(P_QKVB) + (size_t)l * 3 * C;
 
-    zero(g, s->datty, btc * sizeof(bf16));
+    gpu_zero(g, s->datty, btc * sizeof(bf16));
     cuda_matmul_backward_bf16(s->datty, G(P_ATTPROJW) + (size_t)l * C * C, G(P_ATTPROJB) + l * C, s->dres, atty,
                               PB(P_ATTPROJW) + (size_t)l * C * C, BT, C, C, st);
     if (m->cfg.kv == KV_REGATHER && m->sp_size > 1 && l != m->L - 1) {
-        CommPending gather;
-        kv_gather_post(g, m, comm, a->kv + l * 2 * btc, &gather);
-        kv_gather_finish(g, m, comm, kv_full, &gather);
+        gpu_gather(g, m, comm, a->kv + l * 2 * btc, kv_full, 2 * C);
     }
-    zero(g, s->dq, btc * sizeof(bf16));
-    zero(g, dkv_full, (size_t)B * S * 2 * C * sizeof(bf16));
+    gpu_zero(g, s->dq, btc * sizeof(bf16));
+    gpu_zero(g, dkv_full, (size_t)B * S * 2 * C * sizeof(bf16));
     cuda_attention_backward_bf16(s->dq, dkv_full, dkv_full + C, s->datty, atty, a->att_lse + l * bt * NH, q, kv_full,
                                  kv_full + C, g->pos, B, T, S, NH, C / NH, C, 2 * C, s->attn, st);
-    if (m->sp_size > 1) dkv_reduce_scatter(g, m, comm);
-    zero(g, s->dx, btc * sizeof(bf16));
+    // ONE reduce-scatter returns every rank's partial d[K|V] to the owning segments.
+    if (m->sp_size > 1) gpu_reduce_scatter(g, m, comm, s->seq_full, s->dkv, 2 * C);
+    gpu_zero(g, s->dx, btc * sizeof(bf16));
     cuda_matmul_backward_bf16(s->dx, dqkvw, dqkvb, s->dq, ln1, qkvw, BT, C, C, st);
     cuda_matmul_backward_bf16(s->dx, dqkvw + (size_t)C * C, dqkvb + C, s->dkv, ln1, qkvw + (size_t)C * C, BT, C,
                               2 * C, st);
     cuda_layernorm_backward_bf16(s->dres, G(P_LN1W) + l * C, G(P_LN1B) + l * C, s->dx, residual, P(P_LN1W) + l * C,
                                  a->ln1_mean + l * bt, a->ln1_rstd + l * bt, BT, C, st);
-    zero(g, dqkvb + C, (size_t)C * sizeof(float));   // the key bias: exact gradient 0 (model.c)
+    gpu_zero(g, dqkvb + C, (size_t)C * sizeof(float));   // the key bias: exact gradient 0 (model.c)
 }
 
-void gpu_backward(Gpu *g, Model *m, Comm *comm) {
+static void lss_backward(Gpu *g, Model *m, Comm *comm) {
     size_t btc = (size_t)m->B * m->T * m->C;
-    zero(g, g->grads, m->num_params * sizeof(float));
-    head_backward_gpu(g, m, m->L > 0 ? g->a.residual3 + (size_t)(m->L - 1) * btc : g->a.encoded);
+    gpu_head_backward(g, m, m->L > 0 ? g->a.residual3 + (size_t)(m->L - 1) * btc : g->a.encoded);
     for (int l = m->L - 1; l >= 0; l--) {
-        mlp_backward_gpu(g, m, l);
-        attention_backward_gpu(g, m, comm, l);
+        mlp_backward(g, m, l);
+        attention_backward(g, m, comm, l);
     }
     cuda_embedding_backward_bf16(G(P_WTE), G(PARAM_WPE), g->s.dres, g->tokens, m->B, m->T, m->C, m->V, g->stream);
 }
 
-// ---- optimizer --------------------------------------------------------------------------------
+// ---- the passes -----------------------------------------------------------------------------------
+double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss) {
+    size_t bt = (size_t)m->B * m->T;
+    gpu_to_device(g, g->tokens, m->tokens, bt * sizeof(int));
+    gpu_to_device(g, g->targets, m->targets, bt * sizeof(int));
+    return m->scheme == SCHEME_MEGATRON_SP ? gpu_megatron_forward(g, m, comm, dloss) : lss_forward(g, m, comm, dloss);
+}
+
+void gpu_backward(Gpu *g, Model *m, Comm *comm) {
+    gpu_zero(g, g->grads, m->num_params * sizeof(float));
+    if (m->scheme == SCHEME_MEGATRON_SP) gpu_megatron_backward(g, m, comm);
+    else lss_backward(g, m, comm);
+}
+
+// ---- optimizer ------------------------------------------------------------------------------------
 void gpu_grad_sum_squares(Gpu *g, const Model *m, double *out) {
     for (int i = 0; i < NUM_PARAM_TENSORS; i++)
         cuda_sum_squares(g->sumsq + i, G(i), (long)m->param_sizes[i], g->stream);
-    to_host(g, out, g->sumsq, NUM_PARAM_TENSORS * sizeof(double));
+    gpu_to_host(g, out, g->sumsq, NUM_PARAM_TENSORS * sizeof(double));
 }
 
 void gpu_scale_grads(Gpu *g, const Model *m, float s) { cuda_scale_inplace(g->grads, (long)m->num_params, s, g->stream); }

@@ -12,7 +12,7 @@
 // gradient averaging go through pinned host buffers and the MPI collectives of comm.h,
 // counted the same way; several ranks may share one GPU. [K|V] travels as bf16 (the bytes
 // the attention reads); d[K|V] and gradients are summed in fp32.
-// Schemes: lss and none. megatron-sp and comm: nccl are refused by trainer_setup.
+// Schemes: lss, none (gpu.c) and megatron-sp (gpu_megatron.c). comm: nccl is refused at config time.
 #pragma once
 #include <stddef.h>
 

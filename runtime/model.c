@@ -17,8 +17,6 @@
 const char *const param_names[NUM_PARAM_TENSORS] = {
     "wte", "h.ln1w", "h.ln1b", "h.qkvw", "h.qkvb", "h.attprojw", "h.attprojb", "h.ln2w", "h.ln2b",
     "h.fcw", "h.fcb", "h.fcprojw", "h.fcprojb", "lnfw", "lnfb", "wout", "wpe"};
-enum { P_WTE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B, P_FCW, P_FCB,
-       P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB, P_WOUT };
 
 void model_param_shape(const Model *m, int i, int *ndim, long shape[4]) {
     long L = m->L, C = m->C, F = m->F, V = m->V, S = m->S;

@@ -26,6 +26,9 @@
 // The position embedding is the LAST tensor: its rows are owned per sequence rank,
 // so the tensors before it are one contiguous block.
 #define PARAM_WPE (NUM_PARAM_TENSORS - 1)
+// Index of each tensor (param_names, param_sizes, the order of the parameter block).
+enum { P_WTE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB, P_LN2W, P_LN2B, P_FCW, P_FCB,
+       P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB, P_WOUT };
 
 // Cl = C / tp, Fl = F / tp, NHl = NH / tp (tp = 1 except for megatron-sp).
 typedef struct {

@@ -157,3 +157,18 @@ PY
   echo "lsst-run $ours, numpy reference $ref"
   "$PY" -c "import sys; a, b = map(float, sys.argv[1:]); assert abs(a - b) < 1e-4, (a, b)" "$ours" "$ref"
 }
+
+# The CUDA build (.ci/run makes it into build-cuda before the tests) on a machine without a GPU.
+@test "run: backend cuda without a visible GPU: one clear error, exit 1, nothing written; --plan works" {
+  cuda_run=$REPO/build-cuda/bin/lsst-run
+  [ -x "$cuda_run" ] || skip "no CUDA build (make CUDA=1 BUILD=build-cuda BIN=build-cuda/bin)"
+  if nvidia-smi -L > /dev/null 2>&1; then skip "a GPU is visible here"; fi
+  run "$cuda_run" --config run.yaml --set backend=cuda
+  [ "$status" -eq 1 ]
+  [[ "$output" == "lsst-run: error: backend: cuda, but no CUDA device is visible ("*")" ]]
+  [ "${#lines[@]}" -eq 1 ]
+  [ ! -e out ]
+  run "$cuda_run" --config run.yaml --set backend=cuda --plan
+  [ "$status" -eq 0 ]
+  [[ "$output" == "device memory per rank: "*" bytes ("*" MiB) for none, 1 x 1 ranks, seq 64" ]]
+}

@@ -46,7 +46,7 @@ def compare(name, a, b, max_rel=0.02, mean_rel=0.005):
 
 cpu, cuda = steps("cpu-1"), steps("cuda-1")
 compare("cuda vs cpu, 1 rank, 50 steps", cuda, cpu)
-for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather"]:
+for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg-2x1", "cuda-mg-4x1", "cuda-mg-2x2"]:
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
 if cuda is not None:
     check(bool(cuda["loss"][-1] < cuda["loss"][0] - 1.0), "cuda learns",
@@ -58,7 +58,7 @@ if cuda is not None and res is not None:
     check(same, "resume at step 25 is bit-exact on the GPU", f"{len(res)} steps compared")
 else:
     check(False, "resume at step 25 is bit-exact on the GPU", "missing run")
-for run in ["cuda-1", "cuda-2x1"]:
+for run in ["cuda-1", "cuda-2x1", "cuda-mg-2x1"]:
     s = steps(run)
     try:
         planned = int(open(os.path.join(W, run + ".plan")).read().split()[0])

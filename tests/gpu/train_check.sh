@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # lsst-run backend: cuda against backend: cpu on the lent GPU (issue 5), one script:
 #   - 50 steps, same config: cuda (bf16) losses within bf16 tolerance of the cpu (fp32) ones;
-#   - lss 2x1, 4x1, 2x2 and 2x1 zigzag + kv regather on ONE GPU (comm: mpi) equal 1 rank;
+#   - lss 2x1, 4x1, 2x2, 2x1 zigzag + kv regather and megatron-sp 2x1, 4x1, 2x2 on ONE GPU
+#     (comm: mpi) equal 1 rank;
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
 #   - learning: the loss falls.
 # Then compute-sanitizer memcheck on a 3-step cuda run (lss 2x1).
@@ -40,6 +41,7 @@ plan() {  # plan NAME [--set ...]: lsst-run --plan's bytes into WORKDIR/NAME.pla
 }
 cuda=(--set "backend=${BACKEND:-cuda}")   # BACKEND=cpu: the same runs on the CPU (checks this script)
 lss() { echo --set parallel.scheme=lss --set parallel.sequence="$1" --set parallel.data="$2"; }
+mg() { echo --set parallel.scheme=megatron-sp --set parallel.sequence="$1" --set parallel.data="$2"; }
 run cpu-1 1
 run cuda-1 1 "${cuda[@]}"
 # shellcheck disable=SC2046
@@ -50,10 +52,18 @@ run cuda-4x1 4 "${cuda[@]}" $(lss 4 1)
 run cuda-2x2 4 "${cuda[@]}" $(lss 2 2)
 # shellcheck disable=SC2046
 run cuda-2x1-zz-regather 2 "${cuda[@]}" $(lss 2 1) --set parallel.balance=zigzag --set parallel.kv=regather
+# shellcheck disable=SC2046
+run cuda-mg-2x1 2 "${cuda[@]}" $(mg 2 1)
+# shellcheck disable=SC2046
+run cuda-mg-4x1 4 "${cuda[@]}" $(mg 4 1)
+# shellcheck disable=SC2046
+run cuda-mg-2x2 4 "${cuda[@]}" $(mg 2 2)
 run cuda-1-resumed 1 "${cuda[@]}" --resume "$W/cuda-1/checkpoints/step-000025.h5"
 plan cuda-1 "${cuda[@]}"
 # shellcheck disable=SC2046
 plan cuda-2x1 "${cuda[@]}" $(lss 2 1)
+# shellcheck disable=SC2046
+plan cuda-mg-2x1 "${cuda[@]}" $(mg 2 1)
 env -u LD_LIBRARY_PATH "$PY" tests/gpu/train_check.py "$W" || fail=1
 
 [ "${BACKEND:-cuda}" = cuda ] || exit $fail

@@ -211,9 +211,9 @@ static void test_errors(void) {
     char *nccl[] = {"comm=nccl"};
     expect_error(xstrdup(BASE), nccl, 1, "--set comm=nccl: comm: nccl needs backend: cuda (the cpu backend communicates "
                                          "through MPI)");
-    char *cuda_mg[] = {"backend=cuda", "parallel.scheme=megatron-sp"};
-    expect_error(xstrdup(BASE), cuda_mg, 2, "--set parallel.scheme=megatron-sp: parallel.scheme: megatron-sp runs on "
-                                            "backend: cpu only (backend: cuda runs lss and none)");
+    char *cuda_odd[] = {"backend=cuda", "model.dim=33", "model.heads=3"};
+    expect_error(xstrdup(BASE), cuda_odd, 3, "--set model.dim=33: model.dim: backend: cuda needs an even dim (bf16 "
+                                             "rows travel between ranks as 4-byte words), got 33");
     char *cuda_nccl[] = {"backend=cuda", "comm=nccl"};
     expect_error(xstrdup(BASE), cuda_nccl, 2, "--set comm=nccl: comm: nccl is not available yet: backend: cuda "
                                               "communicates through MPI (comm: mpi or auto)");
