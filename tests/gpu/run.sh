@@ -9,7 +9,8 @@
 #   here:   bash tests/gpu/run.sh           (no GPU: builds, then every GPU phase reports "skip")
 #
 # Knobs: GPU_BUDGET_S (default 450: the whole script, build included; a phase that no longer fits
-# is skipped and says so), GPU_E2E=0 (skips tests/bench/gpu/e2e_compare.sh, ~2-3 min),
+# is skipped and says so), GPU_E2E=0 (skips tests/bench/gpu/e2e_compare.sh, ~1 min), GPU_PROFILE=0
+# (skips tests/bench/gpu/profile.sh, ~1-2 min),
 # BUILD (default build-gpu), CUDA_ARCH (default: the GPU's compute capability).
 # Each phase's failure is recorded and the later phases still run; exit status 1 if any failed.
 set -u
@@ -143,6 +144,13 @@ if [ "${GPU_E2E:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
   elif [ "$RC" != skip ]; then record e2e FAIL "$LAST_S" "rc=$RC"; fi
 else
   record e2e skip 0 "no GPU, or GPU_E2E=0"
+fi
+
+# ---- 6b. where the step time goes: per-kernel times of one e2e-sized step (GPU_PROFILE=0 skips) ------
+if [ "${GPU_PROFILE:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ] && [ -x "$BUILD/bin/lsst-run" ]; then
+  run profile 150 60 env BIN="$BUILD/bin" bash tests/bench/gpu/profile.sh /tmp/lsst-profile 1
+  if [ "$RC" = 0 ]; then record profile ok "$LAST_S" "$(grep -m1 'ms of kernels per step' "$LOGS/profile.log")"
+  elif [ "$RC" != skip ]; then record profile FAIL "$LAST_S" "rc=$RC"; fi
 fi
 
 # ---- 7. attention benchmark: lsst vs PyTorch SDPA (same GPU, same run) -----------------------------

@@ -55,7 +55,7 @@ EOF
        sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
   if [ -n "$ms" ]; then
     lsst_line=$(awk -v ms="$ms" -v T=$T -v f=$flops_per_token -v p=$peak \
-      'BEGIN {tok = T / (ms / 1e3); printf "lsst-cuda,%.3f,%.0f,%s", ms, tok, p > 0 ? sprintf("%.4f", f * tok / p) : "nan"}')
+      'BEGIN {tok = T / (ms / 1e3); printf "lsst-cuda,%.3f,%.0f,%s", ms, tok, (p > 0 ? sprintf("%.4f", f * tok / p) : "nan")}')
   fi
 else
   echo "e2e: $bin was built without CUDA (make CUDA=1): lsst side skipped"
@@ -74,7 +74,7 @@ if [ -n "$lsst_line" ]; then
   IFS=, read -r impl ms tok mfu <<< "$lsst_line"
   echo "| $impl | $ms | $tok | $mfu |"
   [ -n "${torch_tok:-}" ] && awk -v a="$tok" -v b="$torch_tok" \
-    'BEGIN {printf "\nlsst / torch.compile tokens/s: %.2f (goal >= 1.00: %s)\n", a / b, a >= b ? "met" : "NOT met"}'
+    'BEGIN {printf "\nlsst / torch.compile tokens/s: %.2f (goal >= 1.00: %s)\n", a / b, (a >= b ? "met" : "NOT met")}'
 else
   echo "| lsst-cuda | - | - | - (no result: see e2e_lsst.log) |"
 fi
