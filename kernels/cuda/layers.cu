@@ -59,12 +59,12 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
                                  const float *weight, const float *mean, const float *rstd, int N, int C,
                                  cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
-    if (C % Vec16<T>::N == 0 && aligned16(dinp, dout, inp))
-        layernorm_backward_dinp_vec_kernel<T><<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(
-            dinp, dout, inp, weight, mean, rstd, N, C);
+    const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
+    if (C % vec16<T>() == 0 && aligned16(dinp, dout, inp))
+        layernorm_backward_dinp_kernel<T, vec16<T>()><<<grid, BLOCK, 0, stream>>>(dinp, dout, inp, weight, mean, rstd,
+                                                                                  N, C);
     else
-        layernorm_backward_dinp_kernel<T><<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(dinp, dout, inp,
-                                                                                                 weight, mean, rstd, N, C);
+        layernorm_backward_dinp_kernel<T, 1><<<grid, BLOCK, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
     cudaCheckLaunch();
     float *partial = reduction_scratch(C);
     float *partial_w = partial, *partial_b = partial + (size_t)REDUCE_CHUNKS * C;
@@ -103,14 +103,28 @@ template void cuda_colsum_accumulate<bf16_t>(float *, const bf16_t *, int, int, 
         cudaCheckLaunch();                                                                  \
     } while (0)
 
-// The vectorized kernels when the tensors are 16-byte aligned (the tail is handled inside).
+// Element-wise kernels over groups of V elements: vec16<T>() when the tensors are 16-byte aligned
+// (one thread per group; the n % V tail is handled inside), else V = 1.
+#define GROUPWISE(kernel, T, n, p0, p1, p2, ...)                                                      \
+    do {                                                                                             \
+        if ((n) <= 0) return;                                                                        \
+        if (aligned16(p0, p1, p2)) {                                                                 \
+            constexpr int V = vec16<T>();                                                            \
+            kernel<T, V><<<elementwise_grid(((n) + V - 1) / V, BLOCK), BLOCK, 0, stream>>>(__VA_ARGS__); \
+        } else {                                                                                     \
+            kernel<T, 1><<<elementwise_grid((n), BLOCK), BLOCK, 0, stream>>>(__VA_ARGS__);           \
+        }                                                                                            \
+        cudaCheckLaunch();                                                                           \
+    } while (0)
+
 template <typename T> static void gelu_forward_t(T *out, const T *inp, long n, cudaStream_t stream) {
-    if (aligned16(out, inp, inp)) ELEMENTWISE(gelu_forward_vec_kernel<T>, n, out, inp, n);
-    else ELEMENTWISE(gelu_forward_kernel<T>, n, out, inp, n);
+    GROUPWISE(gelu_forward_kernel, T, n, out, inp, inp, out, inp, n);
 }
 template <typename T> static void gelu_backward_t(T *dinp, const T *inp, const T *dout, long n, cudaStream_t stream) {
-    if (aligned16(dinp, inp, dout)) ELEMENTWISE(gelu_backward_vec_kernel<T>, n, dinp, inp, dout, n);
-    else ELEMENTWISE(gelu_backward_kernel<T>, n, dinp, inp, dout, n);
+    GROUPWISE(gelu_backward_kernel, T, n, dinp, inp, dout, dinp, inp, dout, n);
+}
+template <typename T> static void residual_forward_t(T *out, const T *a, const T *b, long n, cudaStream_t stream) {
+    GROUPWISE(residual_forward_kernel, T, n, out, a, b, out, a, b, n);
 }
 
 extern "C" {
@@ -164,10 +178,10 @@ void cuda_gelu_backward_bf16(bf16 *dinp, const bf16 *inp, const bf16 *dout, long
     gelu_backward_t<bf16_t>(dinp, inp, dout, n, stream);
 }
 void cuda_residual_forward(float *out, const float *a, const float *b, long n, cudaStream_t stream) {
-    ELEMENTWISE(residual_forward_kernel<float>, n, out, a, b, n);
+    residual_forward_t<float>(out, a, b, n, stream);
 }
 void cuda_residual_forward_bf16(bf16 *out, const bf16 *a, const bf16 *b, long n, cudaStream_t stream) {
-    ELEMENTWISE(residual_forward_kernel<bf16_t>, n, out, a, b, n);
+    residual_forward_t<bf16_t>(out, a, b, n, stream);
 }
 
 void cuda_softmax_xent_forward(float *losses, const float *logits, const int *targets, int N, int V,

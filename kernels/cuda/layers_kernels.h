@@ -2,7 +2,6 @@
 // so that tests/gpu/emulate_layers.cpp can run the very same source on the CPU. See layers.cu.
 #pragma once
 #include <math.h>
-#include <string.h>
 
 #include "device_common.h"
 
@@ -10,29 +9,29 @@ typedef __nv_bfloat16 bf16_t;
 
 enum { BLOCK = 256, WARPS_PER_BLOCK = BLOCK / 32 };
 
-// 16 bytes of T (8 bf16 or 4 floats), loaded and stored as one uint4: the vectorized kernels
-// below take these when the tensors are 16-byte aligned and the row length allows it (the
-// launchers in layers.cu check), otherwise the scalar kernels.
-template <typename T> struct alignas(16) Vec16 {
-    static constexpr int N = 16 / (int)sizeof(T);
-    T v[N];
+// V consecutive elements of T. V = 1: plain loads. V * sizeof(T) = 16 (8 bf16 or 4 floats): one
+// uint4 load / store, for 16-byte aligned tensors (the launchers in layers.cu check; the kernels
+// below are instantiated for both). The CPU emulator compiles this as host C++, where the uint4
+// view would break the aliasing rules: it copies element by element.
+template <typename T, int V> struct alignas(V * sizeof(T)) VecN {
+    T v[V];
 };
-// (The CPU emulator compiles this as host C++, where the uint4 view would break aliasing rules.)
-template <typename T> __device__ __forceinline__ Vec16<T> load16(const T *p) {
-    Vec16<T> r;
+template <typename T> constexpr int vec16() { return 16 / (int)sizeof(T); }
+template <typename T, int V> __device__ __forceinline__ VecN<T, V> load_vec(const T *p) {
+    VecN<T, V> r;
 #ifdef __CUDA_ARCH__
-    *reinterpret_cast<uint4 *>(r.v) = *reinterpret_cast<const uint4 *>(p);
-#else
-    memcpy(r.v, p, 16);
+    if constexpr (V * sizeof(T) == 16) *reinterpret_cast<uint4 *>(r.v) = *reinterpret_cast<const uint4 *>(p);
+    else
 #endif
+        for (int k = 0; k < V; k++) r.v[k] = p[k];
     return r;
 }
-template <typename T> __device__ __forceinline__ void store16(T *p, const Vec16<T> &x) {
+template <typename T, int V> __device__ __forceinline__ void store_vec(T *p, const VecN<T, V> &x) {
 #ifdef __CUDA_ARCH__
-    *reinterpret_cast<uint4 *>(p) = *reinterpret_cast<const uint4 *>(x.v);
-#else
-    memcpy(p, x.v, 16);
+    if constexpr (V * sizeof(T) == 16) *reinterpret_cast<uint4 *>(p) = *reinterpret_cast<const uint4 *>(x.v);
+    else
 #endif
+        for (int k = 0; k < V; k++) p[k] = x.v[k];
 }
 
 // ---- embedding --------------------------------------------------------------------------
@@ -116,7 +115,9 @@ __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const
     }
 }
 
-template <typename T>
+// Lane j of the row's warp takes the V-element groups j, j+32, ... (V = 1 or vec16<T>(): C a
+// multiple of V, rows 16-byte aligned).
+template <typename T, int V>
 __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *inp, const float *weight,
                                                const float *mean, const float *rstd, int N, int C) {
     const long row = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
@@ -125,35 +126,8 @@ __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *
     const T *x = inp + row * C, *d = dout + row * C;
     const float m = mean[row], s = rstd[row];
     float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        const float dnorm = weight[c] * to_float(d[c]);
-        dnorm_mean += dnorm;
-        dnorm_norm_mean += dnorm * (to_float(x[c]) - m) * s;
-    }
-    dnorm_mean = warp_sum(dnorm_mean) / C;
-    dnorm_norm_mean = warp_sum(dnorm_norm_mean) / C;
-    T *di = dinp + row * C;
-    for (int c = lane; c < C; c += 32) {
-        const float norm = (to_float(x[c]) - m) * s;
-        const float g = (weight[c] * to_float(d[c]) - dnorm_mean - norm * dnorm_norm_mean) * s;
-        di[c] = from_float<T>(to_float(di[c]) + g);
-    }
-}
-
-// The same with 16-byte loads (C a multiple of Vec16<T>::N, rows 16-byte aligned): lane j takes
-// the vectors j, j+32, ... of its row.
-template <typename T>
-__global__ void layernorm_backward_dinp_vec_kernel(T *dinp, const T *dout, const T *inp, const float *weight,
-                                                   const float *mean, const float *rstd, int N, int C) {
-    constexpr int V = Vec16<T>::N;
-    const long row = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    if (row >= N) return;
-    const T *x = inp + row * C, *d = dout + row * C;
-    const float m = mean[row], s = rstd[row];
-    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
     for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
-        const Vec16<T> xv = load16(x + c0), dv = load16(d + c0);
+        const VecN<T, V> xv = load_vec<T, V>(x + c0), dv = load_vec<T, V>(d + c0);
         for (int k = 0; k < V; k++) {
             const float dnorm = weight[c0 + k] * to_float(dv.v[k]);
             dnorm_mean += dnorm;
@@ -164,14 +138,14 @@ __global__ void layernorm_backward_dinp_vec_kernel(T *dinp, const T *dout, const
     dnorm_norm_mean = warp_sum(dnorm_norm_mean) / C;
     T *di = dinp + row * C;
     for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
-        const Vec16<T> xv = load16(x + c0), dv = load16(d + c0);
-        Vec16<T> iv = load16(di + c0);
+        const VecN<T, V> xv = load_vec<T, V>(x + c0), dv = load_vec<T, V>(d + c0);
+        VecN<T, V> iv = load_vec<T, V>(di + c0);
         for (int k = 0; k < V; k++) {
             const float norm = (to_float(xv.v[k]) - m) * s;
             const float g = (weight[c0 + k] * to_float(dv.v[k]) - dnorm_mean - norm * dnorm_norm_mean) * s;
             iv.v[k] = from_float<T>(to_float(iv.v[k]) + g);
         }
-        store16(di + c0, iv);
+        store_vec<T, V>(di + c0, iv);
     }
 }
 
@@ -252,46 +226,40 @@ template <typename T> __device__ __forceinline__ float gelu_grad(float x) {
     return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
 }
 
-template <typename T> __global__ void gelu_forward_kernel(T *out, const T *inp, long n) {
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
-        out[i] = from_float<T>(gelu_value<T>(to_float(inp[i])));
-}
-
-template <typename T> __global__ void gelu_backward_kernel(T *dinp, const T *inp, const T *dout, long n) {
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
-        dinp[i] = from_float<T>(to_float(dinp[i]) + gelu_grad<T>(to_float(inp[i])) * to_float(dout[i]));
-}
-
-// 16-byte vectors (16-byte aligned tensors), then the n % V tail element by element.
-template <typename T> __global__ void gelu_forward_vec_kernel(T *out, const T *inp, long n) {
-    constexpr int V = Vec16<T>::N;
+// Groups of V elements (V = 1, or vec16<T>() for 16-byte aligned tensors), then the n % V tail.
+template <typename T, int V> __global__ void gelu_forward_kernel(T *out, const T *inp, long n) {
     const long nv = n / V, stride = (long)gridDim.x * blockDim.x, first = blockIdx.x * (long)blockDim.x + threadIdx.x;
     for (long i = first; i < nv; i += stride) {
-        const Vec16<T> x = load16(inp + i * V);
-        Vec16<T> y;
+        const VecN<T, V> x = load_vec<T, V>(inp + i * V);
+        VecN<T, V> y;
         for (int k = 0; k < V; k++) y.v[k] = from_float<T>(gelu_value<T>(to_float(x.v[k])));
-        store16(out + i * V, y);
+        store_vec<T, V>(out + i * V, y);
     }
     for (long i = nv * V + first; i < n; i += stride) out[i] = from_float<T>(gelu_value<T>(to_float(inp[i])));
 }
 
-template <typename T> __global__ void gelu_backward_vec_kernel(T *dinp, const T *inp, const T *dout, long n) {
-    constexpr int V = Vec16<T>::N;
+template <typename T, int V> __global__ void gelu_backward_kernel(T *dinp, const T *inp, const T *dout, long n) {
     const long nv = n / V, stride = (long)gridDim.x * blockDim.x, first = blockIdx.x * (long)blockDim.x + threadIdx.x;
     for (long i = first; i < nv; i += stride) {
-        const Vec16<T> x = load16(inp + i * V), d = load16(dout + i * V);
-        Vec16<T> g = load16(dinp + i * V);
+        const VecN<T, V> x = load_vec<T, V>(inp + i * V), d = load_vec<T, V>(dout + i * V);
+        VecN<T, V> g = load_vec<T, V>(dinp + i * V);
         for (int k = 0; k < V; k++)
             g.v[k] = from_float<T>(to_float(g.v[k]) + gelu_grad<T>(to_float(x.v[k])) * to_float(d.v[k]));
-        store16(dinp + i * V, g);
+        store_vec<T, V>(dinp + i * V, g);
     }
     for (long i = nv * V + first; i < n; i += stride)
         dinp[i] = from_float<T>(to_float(dinp[i]) + gelu_grad<T>(to_float(inp[i])) * to_float(dout[i]));
 }
 
-template <typename T> __global__ void residual_forward_kernel(T *out, const T *a, const T *b, long n) {
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
-        out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+template <typename T, int V> __global__ void residual_forward_kernel(T *out, const T *a, const T *b, long n) {
+    const long nv = n / V, stride = (long)gridDim.x * blockDim.x, first = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    for (long i = first; i < nv; i += stride) {
+        const VecN<T, V> x = load_vec<T, V>(a + i * V), y = load_vec<T, V>(b + i * V);
+        VecN<T, V> z;
+        for (int k = 0; k < V; k++) z.v[k] = from_float<T>(to_float(x.v[k]) + to_float(y.v[k]));
+        store_vec<T, V>(out + i * V, z);
+    }
+    for (long i = nv * V + first; i < n; i += stride) out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
 }
 
 // ---- softmax cross-entropy ----------------------------------------------------------------

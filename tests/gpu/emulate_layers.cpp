@@ -148,10 +148,10 @@ template <typename T> static void test_layernorm() {
         vector<float> gw = w0, gb = b0, pw((size_t)REDUCE_CHUNKS * C, NAN), pb((size_t)REDUCE_CHUNKS * C, NAN);
         vector<T> di_vec = di;  // C = 72: the vectorized kernel applies too
         emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
-            layernorm_backward_dinp_kernel<T>(di.data(), dd.data(), xd.data(), w.data(), mean.data(), rstd.data(), N, C);
+            layernorm_backward_dinp_kernel<T, 1>(di.data(), dd.data(), xd.data(), w.data(), mean.data(), rstd.data(), N, C);
         });
         emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
-            layernorm_backward_dinp_vec_kernel<T>(di_vec.data(), dd.data(), xd.data(), w.data(), mean.data(),
+            layernorm_backward_dinp_kernel<T, vec16<T>()>(di_vec.data(), dd.data(), xd.data(), w.data(), mean.data(),
                                                   rstd.data(), N, C);
         });
         report(std::string("layernorm_backward vec ") + P<T>::name, {{"dinp", host(di_vec)}}, {ri}, P<T>::tol);
@@ -189,13 +189,13 @@ template <typename T> static void test_elementwise() {
         gelu_forward(ref.data(), x.data(), n);
         gelu_backward(rg.data(), x.data(), y.data(), n);
         vector<T> out = poisoned<T>(n), gi = dev<T>(g0);
-        emu::launch(grid(2), BLOCK, [&] { gelu_forward_kernel<T>(out.data(), xd.data(), n); });
-        emu::launch(grid(2), BLOCK, [&] { gelu_backward_kernel<T>(gi.data(), xd.data(), yd.data(), n); });
+        emu::launch(grid(2), BLOCK, [&] { gelu_forward_kernel<T, 1>(out.data(), xd.data(), n); });
+        emu::launch(grid(2), BLOCK, [&] { gelu_backward_kernel<T, 1>(gi.data(), xd.data(), yd.data(), n); });
         report(std::string("gelu ") + P<T>::name, {{"out", host(out)}, {"dinp", host(gi)}}, {ref, rg}, P<T>::tol);
         // The vectorized kernels: vectors, then the tail (a grid of 3 blocks).
         vector<T> out_v = poisoned<T>(n), gi_v = dev<T>(g0);
-        emu::launch(grid(3), BLOCK, [&] { gelu_forward_vec_kernel<T>(out_v.data(), xd.data(), n); });
-        emu::launch(grid(3), BLOCK, [&] { gelu_backward_vec_kernel<T>(gi_v.data(), xd.data(), yd.data(), n); });
+        emu::launch(grid(3), BLOCK, [&] { gelu_forward_kernel<T, vec16<T>()>(out_v.data(), xd.data(), n); });
+        emu::launch(grid(3), BLOCK, [&] { gelu_backward_kernel<T, vec16<T>()>(gi_v.data(), xd.data(), yd.data(), n); });
         report(std::string("gelu vec ") + P<T>::name, {{"out", host(out_v)}, {"dinp", host(gi_v)}}, {ref, rg},
                P<T>::tol);
     }
@@ -203,8 +203,11 @@ template <typename T> static void test_elementwise() {
         vector<float> ref(n);
         residual_forward(ref.data(), x.data(), y.data(), n);
         vector<T> out = poisoned<T>(n);
-        emu::launch(grid(2), BLOCK, [&] { residual_forward_kernel<T>(out.data(), xd.data(), yd.data(), n); });
-        report(std::string("residual ") + P<T>::name, {{"out", host(out)}}, {ref}, P<T>::tol);
+        vector<T> out_v = poisoned<T>(n);
+        emu::launch(grid(2), BLOCK, [&] { residual_forward_kernel<T, 1>(out.data(), xd.data(), yd.data(), n); });
+        emu::launch(grid(1), BLOCK, [&] { residual_forward_kernel<T, vec16<T>()>(out_v.data(), xd.data(), yd.data(), n); });
+        report(std::string("residual ") + P<T>::name, {{"out", host(out)}, {"out (vec)", host(out_v)}}, {ref, ref},
+               P<T>::tol);
     }
 }
 

@@ -452,6 +452,11 @@ template <typename T> static void test_gelu_residual() {
         out.poison();
         gpu_residual(out.p, dx.p, dy.p, n);
         report(rs, {{"out", compare(download(out), ref)}}, Prec<T>::tol);
+        out.poison();
+        gpu_residual(out.p + 1, dx.p + 1, dy.p + 1, n - 1);
+        vector<float> got = download(out);
+        got[0] = ref[0];
+        report(rs + " (unaligned)", {{"out", compare(got, ref)}}, Prec<T>::tol);
     }
 }
 
