@@ -171,4 +171,11 @@ PY
   run "$cuda_run" --config run.yaml --set backend=cuda --plan
   [ "$status" -eq 0 ]
   [[ "$output" == "device memory per rank: "*" bytes ("*" MiB) for none, 1 x 1 ranks, seq 64" ]]
+  # The paper's config as its workflows run it on GPUs (backend: cuda is its default).
+  for scheme in lss megatron-sp; do
+    run "$cuda_run" --config "$REPO/workflows/configs/paper.yaml" --plan --set parallel.scheme=$scheme \
+        --set parallel.sequence=4 --set data.seq_len=16384
+    [ "$status" -eq 0 ]
+    [[ "$output" == "device memory per rank: "*" for $scheme, 4 x 1 ranks, seq 16384" ]]
+  done
 }

@@ -7,6 +7,7 @@ TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
   cuda (bf16) vs cpu (fp32), 50 steps:       |dloss| / loss <= 2% at every step, <= 0.5% on average
   cuda multi-rank (comm: mpi) vs cuda 1 rank: the same bounds (bf16 GEMM shapes and the fp32
                                               reduction of d[K|V] differ, nothing else)
+  evaluation (valid split, steps 25 and 50):  the same bounds
   resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
   --plan:                                     equal to the reported mem_peak (device bytes)
 """
@@ -25,12 +26,16 @@ def check(ok, name, detail):
     print(f"{'ok' if ok else 'not ok'} {len(results)} - {name}: {detail}")
 
 
-def steps(run, rank=0):
+def table(run, name, rank=0):
     path = os.path.join(W, run, "metrics", f"rank-{rank:05d}.h5")
     if not os.path.exists(path):
         return None
     with h5py.File(path, "r") as f:
-        return f["steps"][:]
+        return f[name][:] if name in f else None
+
+
+def steps(run, rank=0):
+    return table(run, "steps", rank)
 
 
 def compare(name, a, b, max_rel=0.02, mean_rel=0.005):
@@ -48,6 +53,8 @@ cpu, cuda = steps("cpu-1"), steps("cuda-1")
 compare("cuda vs cpu, 1 rank, 50 steps", cuda, cpu)
 for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg-2x1", "cuda-mg-4x1", "cuda-mg-2x2"]:
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
+compare("evaluation, cuda vs cpu", table("cuda-1", "eval"), table("cpu-1", "eval"))
+compare("evaluation, cuda lss 4x1 vs cuda 1 rank", table("cuda-4x1", "eval"), table("cuda-1", "eval"))
 if cuda is not None:
     check(bool(cuda["loss"][-1] < cuda["loss"][0] - 1.0), "cuda learns",
           f"loss {cuda['loss'][0]:.4f} -> {cuda['loss'][-1]:.4f}")

@@ -3,6 +3,7 @@
 #   - 50 steps, same config: cuda (bf16) losses within bf16 tolerance of the cpu (fp32) ones;
 #   - lss 2x1, 4x1, 2x2, 2x1 zigzag + kv regather and megatron-sp 2x1, 4x1, 2x2 on ONE GPU
 #     (comm: mpi) equal 1 rank;
+#   - evaluation (steps 25, 50) within the same tolerance;
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
 #   - learning: the loss falls.
 # Then compute-sanitizer memcheck on a 3-step cuda run (lss 2x1).
@@ -22,7 +23,7 @@ cat > "$W/base.yaml" <<YAML
 data:     {dir: $W/data, seq_len: 512, batch: 4}
 model:    {layers: 2, dim: 128, heads: 4, mlp: 512, vocab: 256}
 parallel: {scheme: none, sequence: 1, data: 1}
-train:    {steps: 50, lr: 1.0e-3, warmup: 5, seed: 11, eval_every: 0, ckpt_every: 25}
+train:    {steps: 50, lr: 1.0e-3, warmup: 5, seed: 11, eval_every: 25, eval_sequences: 4, ckpt_every: 25}
 backend:  cpu
 output:   {dir: $W/unused}
 YAML
