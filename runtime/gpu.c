@@ -423,7 +423,9 @@ void gpu_grad_sum_squares(Gpu *g, const Model *m, double *out) {
     gpu_to_host(g, out, g->sumsq, NUM_PARAM_TENSORS * sizeof(double));
 }
 
-void gpu_scale_grads(Gpu *g, const Model *m, float s) { cuda_scale_inplace(g->grads, (long)m->num_params, s, g->stream); }
+void gpu_scale_grads(Gpu *g, const Model *m, float s) {
+    cuda_scale_inplace(g->grads, (long)m->num_params, s, g->stream);
+}
 
 void gpu_adamw(Gpu *g, size_t off, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
                int t) {

@@ -62,9 +62,9 @@ static void mlp_backward(Gpu *g, Model *m, Comm *comm, int l) {
     cudaStream_t st = g->stream;
     gpu_gather(g, m, comm, s->dres, s->dseq_full, C);                                  // collective 5
     gpu_zero(g, s->dfch_gelu, bs * Fl * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->dfch_gelu, G(P_FCPROJW) + (size_t)l * C * Fl, m->sp_rank == 0 ? G(P_FCPROJB) + l * C : NULL,
-                              s->dseq_full, a->fch_gelu + l * bs * Fl, PB(P_FCPROJW) + (size_t)l * C * Fl, BS, Fl, C,
-                              st);
+    cuda_matmul_backward_bf16(s->dfch_gelu, G(P_FCPROJW) + (size_t)l * C * Fl,
+                              m->sp_rank == 0 ? G(P_FCPROJB) + l * C : NULL, s->dseq_full, a->fch_gelu + l * bs * Fl,
+                              PB(P_FCPROJW) + (size_t)l * C * Fl, BS, Fl, C, st);
     gpu_zero(g, s->dfch, bs * Fl * sizeof(bf16));
     cuda_gelu_backward_bf16(s->dfch, a->fch + l * bs * Fl, s->dfch_gelu, (long)bs * Fl, st);
     gpu_zero(g, s->seq_full, bsc * sizeof(bf16));

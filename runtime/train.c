@@ -118,9 +118,11 @@ static void average_gradients(Trainer *tr) {
 static double gradient_norm(Trainer *tr) {
     Model *m = &tr->model;
     double sq[2] = {0, 0}, per_tensor[NUM_PARAM_TENSORS]; // replicated, shared out
-    if (tr->gpu) gpu_grad_sum_squares(tr->gpu, m, per_tensor);
-    for (size_t i = 0, off = 0; i < NUM_PARAM_TENSORS; off += m->param_sizes[i++])
-        if (!tr->gpu) per_tensor[i] = sum_squares(m->grads_mem + off, (long)m->param_sizes[i]);
+    if (tr->gpu)
+        gpu_grad_sum_squares(tr->gpu, m, per_tensor);
+    else
+        for (size_t i = 0, off = 0; i < NUM_PARAM_TENSORS; off += m->param_sizes[i++])
+            per_tensor[i] = sum_squares(m->grads_mem + off, (long)m->param_sizes[i]);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) sq[m->shard[i] != SHARD_NONE] += per_tensor[i];
     comm_allreduce_sum_double(&tr->comm, GROUP_SEQ, &sq[1], 1);
     return sqrt(sq[0] + sq[1]);
@@ -360,8 +362,8 @@ static int open_metrics(Trainer *tr, int64_t keep_until) {
     MetricsAttrs at = {.rank = tr->comm.rank, .world = tr->comm.world_size, .sp_rank = tr->comm.sp_rank,
                        .dp_rank = tr->comm.dp_rank, .sp_size = tr->comm.sp_size, .dp_size = tr->comm.dp_size,
                        .scheme = scheme_name(tr->cfg.scheme), .backend = backend_name(tr->cfg.backend),
-                       .host = host, .device = tr->gpu ? gpu_device_name(tr->gpu) : "cpu", .seq_len = tr->cfg.seq_len, .model_json = json,
-                       .git = lsst_git()};
+                       .host = host, .device = tr->gpu ? gpu_device_name(tr->gpu) : "cpu",
+                       .seq_len = tr->cfg.seq_len, .model_json = json, .git = lsst_git()};
     char *name = xasprintf("metrics/rank-%05d.h5", tr->comm.rank);
     char *path = path_join(tr->cfg.output_dir, name);
     char err[1024];
