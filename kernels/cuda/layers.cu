@@ -68,7 +68,7 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
     cudaCheckLaunch();
     float *partial = reduction_scratch(C);
     float *partial_w = partial, *partial_b = partial + (size_t)REDUCE_CHUNKS * C;
-    layernorm_backward_partial_kernel<T><<<dim3(ceil_div_u(C, BLOCK), REDUCE_CHUNKS), BLOCK, 0, stream>>>(
+    layernorm_backward_partial_kernel<T><<<dim3(ceil_div_u(C, COLSUM_COLS), REDUCE_CHUNKS), BLOCK, 0, stream>>>(
         partial_w, partial_b, dout, inp, mean, rstd, N, C);
     cudaCheckLaunch();
     reduce_partials_kernel<<<ceil_div_u(C, BLOCK), BLOCK, 0, stream>>>(dweight, dbias, partial_w, partial_b, C);
@@ -79,7 +79,8 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
 template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, int N, int OC, cudaStream_t stream) {
     if (N <= 0 || OC <= 0) return;
     float *partial = reduction_scratch(OC);
-    colsum_partial_kernel<T><<<dim3(ceil_div_u(OC, BLOCK), REDUCE_CHUNKS), BLOCK, 0, stream>>>(partial, dout, N, OC);
+    colsum_partial_kernel<T><<<dim3(ceil_div_u(OC, COLSUM_COLS), REDUCE_CHUNKS), BLOCK, 0, stream>>>(partial, dout, N,
+                                                                                                   OC);
     cudaCheckLaunch();
     reduce_partials_kernel<<<ceil_div_u(OC, BLOCK), BLOCK, 0, stream>>>(dbias, nullptr, partial, nullptr, OC);
     cudaCheckLaunch();

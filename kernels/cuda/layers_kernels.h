@@ -149,41 +149,62 @@ __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *
     }
 }
 
-// Rows [k*rows, (k+1)*rows) of chunk k = blockIdx.y; one thread per column.
+// First passes of the column reductions (LayerNorm dweight/dbias, matmul dbias): partial sums
+// over chunk k = blockIdx.y of the rows, rows [k*rows, (k+1)*rows). A block takes COLSUM_COLS
+// adjacent columns (lane = column: a warp reads 32 adjacent values of a row) and its warps
+// split the chunk's rows (warp w: rows r0 + w, r0 + w + WARPS_PER_BLOCK, ...); warp 0 then adds
+// the warps' sums in warp order. Every order depends on the shapes only.
+enum { COLSUM_COLS = 32 };
+
 static __device__ __forceinline__ void chunk_rows(int N, long *r0, long *r1) {
     const long rows = (N + REDUCE_CHUNKS - 1) / REDUCE_CHUNKS;
     *r0 = blockIdx.y * rows;
     *r1 = *r0 + rows < N ? *r0 + rows : N;
 }
 
-// First pass of dweight / dbias: partial sums over each chunk of rows.
+// acc[k] of every warp -> acc[k] of warp 0 = the sum over the warps, in warp order.
+template <int K> __device__ __forceinline__ void sum_over_warps(float (&acc)[K]) {
+    __shared__ float sums[K][WARPS_PER_BLOCK][32];
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    for (int k = 0; k < K; k++) sums[k][w][lane] = acc[k];
+    __syncthreads();
+    if (w == 0)
+        for (int k = 0; k < K; k++) {
+            float s = 0.0f;
+            for (int i = 0; i < WARPS_PER_BLOCK; i++) s += sums[k][i][lane];
+            acc[k] = s;
+        }
+}
+
 template <typename T>
 __global__ void layernorm_backward_partial_kernel(float *partial_w, float *partial_b, const T *dout, const T *inp,
                                                   const float *mean, const float *rstd, int N, int C) {
-    const int c = blockIdx.x * BLOCK + threadIdx.x;
-    if (c >= C) return;
+    const int c = blockIdx.x * COLSUM_COLS + threadIdx.x % 32, w = threadIdx.x / 32;
     long r0, r1;
     chunk_rows(N, &r0, &r1);
-    float dw = 0.0f, db = 0.0f;
-    for (long n = r0; n < r1; n++) {
-        const float d = to_float(dout[n * C + c]);
-        dw += (to_float(inp[n * C + c]) - mean[n]) * rstd[n] * d;
-        db += d;
+    float acc[2] = {0.0f, 0.0f};   // dweight, dbias
+    if (c < C)
+        for (long n = r0 + w; n < r1; n += WARPS_PER_BLOCK) {
+            const float d = to_float(dout[n * C + c]);
+            acc[0] += (to_float(inp[n * C + c]) - mean[n]) * rstd[n] * d;
+            acc[1] += d;
+        }
+    sum_over_warps(acc);
+    if (w == 0 && c < C) {
+        partial_w[(long)blockIdx.y * C + c] = acc[0];
+        partial_b[(long)blockIdx.y * C + c] = acc[1];
     }
-    partial_w[(long)blockIdx.y * C + c] = dw;
-    partial_b[(long)blockIdx.y * C + c] = db;
 }
 
-// First pass of a column sum (the matmul bias gradient).
-template <typename T>
-__global__ void colsum_partial_kernel(float *partial, const T *x, int N, int C) {
-    const int c = blockIdx.x * BLOCK + threadIdx.x;
-    if (c >= C) return;
+template <typename T> __global__ void colsum_partial_kernel(float *partial, const T *x, int N, int C) {
+    const int c = blockIdx.x * COLSUM_COLS + threadIdx.x % 32, w = threadIdx.x / 32;
     long r0, r1;
     chunk_rows(N, &r0, &r1);
-    float acc = 0.0f;
-    for (long n = r0; n < r1; n++) acc += to_float(x[n * C + c]);
-    partial[(long)blockIdx.y * C + c] = acc;
+    float acc[1] = {0.0f};
+    if (c < C)
+        for (long n = r0 + w; n < r1; n += WARPS_PER_BLOCK) acc[0] += to_float(x[n * C + c]);
+    sum_over_warps(acc);
+    if (w == 0 && c < C) partial[(long)blockIdx.y * C + c] = acc[0];
 }
 
 // Second pass: out0[c] += sum_k partial0[k,c] (and out1 from partial1), k in order.

@@ -124,8 +124,9 @@ template <typename T> static void test_embedding() {
     }
 }
 
-template <typename T> static void test_layernorm() {
-    const int N = 37, C = 72;
+// N = 37: at most one row per reduction chunk; N = 1100: several per chunk and per warp.
+template <typename T> static void test_layernorm(int N) {
+    const int C = 72;
     vector<float> x = act<T>(rnd((long)N * C, -2.0f, 3.0f)), w = rnd(C, 0.5f, 1.5f), b = rnd(C);
     vector<float> ref((long)N * C), mean(N), rstd(N);
     layernorm_forward(ref.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
@@ -155,7 +156,7 @@ template <typename T> static void test_layernorm() {
                                                   rstd.data(), N, C);
         });
         report(std::string("layernorm_backward vec ") + P<T>::name, {{"dinp", host(di_vec)}}, {ri}, P<T>::tol);
-        emu::launch(grid(cdiv(C, BLOCK), REDUCE_CHUNKS), BLOCK, [&] {
+        emu::launch(grid(cdiv(C, COLSUM_COLS), REDUCE_CHUNKS), BLOCK, [&] {
             layernorm_backward_partial_kernel<T>(pw.data(), pb.data(), dd.data(), xd.data(), mean.data(), rstd.data(),
                                                  N, C);
         });
@@ -172,7 +173,7 @@ template <typename T> static void test_layernorm() {
             for (int o = 0; o < OC; o++) ref[o] += d[(long)n * OC + o];
         vector<T> dd = dev<T>(d);
         vector<float> part((size_t)REDUCE_CHUNKS * OC, NAN), got = b0;
-        emu::launch(grid(cdiv(OC, BLOCK), REDUCE_CHUNKS), BLOCK,
+        emu::launch(grid(cdiv(OC, COLSUM_COLS), REDUCE_CHUNKS), BLOCK,
                     [&] { colsum_partial_kernel<T>(part.data(), dd.data(), N, OC); });
         emu::launch(grid(cdiv(OC, BLOCK)), BLOCK,
                     [&] { reduce_partials_kernel(got.data(), nullptr, part.data(), nullptr, OC); });
@@ -275,7 +276,7 @@ int main(int argc, char **argv) {
     for (auto sched : {emu::ROUND_ROBIN, emu::WARP_GREEDY}) {
         emu::schedule = sched;
         test_embedding<float>(), test_embedding<bf16_t>();
-        test_layernorm<float>(), test_layernorm<bf16_t>();
+        for (int N : {37, 1100}) test_layernorm<float>(N), test_layernorm<bf16_t>(N);
         test_elementwise<float>(), test_elementwise<bf16_t>();
         for (int V : {256, 77}) test_xent<float>(V), test_xent<bf16_t>(V);
         test_optimizer();
