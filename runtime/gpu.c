@@ -22,9 +22,10 @@ typedef struct {
     size_t off;
 } Carver;
 
+// A tensor of 0 bytes (not used by this scheme or layout) gets NULL, never an address.
 static void *take(Carver *c, size_t bytes) {
     c->off = (c->off + 255) & ~(size_t)255;
-    void *p = c->base ? c->base + c->off : NULL;
+    void *p = c->base && bytes ? c->base + c->off : NULL;
     c->off += bytes;
     return p;
 }
@@ -140,7 +141,7 @@ static void alloc_arenas(Gpu *g, const Model *m) {
     size_t off = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) g->off[i] = off, off += m->param_sizes[i];
     gpu_to_device(g, g->pos, m->pos, (size_t)m->T * sizeof(int));
-    if (m->scheme == SCHEME_MEGATRON_SP) gpu_to_device(g, g->pos_full, m->pos_full, (size_t)m->S * sizeof(int));
+    if (g->pos_full) gpu_to_device(g, g->pos_full, m->pos_full, (size_t)m->S * sizeof(int));
 }
 
 static void alloc_staging(Gpu *g, Model *m) {
