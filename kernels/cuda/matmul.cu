@@ -163,6 +163,15 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                              &beta, D, d_type, ldd, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// dinp (T, += in the GEMM) = dout @ weight; dweight (fp32, +=) = dout^T @ inp; dbias (fp32, +=) = colsum(dout).
+template <typename T>
+static void matmul_backward_t(T *dinp, float *dweight, float *dbias, const T *dout, const T *inp, const T *weight,
+                              int N, int C, int OC, cudaDataType type, cudaStream_t stream) {
+    if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, type, type, 1.0f, NULL, stream);
+    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, type, CUDA_R_32F, 1.0f, NULL, stream);
+    if (dbias) cuda_colsum_accumulate<T>(dbias, dout, N, OC, stream);
+}
+
 extern "C" {
 
 void cuda_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC,
@@ -178,22 +187,12 @@ void cuda_matmul_forward_bf16(bf16 *out, const bf16 *inp, const bf16 *weight, co
 
 void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                           const float *weight, int N, int C, int OC, cudaStream_t stream) {
-    if (dinp)
-        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_32F, CUDA_R_32F, 1.0f, NULL,
-             stream);
-    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, CUDA_R_32F, CUDA_R_32F, 1.0f, NULL,
-         stream);
-    if (dbias) cuda_colsum_accumulate<float>(dbias, dout, N, OC, stream);
+    matmul_backward_t<float>(dinp, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_32F, stream);
 }
 
 void cuda_matmul_backward_bf16(bf16 *dinp, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
                                const bf16 *weight, int N, int C, int OC, cudaStream_t stream) {
-    if (dinp)
-        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_16BF, CUDA_R_16BF, 1.0f, NULL,
-             stream);
-    gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, CUDA_R_16BF, CUDA_R_32F, 1.0f, NULL,
-         stream);
-    if (dbias) cuda_colsum_accumulate<bf16_t>(dbias, dout, N, OC, stream);
+    matmul_backward_t<bf16_t>(dinp, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_16BF, stream);
 }
 
 }  // extern "C"
