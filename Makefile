@@ -64,7 +64,7 @@ endif
 ARCHIVES  := $(BUILD)/libruntime.a $(BUILD)/libkernels.a $(BUILD)/liblsst.a
 ASAN_ARCH := $(patsubst $(BUILD)/%,$(BUILD)/asan/%,$(ARCHIVES))
 
-.PHONY: all test check-asan unit deps demo clean bench
+.PHONY: all test check-asan unit deps demo clean bench print-blas
 all: $(PROGRAMS)
 
 # Kernels are the hot loops: -O3 lets gcc vectorize them (simd pragmas need -fopenmp-simd, on with -fopenmp).
@@ -133,6 +133,11 @@ check-asan: unit
 
 bench: all
 	@tests/bench/run.sh
+
+# The OpenBLAS this build links, for scripts that compile against the same one:
+#   eval "$(make -s --no-print-directory print-blas)"   ->   blas_cflags, blas_libs
+print-blas:
+	@printf "blas_cflags='%s'\nblas_libs='%s'\n" '$(BLAS_CFLAGS)' '$(BLAS_LIBS)'
 
 deps:
 	@tests/deps.sh

@@ -81,14 +81,7 @@ mkdir -p "$work"
 
 # The sgemm-ceiling program, against the same OpenBLAS as the Makefile (the OpenMP build when
 # installed).
-blas_omp=/usr/lib/$(${CC:-gcc} -print-multiarch)/openblas-openmp
-if [ -f "$blas_omp/pkgconfig/openblas.pc" ]; then
-  blas_cflags=$(PKG_CONFIG_PATH=$blas_omp/pkgconfig pkg-config --cflags openblas)
-  blas_libs="$(PKG_CONFIG_PATH=$blas_omp/pkgconfig pkg-config --libs openblas) -Wl,-rpath,$blas_omp"
-else
-  blas_cflags=$(pkg-config --cflags openblas)
-  blas_libs=$(pkg-config --libs openblas)
-fi
+eval "$(make -s --no-print-directory print-blas)"   # blas_cflags, blas_libs: the OpenBLAS the Makefile links
 # shellcheck disable=SC2086
 ${CC:-gcc} -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -fopenmp $blas_cflags tests/bench/sgemm-ceiling.c \
   $blas_libs -lm -o "$work/sgemm-ceiling"

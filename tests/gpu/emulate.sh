@@ -10,14 +10,7 @@ cd "$(dirname "$0")/../.."
 build=${BUILD:-build-cuda}/emu
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
 mkdir -p "$build"
-blas_omp=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/openblas-openmp
-if [ -f "$blas_omp/pkgconfig/openblas.pc" ]; then
-  blas_cflags=$(PKG_CONFIG_PATH=$blas_omp/pkgconfig pkg-config --cflags openblas)
-  blas_libs="$(PKG_CONFIG_PATH=$blas_omp/pkgconfig pkg-config --libs openblas) -Wl,-rpath,$blas_omp"
-else
-  blas_cflags=$(pkg-config --cflags openblas)
-  blas_libs=$(pkg-config --libs openblas)
-fi
+eval "$(make -s --no-print-directory print-blas)"   # blas_cflags, blas_libs: the OpenBLAS the Makefile links
 objs=()
 for src in kernels/cpu/*.c; do
   obj=$build/$(basename "${src%.c}").o

@@ -93,7 +93,8 @@ JOBS=$(nproc 2>/dev/null || echo 4)
 run build-lib 240 60 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" "$BUILD/libkernels.a"
 if [ "$RC" = 0 ]; then record build-lib ok "$LAST_S" "$BUILD/libkernels.a (sm $ARCH)"; else record build-lib FAIL "${LAST_S:-0}" "rc=$RC"; fi
 GENCODE=""; for a in $ARCH; do GENCODE="$GENCODE -gencode arch=compute_$a,code=sm_$a"; done
-BLAS_LIBS=$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+eval "$(make -s --no-print-directory print-blas)"   # blas_libs: the OpenBLAS the Makefile links
+BLAS_LIBS=${blas_libs//-Wl,/-Xlinker }               # nvcc spells the linker pass-through so
 build_tools() {
   mkdir -p "$BUILD/tests/gpu" "$BUILD/tests/bench/gpu"
   # shellcheck disable=SC2086
