@@ -11,6 +11,7 @@
 // What it cannot check: real timing, bank conflicts, register limits, and whether the hardware
 // agrees with the PTX ISA text (the GPU test, tests/gpu/test_cuda_kernels.cu, does that).
 #include "emu.h"
+#include "test_util.h"
 #include "cuda/attention_kernels.h"
 
 // ---- driver --------------------------------------------------------------------------------------
@@ -21,18 +22,11 @@ static bool quick = false;
 static const char *only = NULL;
 static int n_pass = 0, n_fail = 0;
 
-static uint64_t rng_state = 0x1234567887654321ull;
-static float rng_uniform(float lo, float hi) {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return lo + (hi - lo) * (float)((z >> 40) / 16777216.0);
-}
+static SplitMix64 rng = {0x1234567887654321ull};
 static float bf16r(float x) { return __bfloat162float(__float2bfloat16(x)); }
 static vector<float> random_bf16(long n, float lo, float hi) {
     vector<float> v(n);
-    for (auto &x : v) x = bf16r(rng_uniform(lo, hi));
+    for (auto &x : v) x = bf16r(rng.uniform(lo, hi));
     return v;
 }
 static vector<bf16_t> to_bf16(const vector<float> &v) {
@@ -305,14 +299,7 @@ static void test_generic(int hs) {
 #define RUN_BWD(HS, NW, BQ, KVR, NWQ, BK, QOR) test_bwd_variant<HS, NW, BQ, KVR, NWQ, BK, QOR>();
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = true;
-        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-        else {
-            fprintf(stderr, "usage: %s [--quick] [--only SUBSTRING]\n", argv[0]);
-            return 2;
-        }
-    }
+    if (parse_test_args(argc, argv, &quick, &only)) return 2;
     for (int hs : {32, 48}) test_generic(hs);
     // cp.async at issue / at the wait; warps in near lockstep / one warp racing ahead.
     const std::pair<emu::CopyMode, emu::Schedule> modes[] = {

@@ -6,6 +6,7 @@
 //
 //   emulate_layers [--only SUBSTRING]      (build: tests/gpu/emulate.sh)
 #include "emu.h"
+#include "test_util.h"
 #include "cuda/layers_kernels.h"
 
 using std::vector;
@@ -13,17 +14,10 @@ using std::vector;
 static const char *only = NULL;
 static int n_pass = 0, n_fail = 0;
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static float rng_uniform(float lo, float hi) {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return lo + (hi - lo) * (float)((z >> 40) / 16777216.0);
-}
+static SplitMix64 rng = {0x2545F4914F6CDD1Dull};
 static vector<float> rnd(long n, float lo = -1.0f, float hi = 1.0f) {
     vector<float> v(n);
-    for (auto &x : v) x = rng_uniform(lo, hi);
+    for (auto &x : v) x = rng.uniform(lo, hi);
     return v;
 }
 
@@ -99,7 +93,7 @@ template <typename T> static void test_embedding() {
     const int B = 2, T_ = 150, C = 40, V = 16;
     const long BT = (long)B * T_;
     vector<int> tok(BT);
-    for (auto &t : tok) t = (int)(rng_uniform(0.0f, 1.0f) * 12);  // rows 12..15 never used
+    for (auto &t : tok) t = (int)(rng.uniform(0.0f, 1.0f) * 12);  // rows 12..15 never used
     vector<float> wte = rnd((long)V * C), wpe = rnd((long)T_ * C);
     if (want(std::string("embedding_forward ") + P<T>::name)) {
         vector<float> ref(BT * C);
@@ -218,7 +212,7 @@ template <typename T> static void test_xent(int V) {
     if (!want(name)) return;
     vector<float> logits = act<T>(rnd((long)N * V, -6.0f, 6.0f));
     vector<int> targets(N);
-    for (int i = 0; i < N; i++) targets[i] = i % 7 == 3 ? -1 : (int)(rng_uniform(0.0f, 1.0f) * V) % V;
+    for (int i = 0; i < N; i++) targets[i] = i % 7 == 3 ? -1 : (int)(rng.uniform(0.0f, 1.0f) * V) % V;
     vector<float> ref(N), grad = logits, ref2(N);
     softmax_xent_forward(ref.data(), logits.data(), targets.data(), N, V);
     softmax_xent_forward_backward(ref2.data(), grad.data(), targets.data(), N, V, 1.0f / N);
@@ -265,13 +259,7 @@ static void test_optimizer() {
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-        else if (strcmp(argv[i], "--quick")) {
-            fprintf(stderr, "usage: %s [--only SUBSTRING]\n", argv[0]);
-            return 2;
-        }
-    }
+    if (parse_test_args(argc, argv, NULL, &only)) return 2;
     emu::stack_bytes = 1 << 16;
     for (auto sched : {emu::ROUND_ROBIN, emu::WARP_GREEDY}) {
         emu::schedule = sched;

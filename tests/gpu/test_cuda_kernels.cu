@@ -34,6 +34,7 @@ extern "C" {
 #include "kernels.h"
 }
 #include "cuda/kernels_cuda.h"
+#include "test_util.h"
 
 typedef __nv_bfloat16 bf16_t;
 using std::vector;
@@ -53,17 +54,10 @@ static int n_pass = 0, n_fail = 0;
 static cudaStream_t stream;
 
 // ---- random numbers (splitmix64) ------------------------------------------------------------
-static uint64_t rng_state = 0x1234567887654321ull;
-static uint64_t rng_u64() {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static float rng_uniform(float lo, float hi) { return lo + (hi - lo) * (float)((rng_u64() >> 40) / 16777216.0); }
+static SplitMix64 rng = {0x1234567887654321ull};
 static vector<float> random_vec(long n, float lo = -1.0f, float hi = 1.0f) {
     vector<float> v(n);
-    for (auto &x : v) x = rng_uniform(lo, hi);
+    for (auto &x : v) x = rng.uniform(lo, hi);
     return v;
 }
 static float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
@@ -298,7 +292,7 @@ template <typename T> static void test_embedding() {
     const int B = 2, T_ = quick ? 37 : 200, C = quick ? 40 : 96, V = 256;
     const std::string fwd = tname("embedding_forward", Prec<T>::name), bwd = tname("embedding_backward", Prec<T>::name);
     vector<int> tok(B * T_);
-    for (auto &t : tok) t = (int)(rng_u64() % 64) * 3 % V;  // a skewed subset of the vocabulary
+    for (auto &t : tok) t = (int)(rng.next() % 64) * 3 % V;  // a skewed subset of the vocabulary
     vector<float> wte = random_vec((long)V * C), wpe = random_vec((long)T_ * C);
     Dev<int> dtok(B * T_);
     Dev<float> dwte_w(V * C), dwpe_w((long)T_ * C);
@@ -468,7 +462,7 @@ template <typename T> static void test_softmax_xent(int V) {
     const std::string fb = tname("softmax_xent_forward_backward", Prec<T>::name, extra);
     vector<float> logits = act<T>(random_vec((long)N * V, -6.0f, 6.0f));
     vector<int> targets(N);
-    for (int i = 0; i < N; i++) targets[i] = i % 7 == 3 ? -1 : (int)(rng_u64() % V);  // some ignored rows
+    for (int i = 0; i < N; i++) targets[i] = i % 7 == 3 ? -1 : (int)(rng.next() % V);  // some ignored rows
     Dev<T> dl((long)N * V);
     Dev<int> dt(N);
     Dev<float> losses(N);
@@ -691,14 +685,7 @@ template <typename T> static void test_attention() {
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = true;
-        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-        else {
-            fprintf(stderr, "usage: %s [--quick] [--only SUBSTRING]\n", argv[0]);
-            return 2;
-        }
-    }
+    if (parse_test_args(argc, argv, &quick, &only)) return 2;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
         printf("1..0 # SKIP no CUDA device\n0 passed, 0 failed\n");
