@@ -2,18 +2,17 @@
 # make demo: the quickstart on this machine, from nothing.
 #   make deps -> make -> lsst-submit --site local workflows/quickstart.yaml
 #   (prep enwik8 -> 2-rank LSS training, ~2 minutes on 2 CPU cores -> report -> archive)
-# Data, first found: $ENWIK8; data/enwik8.zip; a download of enwik8.zip when
-# DOWNLOAD=1 (SHA-256 checked); the prefix in ../shared/data/enwik8/; else a message.
+# Data, first found: $ENWIK8; data/enwik8.zip; a download of enwik8.zip into data/ when
+# the network allows (SHA-256 checked; DOWNLOAD=0 skips it; ENWIK8_URL names a mirror);
+# the prefix in ../shared/data/enwik8/; else a message saying how to get enwik8.
+# tests/demo.sh --data: only find (or fetch) the data, print its path, build nothing.
 set -euo pipefail
+[ -z "${ENWIK8:-}" ] || [ ! -e "$ENWIK8" ] || ENWIK8=$(realpath "$ENWIK8")   # before the cd
 cd "$(dirname "$0")/.."
 REPO=$PWD
-ZIP_URL=http://mattmahoney.net/dc/enwik8.zip
+ZIP_URL=${ENWIK8_URL:-http://mattmahoney.net/dc/enwik8.zip}
 ZIP_SHA=547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc
 say() { printf 'make demo: %s\n' "$*" >&2; }
-
-tests/deps.sh
-say "building (make)"
-make -s -j"$(nproc)"
 
 pick_data() {
   if [ -n "${ENWIK8:-}" ]; then
@@ -21,24 +20,23 @@ pick_data() {
     realpath "$ENWIK8"; return
   fi
   if [ -f data/enwik8.zip ]; then realpath data/enwik8.zip; return; fi
-  if [ "${DOWNLOAD:-0}" = 1 ]; then
-    mkdir -p data
-    say "downloading $ZIP_URL"
-    if curl -fsSL --max-time 600 -o data/enwik8.zip.part "$ZIP_URL" &&
-       [ "$(sha256sum data/enwik8.zip.part | cut -d' ' -f1)" = "$ZIP_SHA" ]; then
-      mv data/enwik8.zip.part data/enwik8.zip; realpath data/enwik8.zip; return
-    fi
-    rm -f data/enwik8.zip.part
-    say "download failed or the SHA-256 did not match; trying the shared prefix"
+  if [ "${DOWNLOAD:-1}" != 0 ]; then
+    say "downloading $ZIP_URL (36 MB; DOWNLOAD=0 skips this)"
+    if tests/fetch.sh "$ZIP_URL" "$ZIP_SHA" data/enwik8.zip; then realpath data/enwik8.zip; return; fi
+    say "no download; looking for the enwik8 prefix in ../shared"
   fi
   local prefix=$REPO/../shared/data/enwik8/enwik8-head-4MB
   if [ -r "$prefix" ]; then realpath "$prefix"; return; fi
   say "error: no enwik8 here. Get it with one of:"
   say "  ENWIK8=/path/to/enwik8 make demo        (the raw file or enwik8.zip)"
   say "  put enwik8.zip in $REPO/data/ and run make demo"
-  say "  DOWNLOAD=1 make demo                    (fetches $ZIP_URL, checks its SHA-256)"
+  say "  make demo on a machine that can reach $ZIP_URL (or ENWIK8_URL=a mirror)"
   exit 2
 }
+if [ "${1:-}" = --data ]; then pick_data; exit 0; fi
+tests/deps.sh
+say "building (make)"
+make -s -j"$(nproc)"
 source=$(pick_data)
 say "data: $source"
 
