@@ -86,10 +86,14 @@ int comm_group_rank(const Comm *c, CommGroup g) {
     return g == GROUP_SEQ ? c->sp_rank : g == GROUP_DATA ? c->dp_rank : c->rank;
 }
 
-static void count_call(Comm *c, int64_t bytes, double seconds) {
+void comm_count(Comm *c, int64_t bytes, double seconds) {
     c->stats.bytes += bytes;
     c->stats.seconds += seconds;
     c->stats.calls++;
+}
+
+int64_t comm_model_bytes(CommColl op, int n, int64_t bytes) {
+    return op == COLL_ALLREDUCE ? 2 * (int64_t)(n - 1) * bytes / n : (int64_t)(n - 1) * bytes;
 }
 
 // MPI counts are int: per-rank blocks of all-gather / reduce-scatter must fit one.
@@ -114,7 +118,7 @@ void comm_reduce_scatter(Comm *c, CommGroup g, const float *send, float *recv, l
     }
     double t0 = MPI_Wtime();
     mpiCheck(MPI_Reduce_scatter_block(send, recv, (int)count, MPI_FLOAT, MPI_SUM, comm_group(c, g)));
-    count_call(c, (int64_t)(n - 1) * count * (int64_t)sizeof(float), MPI_Wtime() - t0);
+    comm_count(c, comm_model_bytes(COLL_REDUCE_SCATTER, n, (int64_t)count * (int64_t)sizeof(float)), MPI_Wtime() - t0);
 }
 
 // In-place sum over the group, in pieces of at most max_chunk elements.
@@ -129,7 +133,7 @@ static void allreduce_sum(Comm *c, CommGroup g, void *buf, long count, MPI_Datat
                                comm_group(c, g)));
         done += chunk;
     }
-    count_call(c, 2 * (int64_t)(n - 1) * count * (int64_t)size / n, MPI_Wtime() - t0);
+    comm_count(c, comm_model_bytes(COLL_ALLREDUCE, n, (int64_t)count * (int64_t)size), MPI_Wtime() - t0);
 }
 
 void comm_allreduce_sum(Comm *c, CommGroup g, float *buf, long count) {
@@ -153,7 +157,7 @@ void comm_broadcast(Comm *c, CommGroup g, void *buf, long bytes, int root) {
     }
     // Chain root, root+1, ..., root-1: every rank but the last forwards the message once.
     int chain_pos = (r - root + n) % n;
-    count_call(c, chain_pos == n - 1 ? 0 : bytes, MPI_Wtime() - t0);
+    comm_count(c, chain_pos == n - 1 ? 0 : bytes, MPI_Wtime() - t0);
 }
 
 void comm_iallgather(Comm *c, CommGroup g, const float *send, float *recv, long count, CommPending *p) {
@@ -171,14 +175,14 @@ void comm_iallgather(Comm *c, CommGroup g, const float *send, float *recv, long 
     double t0 = MPI_Wtime();
     mpiCheck(MPI_Iallgather(sendbuf, (int)count, MPI_FLOAT, recv, (int)count, MPI_FLOAT, comm_group(c, g), &p->req));
     p->t_post = MPI_Wtime() - t0;
-    p->bytes = (int64_t)(n - 1) * count * (int64_t)sizeof(float);
+    p->bytes = comm_model_bytes(COLL_ALLGATHER, n, (int64_t)count * (int64_t)sizeof(float));
 }
 
 void comm_wait(Comm *c, CommPending *p) {
     if (p->req == MPI_REQUEST_NULL) return;   // size-1 group, or already waited for
     double t0 = MPI_Wtime();
     mpiCheck(MPI_Wait(&p->req, MPI_STATUS_IGNORE));
-    count_call(c, p->bytes, p->t_post + (MPI_Wtime() - t0));
+    comm_count(c, p->bytes, p->t_post + (MPI_Wtime() - t0));
     p->t_post = 0;
     p->bytes = 0;
 }
@@ -188,7 +192,7 @@ int comm_any_flag(Comm *c, int flag) {
     if (n == 1) return out;
     double t0 = MPI_Wtime();
     mpiCheck(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LOR, c->world));
-    count_call(c, 2 * (int64_t)(n - 1) * (int64_t)sizeof(int) / n, MPI_Wtime() - t0);
+    comm_count(c, comm_model_bytes(COLL_ALLREDUCE, n, (int64_t)sizeof(int)), MPI_Wtime() - t0);
     return out;
 }
 

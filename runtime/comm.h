@@ -8,7 +8,8 @@
 //   data group (GROUP_DATA): the dp_size ranks holding the same segment (same sp_rank),
 //                            group rank = dp_rank.
 //
-// Buffers are host memory (the CPU backend; device buffers go through NCCL).
+// Buffers are host memory (the CPU backend, the CUDA backend with comm: mpi); NCCL moves
+// device buffers itself (runtime/gpu_comm.c) and counts through comm_count.
 // Counts are in elements, `bytes` in bytes. A group of size 1 never calls MPI:
 // the collective is a local copy (or nothing) and is not counted.
 //
@@ -104,6 +105,14 @@ void comm_wait(Comm *c, CommPending *p);
 int comm_any_flag(Comm *c, int flag);
 
 void comm_stats_reset(Comm *c);
+
+// Collectives made outside this file (NCCL on device buffers, runtime/gpu_comm.c) are counted
+// with the same byte model. comm_model_bytes: what this rank sends in a group of n ranks;
+// `bytes` is the per-rank block (all-gather, reduce-scatter) or the whole buffer (all-reduce).
+// comm_count adds one call of `bytes` and `seconds` to the statistics.
+typedef enum { COLL_ALLGATHER, COLL_REDUCE_SCATTER, COLL_ALLREDUCE } CommColl;
+int64_t comm_model_bytes(CommColl op, int n, int64_t bytes);
+void comm_count(Comm *c, int64_t bytes, double seconds);
 
 // mpiCheck(MPI_Xxx(...)): on failure print "FILE:LINE: CALL failed: MPI error string"
 // with the world rank on stderr, then MPI_Abort(MPI_COMM_WORLD, 1). Calls on a

@@ -143,8 +143,6 @@ static const char *cross_field_error(const RunConfig *c, char *msg, size_t len) 
     if (c->backend == BACKEND_CUDA && c->dim % 2)
         FAIL("model.dim", "backend: cuda needs an even dim (bf16 rows travel between ranks as 4-byte words), got %d",
              c->dim);
-    if (c->backend == BACKEND_CUDA && c->comm == COMM_NCCL)
-        FAIL("comm", "nccl is not available yet: backend: cuda communicates through MPI (comm: mpi or auto)");
 #ifndef LSST_CUDA
     if (c->backend == BACKEND_CUDA)
         FAIL("backend", "cuda, but this lsst-run was built without CUDA (rebuild with make CUDA=1, or use backend: cpu)");

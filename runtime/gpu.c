@@ -38,6 +38,7 @@ static void layout_state(Gpu *g, const Model *m, Carver *c) {
     TAKE(c, g->sumsq, NUM_PARAM_TENSORS);
     TAKE(c, g->tokens, BT), TAKE(c, g->targets, BT), TAKE(c, g->pos, m->T);
     TAKE(c, g->pos_full, m->scheme == SCHEME_MEGATRON_SP ? m->S : 0);
+    TAKE(c, g->pos_of_rank, m->cfg.comm == COMM_NCCL && m->sp_size > 1 ? m->S : 0);
 }
 
 // model.c's carve_acts / carve_scratch, in bf16 on the device.
@@ -59,13 +60,10 @@ static void layout_acts(Gpu *g, const Model *m, Carver *c) {
     TAKE(c, a->att_lse, L * rows * m->NHl);
 }
 
-// Width of the rows the sequence group exchanges: [K|V] (lss) or a residual-stream row (megatron-sp).
-static size_t exchange_width(const Model *m) { return (size_t)m->C * (m->scheme == SCHEME_MEGATRON_SP ? 1 : 2); }
-
 static void layout_scratch(Gpu *g, const Model *m, Carver *c) {
     size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, Cl = m->Cl, Fl = m->Fl;
     bool mg = m->scheme == SCHEME_MEGATRON_SP, peers = m->sp_size > 1;
-    size_t rows = mg ? BS : BT, W = exchange_width(m);
+    size_t rows = mg ? BS : BT, W = gpu_exchange_width(m);
     DevScratch *s = &g->s;
     TAKE(c, s->dres, BT * C), TAKE(c, s->dx, BT * C), TAKE(c, s->tmp, BT * C);
     TAKE(c, s->datty, rows * Cl), TAKE(c, s->dfch, rows * Fl), TAKE(c, s->dfch_gelu, rows * Fl);
@@ -108,24 +106,33 @@ size_t gpu_mem_bytes(const Gpu *g) {
 const char *gpu_device_name(const Gpu *g) { return g->name; }
 
 // ---- open / close ---------------------------------------------------------------------------
-// The rank among the processes of this node: the launcher's variable, else MPI's view.
-static int local_rank(void) {
-    MPI_Comm node;
-    int rank = 0;
-    mpiCheck(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-    mpiCheck(MPI_Comm_rank(node, &rank));
-    mpiCheck(MPI_Comm_free(&node));
+// This rank's index among the processes of its node: the launcher's variable, else MPI's view
+// (node_rank, in the node communicator).
+static int local_rank(int node_rank) {
     const char *vars[] = {"SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
                           "PALS_LOCAL_RANKID", "JSM_NAMESPACE_LOCAL_RANK"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (getenv(vars[i]) && *getenv(vars[i])) return atoi(getenv(vars[i]));
-    return rank;
+    return node_rank;
 }
 
-static void *pinned(size_t bytes) {
-    void *p = NULL;
-    if (bytes) CU(cudaMallocHost(&p, bytes));
-    return p;
+// NCCL cannot put two ranks on one GPU. The node's ranks compare the PCI bus ids of the devices
+// they picked (device < 0: none), so a launcher that shows each rank only its own GPU
+// (CUDA_VISIBLE_DEVICES per task) passes. Collective over the node; sets err once.
+static void check_gpu_per_rank(MPI_Comm node, int device, char *err, size_t errlen) {
+    enum { ID = 32 };
+    int node_rank, node_size;
+    mpiCheck(MPI_Comm_rank(node, &node_rank));
+    mpiCheck(MPI_Comm_size(node, &node_size));
+    char mine[ID] = "", *all = xmalloc((size_t)node_size * ID);
+    if (device >= 0) CU(cudaDeviceGetPCIBusId(mine, ID, device));
+    mpiCheck(MPI_Allgather(mine, ID, MPI_CHAR, all, ID, MPI_CHAR, node));
+    for (int r = 0; r < node_size && mine[0] && !err[0]; r++)
+        if (r != node_rank && !strcmp(all + (size_t)r * ID, mine))
+            snprintf(err, errlen, "comm: nccl needs a GPU per rank, but ranks %d and %d of this node both use GPU %s "
+                     "(comm: mpi lets ranks share GPUs)", r < node_rank ? r : node_rank, r < node_rank ? node_rank : r,
+                     mine);
+    free(all);
 }
 
 static void alloc_arenas(Gpu *g, const Model *m) {
@@ -142,31 +149,27 @@ static void alloc_arenas(Gpu *g, const Model *m) {
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) g->off[i] = off, off += m->param_sizes[i];
     gpu_to_device(g, g->pos, m->pos, (size_t)m->T * sizeof(int));
     if (g->pos_full) gpu_to_device(g, g->pos_full, m->pos_full, (size_t)m->S * sizeof(int));
-}
-
-static void alloc_staging(Gpu *g, Model *m) {
-    size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, W = exchange_width(m);
-    g->h_losses = pinned(BT * sizeof(float));
-    if (m->sp_size == 1) return;
-    g->h_local_bf16 = pinned(BT * W * sizeof(bf16));
-    g->h_full = pinned(BS * W * sizeof(float));
-    g->h_local = pinned(BT * W * sizeof(float));
-    g->h_xchg = pinned(BS * W * sizeof(float));
-    m->scratch.xchg = g->h_xchg;   // seq_allgather / seq_reduce_scatter stage through it
+    if (g->pos_of_rank) gpu_to_device(g, g->pos_of_rank, m->pos_of_rank, (size_t)m->S * sizeof(int));
 }
 
 Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     (void)comm;
-    int ndev = 0, lrank = local_rank();
+    MPI_Comm node;
+    int node_rank, ndev = 0;
+    mpiCheck(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    mpiCheck(MPI_Comm_rank(node, &node_rank));
     cudaError_t e = cudaGetDeviceCount(&ndev);
-    if (e != cudaSuccess || ndev == 0) {
+    int device = e == cudaSuccess && ndev > 0 ? local_rank(node_rank) % ndev : -1;
+    err[0] = '\0';
+    if (device < 0)
         snprintf(err, errlen, "backend: cuda, but no CUDA device is visible (%s)",
                  e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-        return NULL;
-    }
+    if (m->cfg.comm == COMM_NCCL) check_gpu_per_rank(node, device, err, errlen);   // every rank, even without a GPU
+    mpiCheck(MPI_Comm_free(&node));
+    if (err[0]) return NULL;
     Gpu *g = xmalloc(sizeof *g);
     memset(g, 0, sizeof *g);
-    g->device = lrank % ndev;
+    g->device = device;
     CU(cudaSetDevice(g->device));
     struct cudaDeviceProp prop;
     CU(cudaGetDeviceProperties(&prop, g->device));
@@ -177,20 +180,19 @@ Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
         return NULL;
     }
     snprintf(g->name, sizeof g->name, "cuda:%d %s", g->device, prop.name);
+    g->nccl = m->cfg.comm == COMM_NCCL;
     CU(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
     cuda_kernels_init(kernel_scratch_bytes(m));
     alloc_arenas(g, m);
-    alloc_staging(g, m);
+    CU(cudaMallocHost((void **)&g->h_losses, (size_t)m->B * m->T * sizeof(float)));
     return g;
 }
 
 void gpu_close(Gpu *g, Model *m) {
     if (!g) return;
     CU(cudaStreamSynchronize(g->stream));
-    void *host[] = {g->h_local_bf16, g->h_full, g->h_local, g->h_xchg, g->h_losses};
-    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
-        if (host[i]) CU(cudaFreeHost(host[i]));
-    if (m->scratch.xchg == g->h_xchg) m->scratch.xchg = NULL;
+    gpu_comm_close(g, m);
+    CU(cudaFreeHost(g->h_losses));
     for (int k = 0; k < NUM_ARENAS; k++) CU(cudaFree(g->arena[k]));
     CU(cudaStreamDestroy(g->stream));
     cuda_kernels_shutdown();
@@ -227,45 +229,6 @@ void gpu_grads_to_host(Gpu *g, Model *m) { gpu_to_host(g, m->grads_mem, g->grads
 
 void gpu_grads_to_device(Gpu *g, const Model *m) {
     gpu_to_device(g, g->grads, m->grads_mem, m->num_params * sizeof(float));
-}
-
-// ---- sequence-group exchanges (comm: mpi, through pinned host buffers) --------------------------
-// bf16 rows of W travel as float rows of W/2: the same bytes, counted as such. post / finish
-// need peers (sp > 1); gpu_gather and gpu_reduce_scatter copy on one rank.
-void gpu_gather_post(Gpu *g, Model *m, Comm *comm, const bf16 *local, int W, CommPending *p) {
-    size_t n = (size_t)m->B * m->T * W;
-    gpu_to_host(g, g->h_local_bf16, local, n * sizeof(bf16));
-    comm_iallgather(comm, GROUP_SEQ, g->h_local_bf16, g->h_xchg, (long)(n / 2), p);
-}
-
-void gpu_gather_finish(Gpu *g, Model *m, Comm *comm, bf16 *full, int W, CommPending *p) {
-    comm_wait(comm, p);
-    seq_place_rows(m, g->h_xchg, g->h_full, W / 2);
-    gpu_to_device(g, full, g->h_full, (size_t)m->B * m->S * W * sizeof(bf16));
-}
-
-void gpu_gather(Gpu *g, Model *m, Comm *comm, const bf16 *local, bf16 *full, int W) {
-    if (m->sp_size == 1) {
-        CU(cudaMemcpyAsync(full, local, (size_t)m->B * m->T * W * sizeof(bf16), cudaMemcpyDeviceToDevice, g->stream));
-        return;
-    }
-    CommPending p;
-    gpu_gather_post(g, m, comm, local, W, &p);
-    gpu_gather_finish(g, m, comm, full, W, &p);
-}
-
-// Every rank's partial (B, S, W) -> this rank's rows, summed in fp32, into local.
-void gpu_reduce_scatter(Gpu *g, Model *m, Comm *comm, const bf16 *full, bf16 *local, int W) {
-    size_t nf = (size_t)m->B * m->S * W, nl = (size_t)m->B * m->T * W;
-    if (m->sp_size == 1) {
-        CU(cudaMemcpyAsync(local, full, nl * sizeof(bf16), cudaMemcpyDeviceToDevice, g->stream));
-        return;
-    }
-    cuda_copy_to_float(g->s.wide_full, full, (long)nf, g->stream);
-    gpu_to_host(g, g->h_full, g->s.wide_full, nf * sizeof(float));
-    seq_reduce_scatter(m, comm, g->h_full, g->h_local, W);
-    gpu_to_device(g, g->s.wide_local, g->h_local, nl * sizeof(float));
-    cuda_copy_to_bf16(local, g->s.wide_local, (long)nl, g->stream);
 }
 
 // ---- output head ----------------------------------------------------------------------------------

@@ -8,12 +8,14 @@
 // Device memory comes from one arena per kind (parameters+state, activations, scratch), so
 // gpu_mem_bytes() = gpu_plan_bytes() exactly, plus the kernel module's workspace and scratch.
 //
-// Communication (comm: mpi): the LSS [K|V] all-gather and d[K|V] reduce-scatter and the
-// gradient averaging go through pinned host buffers and the MPI collectives of comm.h,
-// counted the same way; several ranks may share one GPU. [K|V] travels as bf16 (the bytes
-// the attention reads); d[K|V] and gradients are summed in fp32.
-// Schemes: lss, none (gpu.c) and megatron-sp (gpu_megatron.c). comm: nccl is refused at config time.
+// Communication (gpu_comm.c): the LSS [K|V] all-gather and d[K|V] reduce-scatter (megatron-sp's
+// 8 collectives) and the gradient sums, counted as comm.h counts. comm: mpi (and auto) goes
+// through pinned host buffers and MPI, and several ranks may share one GPU; comm: nccl keeps
+// everything on the device (NCCL communicators per group, one GPU per rank). [K|V] travels as
+// bf16 (the bytes the attention reads); d[K|V] and gradients are summed in fp32.
+// Schemes: lss, none (gpu.c) and megatron-sp (gpu_megatron.c).
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "comm.h"
@@ -23,9 +25,13 @@ typedef struct Gpu Gpu;
 
 // Picks the GPU from the local rank (SLURM_LOCALID, OMPI_COMM_WORLD_LOCAL_RANK, else the
 // rank among the processes of this node) modulo the visible devices, initializes the kernels
-// and allocates the arenas for model m. NULL with one line in err when there is no usable GPU
-// or this lsst-run was built without CUDA.
+// and allocates the arenas for model m. Every rank calls it (it talks to the node's ranks).
+// NULL with one line in err when there is no usable GPU, when with comm: nccl two ranks of the
+// node would use one GPU, or when this lsst-run was built without CUDA.
+// Then, once every rank has opened its GPU, gpu_comm_open (collective over comm): the host
+// staging buffers (comm: mpi) or the NCCL communicators (comm: nccl).
 Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen);
+void gpu_comm_open(Gpu *g, Model *m, Comm *comm);
 void gpu_close(Gpu *g, Model *m);
 // Device bytes gpu_open allocates for this model (lsst-run --plan with backend: cuda).
 size_t gpu_plan_bytes(const Model *m);
@@ -33,11 +39,17 @@ size_t gpu_mem_bytes(const Gpu *g);
 const char *gpu_device_name(const Gpu *g);   // "cuda:0 NVIDIA H200"
 
 // Host <-> device: parameters and AdamW moments (checkpoints, initialization); gradients
-// (averaging over MPI).
+// (summed over MPI on the host with comm: mpi).
 void gpu_state_to_device(Gpu *g, const Model *m);
 void gpu_state_to_host(Gpu *g, Model *m);
 void gpu_grads_to_host(Gpu *g, Model *m);
 void gpu_grads_to_device(Gpu *g, const Model *m);
+// comm: nccl: gradients [off, off + n) summed over a group in place on the device.
+bool gpu_nccl(const Gpu *g);
+void gpu_allreduce_grads(Gpu *g, Comm *comm, CommGroup grp, size_t off, size_t n);
+// Adds the device seconds of the NCCL collectives queued since the last call to comm's
+// statistics (waits for them); nothing with comm: mpi, whose collectives count themselves.
+void gpu_comm_flush(Gpu *g, Comm *comm);
 
 // As model_forward / model_backward, on the device (tokens and targets from the host Model).
 double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss);

@@ -1,8 +1,11 @@
-// Private to the CUDA backend (gpu.c: arenas, transfers, exchanges, the LSS passes, the
-// optimizer; gpu_megatron.c: the megatron-sp passes). Built with make CUDA=1 only.
+// Private to the CUDA backend (gpu.c: arenas, transfers, the LSS passes, the optimizer;
+// gpu_comm.c: the exchanges and gradient sums over MPI or NCCL; gpu_megatron.c: the
+// megatron-sp passes). Built with make CUDA=1 only.
 #pragma once
 #ifdef LSST_CUDA
 #include <cuda_runtime_api.h>
+#include <nccl.h>
+#include <stdbool.h>
 
 #include "cuda/kernels_cuda.h"
 #include "gpu.h"
@@ -33,6 +36,7 @@ typedef struct {
 } DevScratch;
 
 enum { ARENA_STATE, ARENA_ACTS, ARENA_SCRATCH, NUM_ARENAS };
+enum { GPU_TIMED_COLLECTIVES = 64 };   // NCCL calls timed between two collections of their events
 
 struct Gpu {
     int device;
@@ -43,6 +47,7 @@ struct Gpu {
     double *sumsq;                   // (NUM_PARAM_TENSORS)
     int *tokens, *targets, *pos;     // (B, T), (B, T), (T)
     int *pos_full;                   // (S): 0..S-1 (megatron-sp)
+    int *pos_of_rank;                // (sp, T): every rank's positions (comm: nccl, sp > 1)
     size_t off[NUM_PARAM_TENSORS];   // offset of each tensor in the parameter block
     DevActs a;
     DevScratch s;
@@ -54,7 +59,21 @@ struct Gpu {
     float *h_local;       // (B, T, W) fp32: what a reduce-scatter returns
     float *h_xchg;        // (sp, B, T, W) fp32: the host Model's scratch.xchg while open
     float *h_losses;      // (B, T)
+    // comm: nccl (gpu_comm.c): communicators (NULL: a group of one rank), the stream they run
+    // on, the fences, and the start/end events of the collectives not yet timed.
+    bool nccl;
+    ncclComm_t nccl_seq, nccl_data;
+    cudaStream_t comm_stream;
+    cudaEvent_t ev_ready, ev_done, ev_time[2 * GPU_TIMED_COLLECTIVES];
+    int n_timed;
+    double nccl_seconds;   // timed, not yet added to comm's statistics
 };
+
+// Width of the rows the sequence group exchanges: [K|V] (lss) or a residual-stream row (megatron-sp).
+static inline size_t gpu_exchange_width(const Model *m) {
+    return (size_t)m->C * (m->scheme == SCHEME_MEGATRON_SP ? 1 : 2);
+}
+void gpu_comm_close(Gpu *g, Model *m);
 
 // Parameters (fp32 master, bf16 copy) and gradients of tensor i on the device.
 #define P(i) (g->params + g->off[i])

@@ -252,16 +252,20 @@ void seq_allgather(Model *m, Comm *comm, const float *local, float *full, int W)
     seq_place_rows(m, m->scratch.xchg, full, W);
 }
 
-void seq_reduce_scatter(Model *m, Comm *comm, const float *full, float *local, int W) {
+void seq_take_rows(const Model *m, const float *full, float *xchg, int W) {
     size_t T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S, w = (size_t)W;
-    if (m->sp_size == 1) { memcpy(local, full, B * T * w * sizeof(float)); return; }
-    float *xchg = m->scratch.xchg;
     for (int r = 0; r < m->sp_size; r++)
         for (size_t b = 0; b < B; b++)
             for (size_t t = 0; t < T; t++)
                 memcpy(xchg + (((size_t)r * B + b) * T + t) * w, full + (b * S + (size_t)m->pos_of_rank[r * T + t]) * w,
                        w * sizeof(float));
-    comm_reduce_scatter(comm, GROUP_SEQ, xchg, local, (long)(B * T * w));
+}
+
+void seq_reduce_scatter(Model *m, Comm *comm, const float *full, float *local, int W) {
+    size_t n = (size_t)m->B * (size_t)m->T * (size_t)W;
+    if (m->sp_size == 1) { memcpy(local, full, n * sizeof(float)); return; }
+    seq_take_rows(m, full, m->scratch.xchg, W);
+    comm_reduce_scatter(comm, GROUP_SEQ, m->scratch.xchg, local, (long)n);
 }
 
 // ---- output head (every scheme: local tokens) ----------------------------------------------

@@ -93,10 +93,16 @@ static void backward(Trainer *tr) {
 // the global mean loss. Replicated weights: over the sequence group, then the data
 // group. Tensors held in shares (the wpe rows of a sequence rank; megatron-sp's
 // heads and columns): the data group only.
+static void grads_allreduce(Trainer *tr, CommGroup grp, size_t off, size_t n) {
+    if (tr->gpu && gpu_nccl(tr->gpu)) gpu_allreduce_grads(tr->gpu, &tr->comm, grp, off, n);
+    else comm_allreduce_sum(&tr->comm, grp, tr->model.grads_mem + off, (long)n);
+}
+
 static void average_gradients(Trainer *tr) {
     Model *m = &tr->model;
     if (tr->comm.world_size == 1) return;
-    if (tr->gpu) gpu_grads_to_host(tr->gpu, m);   // comm: mpi stages device gradients on the host
+    bool staged = tr->gpu && !gpu_nccl(tr->gpu);   // comm: mpi sums device gradients on the host
+    if (staged) gpu_grads_to_host(tr->gpu, m);
     size_t off = 0, run_start = 0, run_len = 0;
     for (int i = 0; i <= NUM_PARAM_TENSORS; i++) { // one call per run of replicated tensors
         bool replicated = i < NUM_PARAM_TENSORS && m->shard[i] == SHARD_NONE;
@@ -104,13 +110,13 @@ static void average_gradients(Trainer *tr) {
             if (run_len == 0) run_start = off;
             run_len += m->param_sizes[i];
         } else if (run_len > 0) {
-            comm_allreduce_sum(&tr->comm, GROUP_SEQ, m->grads_mem + run_start, (long)run_len);
+            grads_allreduce(tr, GROUP_SEQ, run_start, run_len);
             run_len = 0;
         }
         if (i < NUM_PARAM_TENSORS) off += m->param_sizes[i];
     }
-    comm_allreduce_sum(&tr->comm, GROUP_DATA, m->grads_mem, (long)m->num_params);
-    if (tr->gpu) gpu_grads_to_device(tr->gpu, m);
+    grads_allreduce(tr, GROUP_DATA, 0, m->num_params);
+    if (staged) gpu_grads_to_device(tr->gpu, m);
 }
 
 // Global gradient norm: replicated tensors are identical on every rank of the
@@ -155,6 +161,7 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     Model *m = &tr->model;
     const RunConfig *c = &tr->cfg;
     double t0 = now_seconds();
+    if (tr->gpu) gpu_comm_flush(tr->gpu, &tr->comm);   // NCCL time of the evaluation before: not this step's
     comm_stats_reset(&tr->comm);
     if (load_train_batch(tr, step) != 0) return -1;
     float dloss = (float)(1.0 / ((double)c->batch * (double)c->seq_len));
@@ -170,6 +177,7 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     }
     double lr = lr_at(c, step);
     optimizer_step(tr, lr, step);
+    if (tr->gpu) gpu_comm_flush(tr->gpu, &tr->comm);
     double t_step = now_seconds() - t0;
 
     memset(row, 0, sizeof *row);
@@ -412,6 +420,7 @@ int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const c
         tr->gpu = gpu_open(&tr->model, &tr->comm, err, sizeof err);
         if (!tr->gpu) lsst_error("%s%s", tr->prefix, err);
         if (comm_any_flag(&tr->comm, tr->gpu == NULL)) { free(ckpt); return EXIT_RUNTIME; }
+        gpu_comm_open(tr->gpu, &tr->model, &tr->comm);   // collective: every rank has its GPU now
     }
     if (prepare_output(tr, ckpt != NULL) != 0) { free(ckpt); return EXIT_RUNTIME; }
     if (ckpt) {

@@ -167,6 +167,17 @@ void cuda_sum_squares(double *result, const float *x, long n, cudaStream_t strea
 double cuda_sum_squares_host(const float *x, long n, cudaStream_t stream);
 void cuda_scale_inplace(float *x, long n, float s, cudaStream_t stream);
 
+// ---- sequence-group rows (the NCCL exchanges of runtime/gpu_comm.c) -------------------------
+// xchg (n, B, T, W): the n ranks' rows in group-rank order, as an all-gather returns them and
+// a reduce-scatter takes them; full (B, S = n*T, W) in global order; row t of rank r is global
+// position pos_of_rank[r*T + t] (device array, n*T ints; a permutation of 0..S-1).
+// place: full = xchg's rows in global order (twin: model.c seq_place_rows);
+// take: xchg = full's rows in rank order, widened to fp32 (twin: model.c seq_take_rows).
+void cuda_seq_place_rows_bf16(bf16 *full, const bf16 *xchg, const int *pos_of_rank, int n, int B, int T, int W,
+                              cudaStream_t stream);
+void cuda_seq_take_rows_float(float *xchg, const bf16 *full, const int *pos_of_rank, int n, int B, int T, int W,
+                              cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -218,6 +218,18 @@ void cuda_copy_to_float(float *dst, const bf16 *src, long n, cudaStream_t stream
     ELEMENTWISE(copy_to_float_kernel, n, dst, src, n);
 }
 
+void cuda_seq_place_rows_bf16(bf16 *full, const bf16 *xchg, const int *pos_of_rank, int n, int B, int T, int W,
+                              cudaStream_t stream) {
+    const long count = (long)n * B * T * W;
+    ELEMENTWISE(seq_place_rows_kernel, count, full, xchg, pos_of_rank, B, T, n * T, W, count);
+}
+
+void cuda_seq_take_rows_float(float *xchg, const bf16 *full, const int *pos_of_rank, int n, int B, int T, int W,
+                              cudaStream_t stream) {
+    const long count = (long)n * B * T * W;
+    ELEMENTWISE(seq_take_rows_kernel, count, xchg, full, pos_of_rank, B, T, n * T, W, count);
+}
+
 void cuda_sum_squares(double *result, const float *x, long n, cudaStream_t stream) {
     CudaKernels *k = cuda_kernels();
     double *partial = (double *)k->scratch;  // SUMSQ_BLOCKS doubles: far below any scratch size

@@ -363,6 +363,28 @@ __global__ void copy_to_float_kernel(float *dst, const bf16_t *src, long n) {
         dst[i] = __bfloat162float(src[i]);
 }
 
+// ---- sequence-group rows: the layouts of the NCCL exchanges ------------------------------
+// xchg (n, B, T, W): the n ranks' rows in group-rank order (what an all-gather returns, what a
+// reduce-scatter takes); full (B, S = n*T, W) in global order. Row t of rank r is the global
+// position pos_of_rank[r*T + t]. Element i of xchg <-> this element of full:
+__device__ __forceinline__ long seq_full_index(long i, const int *pos_of_rank, int B, int T_, int S, int W) {
+    const long row = i / W, rb = row / T_;
+    const int w = (int)(i - row * W), t = (int)(row - rb * T_), b = (int)(rb % B), r = (int)(rb / B);
+    return ((long)b * S + pos_of_rank[(long)r * T_ + t]) * W + w;
+}
+
+__global__ void seq_place_rows_kernel(bf16_t *full, const bf16_t *xchg, const int *pos_of_rank, int B, int T_, int S,
+                                      int W, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        full[seq_full_index(i, pos_of_rank, B, T_, S, W)] = xchg[i];
+}
+
+__global__ void seq_take_rows_kernel(float *xchg, const bf16_t *full, const int *pos_of_rank, int B, int T_, int S,
+                                     int W, long n) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        xchg[i] = __bfloat162float(full[seq_full_index(i, pos_of_rank, B, T_, S, W)]);
+}
+
 // Block-wide sum in double with a fixed order: warps butterfly, then warp 0 adds the warp sums.
 __device__ double block_sum_d(double v) {
     __shared__ double warp_sums[WARPS_PER_BLOCK];

@@ -159,7 +159,7 @@ PY
 }
 
 # The CUDA build (.ci/run makes it into build-cuda before the tests) on a machine without a GPU.
-@test "run: backend cuda without a visible GPU: one clear error, exit 1, nothing written; --plan works" {
+@test "run: backend cuda without a visible GPU: one clear error, exit 1, nothing written; --plan works (mpi, nccl)" {
   cuda_run=$REPO/build-cuda/bin/lsst-run
   [ -x "$cuda_run" ] || skip "no CUDA build (make CUDA=1 BUILD=build-cuda BIN=build-cuda/bin)"
   if nvidia-smi -L > /dev/null 2>&1; then skip "a GPU is visible here"; fi
@@ -167,6 +167,12 @@ PY
   [ "$status" -eq 1 ]
   [[ "$output" == "lsst-run: error: backend: cuda, but no CUDA device is visible ("*")" ]]
   [ "${#lines[@]}" -eq 1 ]
+  [ ! -e out ]
+  # 2 ranks, comm: nccl: the GPU-per-rank check talks to the node's ranks; none may hang.
+  run mpirun_n 2 "$cuda_run" --config run.yaml --set backend=cuda --set comm=nccl --set parallel.scheme=lss \
+      --set parallel.sequence=2
+  [ "$status" -ne 0 ]
+  [ "$(grep -c "no CUDA device is visible" <<<"$output")" -eq 2 ]
   [ ! -e out ]
   run "$cuda_run" --config run.yaml --set backend=cuda --plan
   [ "$status" -eq 0 ]
@@ -177,5 +183,11 @@ PY
         --set parallel.sequence=4 --set data.seq_len=16384
     [ "$status" -eq 0 ]
     [[ "$output" == "device memory per rank: "*" for $scheme, 4 x 1 ranks, seq 16384" ]]
+    mpi_bytes=$(echo "$output" | awk '{print $5}')
+    # comm: nccl adds the device copy of every rank's positions (S ints) and nothing else.
+    run "$cuda_run" --config "$REPO/workflows/configs/paper.yaml" --plan --set parallel.scheme=$scheme \
+        --set parallel.sequence=4 --set data.seq_len=16384 --set comm=nccl
+    [ "$status" -eq 0 ]
+    [ "$(echo "$output" | awk '{print $5}')" -eq $((mpi_bytes + 16384 * 4)) ]
   done
 }

@@ -258,6 +258,22 @@ static void test_optimizer() {
     }
 }
 
+// The sequence group's row layouts (the NCCL exchanges): place against test_util.h's
+// reference over a random order of positions, take back to the rank-ordered blocks. Exact.
+static void test_seq_rows() {
+    if (!want("seq_rows")) return;
+    const int n = 3, B = 2, T = 5, W = 6, S = n * T;
+    const long count = (long)n * B * T * W;
+    vector<int> pos = rng.permutation(S);
+    vector<float> xchg = act<bf16_t>(rnd(count, -100.0f, 100.0f));
+    vector<bf16_t> xd = dev<bf16_t>(xchg), full = poisoned<bf16_t>(count);
+    vector<float> back(count, NAN);
+    emu::launch(grid(2), BLOCK, [&] { seq_place_rows_kernel(full.data(), xd.data(), pos.data(), B, T, S, W, count); });
+    emu::launch(grid(3), BLOCK, [&] { seq_take_rows_kernel(back.data(), full.data(), pos.data(), B, T, S, W, count); });
+    report("seq_place_rows / seq_take_rows (exact)", {{"full", host(full)}, {"xchg", back}},
+           {seq_place_reference(xchg, pos, n, B, T, W), xchg}, 0.0);
+}
+
 int main(int argc, char **argv) {
     if (parse_test_args(argc, argv, NULL, &only)) return 2;
     emu::stack_bytes = 1 << 16;
@@ -268,6 +284,7 @@ int main(int argc, char **argv) {
         test_elementwise<float>(), test_elementwise<bf16_t>();
         for (int V : {256, 77}) test_xent<float>(V), test_xent<bf16_t>(V);
         test_optimizer();
+        test_seq_rows();
     }
     printf("1..%d\n%d passed, %d failed\n", n_pass + n_fail, n_pass, n_fail);
     return n_fail ? 1 : 0;

@@ -684,6 +684,31 @@ template <typename T> static void test_attention() {
         }
 }
 
+// ---- sequence-group rows (the NCCL exchanges) ----------------------------------------------------
+// Reference: test_util.h's seq_place_reference over a random permutation of the positions
+// (contiguous and zigzag are special cases); take must give xchg back. Both are copies: exact.
+static void test_seq_rows() {
+    if (!selected("seq_rows")) return;
+    const int shapes[][4] = {{2, 3, 5, 6}, {4, 2, quick ? 16 : 64, 2 * 72}};   // n, B, T, W
+    for (const auto &sh : shapes) {
+        const int n = sh[0], B = sh[1], T = sh[2], W = sh[3], S = n * T;
+        const long count = (long)n * B * T * W;
+        vector<int> pos = rng.permutation(S);
+        vector<float> xchg = rounded(random_vec(count, -100.0f, 100.0f));
+        vector<float> full = seq_place_reference(xchg, pos, n, B, T, W);
+        Dev<int> dpos(S);
+        Dev<bf16_t> dx(count), dfull(count);
+        Dev<float> back(count);
+        upload(dpos, pos), upload(dx, xchg);
+        dfull.poison(), back.poison();
+        cuda_seq_place_rows_bf16(dfull.p, dx.p, dpos.p, n, B, T, W, stream);
+        cuda_seq_take_rows_float(back.p, dfull.p, dpos.p, n, B, T, W, stream);
+        char name[96];
+        snprintf(name, sizeof name, "seq_place_rows / seq_take_rows n=%d B=%d T=%d W=%d (exact)", n, B, T, W);
+        report(name, {{"full", compare(download(dfull), full)}, {"xchg", compare(download(back), xchg)}}, 0.0);
+    }
+}
+
 int main(int argc, char **argv) {
     if (parse_test_args(argc, argv, &quick, &only)) return 2;
     int ndev = 0;
@@ -706,6 +731,7 @@ int main(int argc, char **argv) {
     test_gelu_residual<float>(), test_gelu_residual<bf16_t>();
     for (int V : {256, 77}) test_softmax_xent<float>(V), test_softmax_xent<bf16_t>(V);
     test_optimizer();
+    test_seq_rows();
     test_attention<float>(), test_attention<bf16_t>();
 
     CHECK(cudaStreamSynchronize(stream));

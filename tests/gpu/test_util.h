@@ -1,9 +1,13 @@
 // Host helpers shared by the kernel test programs (test_cuda_kernels.cu and the CPU emulators
-// emulate_layers.cpp, emulate_attention.cpp): their random inputs and their command line.
+// emulate_layers.cpp, emulate_attention.cpp): their random inputs, shared references and their
+// command line.
 #pragma once
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <utility>
+#include <vector>
 
 // splitmix64; each program seeds its own generator, so its inputs are fixed.
 struct SplitMix64 {
@@ -15,7 +19,27 @@ struct SplitMix64 {
         return z ^ (z >> 31);
     }
     float uniform(float lo, float hi) { return lo + (hi - lo) * (float)((next() >> 40) / 16777216.0); }
+    std::vector<int> permutation(int n) {   // a random order of 0..n-1 (Fisher-Yates)
+        std::vector<int> p(n);
+        for (int i = 0; i < n; i++) p[i] = i;
+        for (int i = n - 1; i > 0; i--) std::swap(p[i], p[next() % (uint64_t)(i + 1)]);
+        return p;
+    }
 };
+
+// The sequence group's row layout (runtime/model.c seq_place_rows), the reference of the
+// cuda_seq_* kernels: full (B, S = n*T, W)[b, pos[r*T + t]] = xchg (n, B, T, W)[r, b, t].
+static inline std::vector<float> seq_place_reference(const std::vector<float> &xchg, const std::vector<int> &pos,
+                                                     int n, int B, int T, int W) {
+    const long S = (long)n * T;
+    std::vector<float> full(xchg.size());
+    for (int r = 0; r < n; r++)
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                for (int w = 0; w < W; w++)
+                    full[((long)b * S + pos[r * T + t]) * W + w] = xchg[(((long)r * B + b) * T + t) * W + w];
+    return full;
+}
 
 // [--quick] [--only SUBSTRING]: 0, or 2 after a usage line. quick may be NULL (a program without
 // a quick mode takes the flag and ignores it, so one command line serves every program).

@@ -10,6 +10,8 @@ TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
   evaluation (valid split, steps 25 and 50):  the same bounds
   resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
   --plan:                                     equal to the reported mem_peak (device bytes)
+  comm: nccl (the runs named in $NCCL_RUNS):  1 rank: loss and grad_norm bitwise equal to comm: mpi
+                                              (no collective runs); more ranks: as multi-rank above
 """
 import os
 import sys
@@ -53,6 +55,14 @@ cpu, cuda = steps("cpu-1"), steps("cuda-1")
 compare("cuda vs cpu, 1 rank, 50 steps", cuda, cpu)
 for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg-2x1", "cuda-mg-4x1", "cuda-mg-2x2"]:
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
+for run in os.environ.get("NCCL_RUNS", "").split():
+    if run == "cuda-1-nccl":
+        a, b = steps(run), cuda
+        same = a is not None and b is not None and len(a) == len(b) and \
+            all(np.array_equal(a[k], b[k]) for k in ("step", "loss", "grad_norm"))
+        check(same, "comm: nccl, 1 rank, is bitwise comm: mpi", f"{0 if a is None else len(a)} steps compared")
+    else:
+        compare(f"{run} (comm: nccl, a GPU per rank) vs cuda 1 rank", steps(run), cuda)
 compare("evaluation, cuda vs cpu", table("cuda-1", "eval"), table("cpu-1", "eval"))
 compare("evaluation, cuda lss 4x1 vs cuda 1 rank", table("cuda-4x1", "eval"), table("cuda-1", "eval"))
 if cuda is not None:
@@ -65,7 +75,8 @@ if cuda is not None and res is not None:
     check(same, "resume at step 25 is bit-exact on the GPU", f"{len(res)} steps compared")
 else:
     check(False, "resume at step 25 is bit-exact on the GPU", "missing run")
-for run in ["cuda-1", "cuda-2x1", "cuda-mg-2x1"]:
+for run in ["cuda-1", "cuda-2x1", "cuda-mg-2x1"] + \
+        (["cuda-nccl-2x1"] if "cuda-nccl-2x1" in os.environ.get("NCCL_RUNS", "") else []):
     s = steps(run)
     try:
         planned = int(open(os.path.join(W, run + ".plan")).read().split()[0])

@@ -5,7 +5,10 @@
 #     (comm: mpi) equal 1 rank;
 #   - evaluation (steps 25, 50) within the same tolerance;
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
-#   - learning: the loss falls.
+#   - learning: the loss falls;
+#   - comm: nccl: 1 rank bitwise equal to comm: mpi; with 2+ GPUs lss 2x1 (+ zigzag/regather)
+#     and megatron-sp 2x1 (2x2 of both with 4+ GPUs), one GPU per rank, equal 1 rank; with one
+#     GPU, 2 ranks with comm: nccl are refused with a clear message.
 # Then compute-sanitizer memcheck on a 3-step cuda run (lss 2x1).
 #   tests/gpu/train_check.sh WORKDIR        (BIN: where lsst-run is, default build-gpu/bin)
 # The comparisons are tests/gpu/train_check.py's; it prints "N passed, N failed" last.
@@ -60,6 +63,37 @@ run cuda-mg-4x1 4 "${cuda[@]}" $(mg 4 1)
 # shellcheck disable=SC2046
 run cuda-mg-2x2 4 "${cuda[@]}" $(mg 2 2)
 run cuda-1-resumed 1 "${cuda[@]}" --resume "$W/cuda-1/checkpoints/step-000025.h5"
+NCCL_RUNS=
+nccl() {  # nccl NAME RANKS [--set ...]: a comm: nccl run, compared with cuda-1 by train_check.py
+  local name=$1; shift
+  run "$name" "$@" "${cuda[@]}" --set comm=nccl
+  NCCL_RUNS="$NCCL_RUNS $name"
+}
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${BACKEND:-cuda}" = cuda ]; then
+  nccl cuda-1-nccl 1
+  # shellcheck disable=SC2046
+  if [ "$NGPU" -ge 2 ]; then
+    nccl cuda-nccl-2x1 2 $(lss 2 1)
+    nccl cuda-nccl-2x1-zz-regather 2 $(lss 2 1) --set parallel.balance=zigzag --set parallel.kv=regather
+    nccl cuda-nccl-mg-2x1 2 $(mg 2 1)
+    plan cuda-nccl-2x1 "${cuda[@]}" $(lss 2 1) --set comm=nccl
+  fi
+  # shellcheck disable=SC2046
+  [ "$NGPU" -ge 4 ] && nccl cuda-nccl-2x2 4 $(lss 2 2) && nccl cuda-nccl-mg-2x2 4 $(mg 2 2)
+  if [ "$NGPU" -eq 1 ]; then
+    # shellcheck disable=SC2046
+    timeout 120 mpirun --oversubscribe -np 2 "$BIN/lsst-run" --config "$W/base.yaml" --set "output.dir=$W/nccl-shared" \
+      "${cuda[@]}" $(lss 2 1) --set comm=nccl > "$W/nccl-shared.log" 2>&1
+    rc=$?
+    if [ "$rc" -eq 1 ] && grep -q "comm: nccl needs a GPU per rank, but ranks 0 and 1 of this node both use GPU " "$W/nccl-shared.log"; then
+      echo "ok - comm: nccl with 2 ranks on 1 GPU is refused: $(grep -m1 'needs a GPU per rank' "$W/nccl-shared.log")"
+    else
+      echo "not ok - comm: nccl with 2 ranks on 1 GPU: exit $rc"; tail -5 "$W/nccl-shared.log"; fail=1
+    fi
+  fi
+fi
+export NCCL_RUNS
 plan cuda-1 "${cuda[@]}"
 # shellcheck disable=SC2046
 plan cuda-2x1 "${cuda[@]}" $(lss 2 1)

@@ -214,9 +214,6 @@ static void test_errors(void) {
     char *cuda_odd[] = {"backend=cuda", "model.dim=33", "model.heads=3"};
     expect_error(xstrdup(BASE), cuda_odd, 3, "--set model.dim=33: model.dim: backend: cuda needs an even dim (bf16 "
                                              "rows travel between ranks as 4-byte words), got 33");
-    char *cuda_nccl[] = {"backend=cuda", "comm=nccl"};
-    expect_error(xstrdup(BASE), cuda_nccl, 2, "--set comm=nccl: comm: nccl is not available yet: backend: cuda "
-                                              "communicates through MPI (comm: mpi or auto)");
 #ifndef LSST_CUDA
     char *cuda[] = {"backend=cuda"};
     expect_error(xstrdup(BASE), cuda, 1, "--set backend=cuda: backend: cuda, but this lsst-run was built without CUDA "
