@@ -64,7 +64,7 @@ endif
 ARCHIVES  := $(BUILD)/libruntime.a $(BUILD)/libkernels.a $(BUILD)/liblsst.a
 ASAN_ARCH := $(patsubst $(BUILD)/%,$(BUILD)/asan/%,$(ARCHIVES))
 
-.PHONY: all test check-asan unit deps demo clean bench print-blas
+.PHONY: all test check-asan unit deps demo clean bench print-blas gpu-tests gpu-tests-need-cuda
 all: $(PROGRAMS)
 
 # Kernels are the hot loops: -O3 lets gcc vectorize them (simd pragmas need -fopenmp-simd, on with -fopenmp).
@@ -124,7 +124,8 @@ $(BUILD)/mpi/%: tests/mpi/%.c $(ARCHIVES)
 unit: $(UNIT_BIN)
 
 # The whole suite: C unit tests under ASan/UBSan, bats CLI tests, multi-rank MPI tests,
-# real-Slurm tests (skipped with a reason when no cluster answers). Last line: N passed, N failed.
+# real-Slurm tests (skipped with a reason when no cluster answers), the CUDA kernels' device
+# code in the CPU emulator (skipped without the CUDA headers). Last line: N passed, N failed.
 test: all unit $(MPI_TESTS)
 	@BUILD=$(BUILD) LSST_BIN=$(abspath $(BIN)) tests/run.sh
 
@@ -133,6 +134,22 @@ check-asan: unit
 
 bench: all
 	@tests/bench/run.sh
+
+# The GPU test programs (CUDA=1): the kernel test against the CPU twins and the attention
+# benchmark. tests/gpu/run.sh runs them on a GPU; CI builds them (a broken test fails there,
+# not in a GPU session).
+comma := ,
+GPU_TESTS := $(BUILD)/tests/gpu/test_cuda_kernels $(BUILD)/tests/bench/gpu/attn_bench
+gpu-tests: $(if $(filter 1,$(CUDA)),$(GPU_TESTS),gpu-tests-need-cuda)
+gpu-tests-need-cuda:
+	@echo "make gpu-tests: build with CUDA=1" >&2; exit 2
+$(BUILD)/tests/gpu/test_cuda_kernels: tests/gpu/test_cuda_kernels.cu tests/gpu/test_util.h $(BUILD)/libkernels.a
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -Xcompiler -fopenmp $< $(BUILD)/libkernels.a $(subst -Wl$(comma),-Xlinker ,$(BLAS_LIBS)) \
+	    -lcublasLt -lcublas -lgomp -lm -o $@
+$(BUILD)/tests/bench/gpu/attn_bench: tests/bench/gpu/attn_bench.cu $(BUILD)/libkernels.a
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $< $(BUILD)/libkernels.a -lcublasLt -lcublas -lm -o $@
 
 # The OpenBLAS this build links, for scripts that compile against the same one:
 #   eval "$(make -s --no-print-directory print-blas)"   ->   blas_cflags, blas_libs

@@ -2,10 +2,12 @@
 # The whole lsst test suite. Every part speaks TAP; this script counts and prints
 # one closing line "N passed, N failed, N skipped". Exit 0 only when nothing failed.
 #   tests/run.sh            all parts
-#   tests/run.sh unit cli   only those parts (unit, cli, mpi, slurm)
+#   tests/run.sh unit cli   only those parts (unit, cli, mpi, slurm, gpu)
+# gpu: the CUDA kernels' device code run on the CPU by tests/gpu/emulate.sh (needs the CUDA
+# headers, not a GPU; skipped without them). The GPU itself is tests/gpu/run.sh's.
 set -u
 cd "$(dirname "$0")/.."
-parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(unit cli mpi slurm)
+parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(unit cli mpi slurm gpu)
 log=$(mktemp -d "${TMPDIR:-/tmp}/lsst-test.XXXXXX")
 pass=0 fail=0 skip=0
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
@@ -33,6 +35,10 @@ for part in "${parts[@]}"; do
       for t in "${BUILD:-build}"/asan/tests/test_*; do [ -x "$t" ] && count "unit/${t##*/}" "$t"; done ;;
     cli|mpi|slurm)
       for f in tests/$part/*.bats; do [ -e "$f" ] && count "$part/${f##*/}" bats --tap "$f"; done ;;
+    gpu)
+      bf16_h=${CUDA_HOME:-/usr/local/cuda}/include/cuda_bf16.h
+      if [ -f "$bf16_h" ]; then count gpu/emulate bash tests/gpu/emulate.sh --quick
+      else count gpu/emulate echo "ok 1 # skip no CUDA headers ($bf16_h)"; fi ;;
     *) echo "tests/run.sh: unknown part '$part'" >&2; exit 2 ;;
   esac
 done

@@ -92,23 +92,7 @@ fi
 JOBS=$(nproc 2>/dev/null || echo 4)
 run build-lib 240 60 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" "$BUILD/libkernels.a"
 if [ "$RC" = 0 ]; then record build-lib ok "$LAST_S" "$BUILD/libkernels.a (sm $ARCH)"; else record build-lib FAIL "${LAST_S:-0}" "rc=$RC"; fi
-GENCODE=""; for a in $ARCH; do GENCODE="$GENCODE -gencode arch=compute_$a,code=sm_$a"; done
-eval "$(make -s --no-print-directory print-blas)"   # blas_libs: the OpenBLAS the Makefile links
-BLAS_LIBS=${blas_libs//-Wl,/-Xlinker }               # nvcc spells the linker pass-through so
-build_tools() {
-  mkdir -p "$BUILD/tests/gpu" "$BUILD/tests/bench/gpu"
-  # shellcheck disable=SC2086
-  nvcc -O2 -std=c++17 $GENCODE -Ikernels -Xcompiler -Wall,-Wextra,-Werror,-fopenmp \
-    tests/gpu/test_cuda_kernels.cu "$BUILD/libkernels.a" $BLAS_LIBS -lcublasLt -lcublas -lgomp -lm \
-    -o "$BUILD/tests/gpu/test_cuda_kernels" &&
-  # shellcheck disable=SC2086
-  nvcc -O2 -std=c++17 $GENCODE -Ikernels -Xcompiler -Wall,-Wextra,-Werror \
-    tests/bench/gpu/attn_bench.cu "$BUILD/libkernels.a" -lcublasLt -lcublas -lm \
-    -o "$BUILD/tests/bench/gpu/attn_bench"
-}
-export -f build_tools
-export GENCODE BLAS_LIBS BUILD
-run build-tests 180 30 build_tools
+run build-tests 180 30 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" gpu-tests
 if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "test_cuda_kernels, attn_bench"; else record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
 TEST=$BUILD/tests/gpu/test_cuda_kernels BENCH=$BUILD/tests/bench/gpu/attn_bench
 
