@@ -75,3 +75,13 @@ serve() {
   [ "$status" -eq 0 ]
   [ "$output" = "$(realpath "$ENWIK8_4M")" ]
 }
+
+@test "demo data: nothing anywhere: a message saying how to get enwik8, exit 2, nothing written" {
+  mkdir -p lone/repo/tests
+  cp "$REPO/tests/demo.sh" "$REPO/tests/fetch.sh" lone/repo/tests/   # a checkout with no ../shared beside it
+  serve
+  run env ENWIK8_URL="http://127.0.0.1:$PORT/missing.zip" lone/repo/tests/demo.sh --data
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"error: no enwik8 here. Get it with one of:"*"ENWIK8=/path/to/enwik8 make demo"*"ENWIK8_URL=a mirror"* ]]
+  [ ! -e lone/repo/data ]
+}
