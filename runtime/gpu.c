@@ -70,7 +70,7 @@ static void layout_scratch(Gpu *g, const Model *m, Carver *c) {
     TAKE(c, s->dq, mg ? BS * 3 * Cl : BT * C), TAKE(c, s->dkv, mg ? 0 : BT * 2 * C);
     TAKE(c, s->seq_full, mg || peers ? BS * W : 0), TAKE(c, s->dseq_full, mg ? BS * C : 0);
     TAKE(c, s->wide_full, peers ? BS * W : 0), TAKE(c, s->wide_local, peers ? BT * W : 0);
-    s->attn = take(c, cuda_attention_backward_scratch_bytes(m->B, m->NHl, mg ? m->S : m->T));
+    s->attn = take(c, cuda_attention_backward_scratch_bytes(m->B, m->NHl, mg ? m->S : m->T, m->C / m->NH));
 }
 
 static void (*const layouts[NUM_ARENAS])(Gpu *, const Model *, Carver *) = {layout_state, layout_acts,

@@ -16,6 +16,10 @@
 //                          S = Q K^T, dP = dO V^T, dQ += dS K.
 //                 Scores are recomputed in both (7 tile products instead of FA2's 5) — the
 //                 price of determinism without a dq accumulator in global memory.
+//                 Fused variants (NWQ = 0) have that accumulator instead: the dK/dV kernel
+//                 computes each query block's partial dQ = dS K and the key blocks add them
+//                 in fp32 in ascending order, one at a time (a semaphore per query block;
+//                 see attn_bwd_dkdv_kernel): 5 products, still deterministic.
 //  2. CUDA cores (any arch, any hs <= 256, fp32 or bf16): one warp per query row (forward,
 //     dq) or key row (dk, dv), dot products reduced across the warp. Correct and slow: the
 //     fp32 path, Volta (sm_70) and odd head sizes.
@@ -45,6 +49,8 @@
 // r mod 8 (mod HS/8 for narrow heads), so the 8 rows of an ldmatrix hit distinct banks.
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_common.h"
 #include "attention_kernels.h"
@@ -65,25 +71,32 @@ template <int HS, int MT, int NW, int BC> static void launch_fwd(const AttnArgs 
     cudaCheckLaunch();
 }
 
-template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS>
-static void launch_bwd(AttnArgs a, cudaStream_t stream) {
-    // Position ranges of the dK/dV kernel's query blocks, then the two kernels.
-    int *qmax = const_cast<int *>(a.qmax);
-    const int nqb = (a.Tq + BQ - 1) / BQ;
-    attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
-    cudaCheckLaunch();
-    constexpr int BKV = 16 * NW;
-    const size_t smem_kv = (size_t)(2 * BKV + 4 * BQ) * HS * sizeof(bf16_t) + (size_t)6 * BQ * sizeof(float);
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS>
-        <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
-    cudaCheckLaunch();
+template <int HS, int NWQ, int BK, bool QO_REGS> static void launch_bwd_dq(const AttnArgs &a, cudaStream_t stream) {
     constexpr int BQ2 = 16 * NWQ;
     const size_t smem_q = (size_t)(2 * BQ2 + 4 * BK) * HS * sizeof(bf16_t);
     set_smem(attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS>, smem_q);
     attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BQ2)), NWQ * 32, smem_q, stream>>>(a);
     cudaCheckLaunch();
+}
+
+template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS>
+static void launch_bwd(AttnArgs a, cudaStream_t stream) {
+    // Position ranges of the dK/dV kernel's query blocks, then the two kernels (or the fused one).
+    int *qmax = const_cast<int *>(a.qmax);
+    const int nqb = (a.Tq + BQ - 1) / BQ;
+    attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
+    cudaCheckLaunch();
+    constexpr int BKV = 16 * NW;
+    constexpr bool FUSED = NWQ == 0;
+    const size_t smem_kv = (size_t)(2 * BKV + 4 * BQ) * HS * sizeof(bf16_t) + (size_t)6 * BQ * sizeof(float) +
+                           (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0);
+    if (FUSED) cudaCheck(cudaMemsetAsync(a.dq_sem, 0, (size_t)a.B * a.NH * nqb * sizeof(int), stream));
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED>
+        <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
+    cudaCheckLaunch();
+    if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS>(a, stream);
 }
 
 typedef void (*AttnLaunch)(const AttnArgs &, cudaStream_t);
@@ -97,13 +110,17 @@ struct BwdVariant {
     int hs;
     AttnLaunchBwd launch;
     const char *name;
+    bool fused;   // dQ in the dK/dV kernel (NWQ = 0): needs dq_acc and dq_sem in the scratch
 };
 #define FWD_ENTRY(HS, MT, NW, BC) \
     {HS, launch_fwd<HS, MT, NW, BC>, "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC},
 #define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR)                                                \
     {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR>,                                           \
-     "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ       \
-     " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")"},
+     NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR   \
+                "), dq summed in key-block order"                                              \
+              : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ \
+                " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")",                   \
+     NWQ == 0},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
 enum {
@@ -132,6 +149,23 @@ static int table_index(int hs) {
     for (int i = 0; i < 4; i++)
         if (head_sizes[i] == hs) return i;
     return -1;
+}
+
+// LSST_ATTN_BWD=fused: every head size with a fused backward variant uses its first one; split
+// (or unset): the defaults. For measuring one against the other in a whole training run.
+void cuda_attention_apply_env(void) {
+    const char *e = getenv("LSST_ATTN_BWD");
+    if (!e || !*e || !strcmp(e, "split")) return;
+    cudaRequire(!strcmp(e, "fused"), "LSST_ATTN_BWD=%s: expected fused or split", e);
+    for (int ti = 0; ti < 4; ti++)
+        for (int i = 0, v = 0; i < N_BWD; i++) {
+            if (bwd_variants[i].hs != head_sizes[ti]) continue;
+            if (bwd_variants[i].fused) {
+                selected_bwd[ti] = v;
+                break;
+            }
+            v++;
+        }
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -210,9 +244,25 @@ const char *cuda_attention_variant_name(int hs, int variant, int backward) {
     return v ? v->name : "none";
 }
 
-size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq) {
-    return dsum_bytes(B, NH, Tq) + (size_t)((Tq + MIN_QBLOCK - 1) / MIN_QBLOCK) * sizeof(int);
+// The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, where head
+// size hs has a fused variant, its semaphores (dq_sem) and fp32 dQ sums (dq_acc).
+struct BwdScratch {
+    size_t qmax, sem, acc, total;
+};
+static BwdScratch bwd_scratch(int B, int NH, int Tq, int hs) {
+    auto round256 = [](size_t n) { return (n + 255) / 256 * 256; };
+    bool fused = false;
+    for (int i = 0; i < N_BWD; i++) fused = fused || (bwd_variants[i].hs == hs && bwd_variants[i].fused);
+    const size_t nqb = (size_t)(Tq + MIN_QBLOCK - 1) / MIN_QBLOCK;
+    BwdScratch s;
+    s.qmax = dsum_bytes(B, NH, Tq);
+    s.sem = s.qmax + round256(nqb * sizeof(int));
+    s.acc = s.sem + (fused ? round256((size_t)B * NH * nqb * sizeof(int)) : 0);
+    s.total = s.acc + (fused ? (size_t)B * NH * Tq * hs * sizeof(float) : 0);
+    return s;
 }
+
+size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq, int hs) { return bwd_scratch(B, NH, Tq, hs).total; }
 
 void cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int *q_pos,
                             int B, int Tq, int Tk, int NH, int hs, int ldq, int ldkv, cudaStream_t stream) {
@@ -266,7 +316,10 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
     AttnArgs a = {};
     a.dq = dq, a.dk = dk, a.dv = dv, a.dout = dout, a.out_c = out, a.lse_c = lse, a.dsum = dsum;
     a.q = q, a.k = k, a.v = v, a.q_pos = q_pos;
-    a.qmax = (const int *)((char *)scratch + dsum_bytes(B, NH, Tq));
+    const BwdScratch sc = bwd_scratch(B, NH, Tq, hs);
+    a.qmax = (const int *)((char *)scratch + sc.qmax);
+    a.dq_sem = var->fused ? (int *)((char *)scratch + sc.sem) : NULL;
+    a.dq_acc = var->fused ? (float *)((char *)scratch + sc.acc) : NULL;
     a.B = B, a.Tq = Tq, a.Tk = Tk, a.NH = NH, a.hs = hs, a.ldq = ldq, a.ldkv = ldkv;
     a.scale = 1.0f / sqrtf((float)hs);
     a.scale_log2 = a.scale * LOG2E_F;

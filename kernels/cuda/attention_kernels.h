@@ -24,6 +24,7 @@ enum { MIN_QBLOCK = 16 };
 //   backward (HS, NW, BQ, KV_REGS, NWQ, BK, QO_REGS): dK/dV kernel with 16*NW keys per CTA and
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
+//            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
 // backward with 4 warps is 7-10% faster than with 8 at seq 4k-32k.
 #define ATTN_FWD_VARIANTS(X)                                                                    \
@@ -33,7 +34,9 @@ enum { MIN_QBLOCK = 16 };
 #define ATTN_BWD_VARIANTS(X)                                                                    \
     X(16, 4, 64, true, 4, 64, true) X(32, 4, 64, true, 4, 64, true)                             \
     X(64, 4, 64, true, 4, 64, true) X(64, 8, 64, true, 8, 64, true)                             \
-    X(128, 8, 32, false, 8, 64, false) X(128, 4, 32, false, 4, 32, false)
+    X(128, 8, 32, false, 8, 64, false) X(128, 4, 32, false, 4, 32, false)                     \
+    X(64, 4, 64, true, 0, 0, false) X(64, 8, 64, true, 0, 0, false)                             \
+    X(128, 4, 32, false, 0, 0, false)
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
@@ -249,6 +252,24 @@ template <int N> static __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
+
+// The fused backward's ordered dQ sums (attn_bwd_dkdv_kernel<..., FUSED_DQ>): one thread of a CTA
+// waits until the semaphore of a query block shows the CTA's turn (acquire, gpu scope); after its
+// stores (and a fence) the CTA posts the next turn (release). The partial sums travel through L2
+// (.cg: not cached in the SM's L1, which is not coherent across SMs).
+static __device__ __forceinline__ void attn_wait_turn(const int *sem, int turn) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    int v;
+    do {
+        asm volatile("ld.global.acquire.gpu.b32 %0, [%1];\n" : "=r"(v) : "l"(sem) : "memory");
+    } while (v != turn);
+#endif
+}
+static __device__ __forceinline__ void attn_post_turn(int *sem, int turn) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("st.global.release.gpu.b32 [%0], %1;\n" ::"l"(sem), "r"(turn) : "memory");
+#endif
+}
 #endif  // ATTN_EMULATE
 
 static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -310,6 +331,8 @@ struct AttnArgs {
     const bf16_t *q, *k, *v, *dout, *out_c;
     const float *lse_c, *dsum;
     const int *q_pos, *qmax;
+    float *dq_acc;  // fused backward: (B, NH, Tq, hs) fp32 partial sums of dQ
+    int *dq_sem;    // fused backward: (B, NH, query blocks) turn of the next key block, zeroed per call
     int B, Tq, Tk, NH, hs, ldq, ldkv;
     float scale, scale_log2;
 };
@@ -512,12 +535,69 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 #endif
 }
 
+// ---- backward: the fused kernel's dQ of one query block ----------------------------------------
+// dQ_part (BQ x HS) = dS (BQ x BKV, shared, [query][key]) @ K (BKV x HS, shared), then the ordered
+// sum into dq_acc / dq (see attn_bwd_dkdv_kernel). Warp w computes row tile w % (BQ/16) of the
+// block, columns [c0, c0 + HS / (NW / (BQ/16))).
+template <int HS, int NW, int BQ>
+static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
+                                                    int h, int qb, int nqb) {
+    constexpr int BKV = 16 * NW, RT = BQ / 16, WC = HS / (NW / RT), NOW = WC / 8;
+    static_assert(NW % RT == 0 && WC % 16 == 0, "fused dQ: the warps split BQ/16 row tiles x HS columns");
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
+    const int rt = warp % RT, c0 = (warp / RT) * WC;
+    float dq[NOW][4];
+#pragma unroll
+    for (int no = 0; no < NOW; no++) dq[no][0] = dq[no][1] = dq[no][2] = dq[no][3] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < BKV / 16; ks++) {
+        uint32_t da[4];
+        ldsm_x4(da, smem_addr(sdS + swz<BKV>(rt * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+        for (int np = 0; np < NOW / 2; np++) {
+            uint32_t bk[4];
+            ldsm_x4_trans(bk, smem_addr(sK + swz<HS>(ks * 16 + (lane & 15), c0 + np * 16 + (lane >> 4) * 8)));
+            mma_bf16(dq[2 * np], da, bk[0], bk[1]);
+            mma_bf16(dq[2 * np + 1], da, bk[2], bk[3]);
+        }
+    }
+    const int turn = blockIdx.y, last = a.qmax[qb] / BKV;   // contributors: key blocks 0 .. last
+    int *sem = a.dq_sem + ((long)b * a.NH + h) * nqb + qb;
+    if (tid == 0) attn_wait_turn(sem, turn);
+    __syncthreads();
+    float *acc = a.dq_acc + ((long)b * a.NH + h) * a.Tq * HS;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const int r = qb * BQ + rt * 16 + g + 8 * hh;
+        if (r >= a.Tq) continue;
+        bf16_t *dqrow = a.dq + ((long)b * a.Tq + r) * a.ldq + h * HS + c0;
+#pragma unroll
+        for (int no = 0; no < NOW; no++) {
+            const long i = (long)r * HS + c0 + no * 8 + 2 * t4;
+            float x = dq[no][2 * hh], y = dq[no][2 * hh + 1];
+            if (turn > 0) x += __ldcg(acc + i), y += __ldcg(acc + i + 1);
+            if (turn == last) add_bf16x2(dqrow + no * 8 + 2 * t4, a.scale * x, a.scale * y);
+            else __stcg(acc + i, x), __stcg(acc + i + 1, y);
+        }
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0 && turn != last) attn_post_turn(sem, turn + 1);
+}
+
 // ---- backward: dK, dV -----------------------------------------------------------------------
 // CTA: (b, h) = blockIdx.x, keys [k0, k0 + 16*NW), k0 = blockIdx.y * 16*NW. Warp w owns keys
 // k0 + 16w .. +15 (rows of S^T, dK, dV). Query blocks of BQ rows that see the keys are
 // visited in ascending order, double-buffered. KV_REGS keeps the warp's K and V fragments in
 // registers (small heads); otherwise they are re-read from shared memory per query block.
-template <int HS, int NW, int BQ, bool KV_REGS>
+// FUSED_DQ: dQ here too, no dQ kernel (5 tile products instead of 7). Per query block the CTA
+// puts dS in shared memory and computes its partial dQ = dS K over its keys; the partials of
+// the key blocks that see a query block (0 .. qmax / BKV) are summed in fp32 in dq_acc in
+// ascending key-block order, each CTA waiting for its turn on the block's semaphore: a fixed
+// order, so deterministic without float atomics. The last one adds the sum into dq (bf16).
+// Key block k waits only for key block k - 1, which the GPU dispatches first (lower block
+// index; the grid is y-major), so every wait ends.
+template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -534,6 +614,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     float *s_lse2 = reinterpret_cast<float *>(sdO + 2 * BQ * HS);  // 2 x BQ, lse * log2(e)
     float *s_D = s_lse2 + 2 * BQ;                                   // 2 x BQ
     int *s_pos = reinterpret_cast<int *>(s_D + 2 * BQ);             // 2 x BQ
+    bf16_t *sdS = reinterpret_cast<bf16_t *>(s_pos + 2 * BQ);      // FUSED_DQ: BQ x BKV, dS [query][key]
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
     const int b = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
@@ -664,6 +745,16 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                 mma_bf16(dK[2 * np], da, bq[0], bq[1]);
                 mma_bf16(dK[2 * np + 1], da, bq[2], bq[3]);
             }
+        }
+        if constexpr (FUSED_DQ) {
+#pragma unroll
+            for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)   // C fragment of dS^T: key row g + 8(i/2), query col 2t4 + i%2
+                    sdS[swz<BKV>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1))] =
+                        __float2bfloat16_rn(dpt[nt][i]);
+            __syncthreads();
+            fused_dq_add<HS, NW, BQ>(a, sdS, sK, b, h, qb, nqb);
         }
         __syncthreads();  // buffer `buf` is refilled by the next iteration's prefetch
         buf ^= 1;

@@ -49,6 +49,7 @@ void cuda_kernels_init(size_t scratch_bytes) {
     k->scratch_bytes = scratch_bytes ? scratch_bytes : DEFAULT_SCRATCH_BYTES;
     cudaCheck(cudaMalloc(&k->scratch, k->scratch_bytes));
     k->initialized = 1;
+    cuda_attention_apply_env();
 }
 
 void cuda_kernels_shutdown(void) {

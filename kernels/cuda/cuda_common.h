@@ -55,6 +55,8 @@ typedef struct {
 CudaKernels *cuda_kernels(void);
 // Frees the cuBLASLt plans cached by matmul.cu (called by cuda_kernels_shutdown).
 void cuda_matmul_cache_clear(void);
+// attention.cu: the environment's choice of attention kernels (LSST_ATTN_BWD), at init.
+void cuda_attention_apply_env(void);
 
 
 static inline unsigned ceil_div_u(long a, long b) { return (unsigned)((a + b - 1) / b); }

@@ -268,8 +268,25 @@ static inline unsigned __ballot_sync(unsigned, int pred) {
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_sync(); }
 
+// Global memory: one block at a time, so every store is visible to later blocks at once.
+static inline float __ldcg(const float *p) { return *p; }
+static inline void __stcg(float *p, float v) { *p = v; }
+static inline void __threadfence() {}
+
 // ---- the PTX helpers of attention_kernels.h, with the PTX ISA's semantics ----------------------
 alignas(16) static unsigned char attn_smem[256 * 1024];  // the dynamic shared memory of a block
+
+// The fused backward's semaphores. Blocks run in launch order (y-major, as a GPU dispatches
+// them), so the turn a block waits for must already be posted by an earlier block: anything
+// else would spin forever on the GPU, and is reported here.
+static inline void attn_wait_turn(const int *sem, int turn) {
+    if (*sem != turn) {
+        fprintf(stderr, "emulate_attention: block (%u, %u) waits for turn %d, the semaphore shows %d: it would "
+                        "never come\n", emu::block_idx.x, emu::block_idx.y, turn, *sem);
+        exit(4);
+    }
+}
+static inline void attn_post_turn(int *sem, int turn) { *sem = turn; }
 
 static inline uint32_t smem_addr(const void *p) {
     const unsigned char *c = (const unsigned char *)p;

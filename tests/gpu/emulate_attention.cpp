@@ -239,14 +239,20 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR> static vo
         EmuDim3 g2;
         g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
         emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
+        constexpr bool FUSED = NWQ == 0;   // dQ in the dK/dV kernel, summed in key-block order
+        vector<int> sem(FUSED ? (size_t)c.B * c.NH * cdiv(c.Tq, BQ) : 0, 0);
+        vector<float> acc(FUSED ? (size_t)c.B * c.NH * c.Tq * HS : 0, NAN);
+        a.dq_sem = sem.data(), a.dq_acc = acc.data();
         memset(attn_smem, 0xFF, sizeof attn_smem);
         EmuDim3 g3;
         g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
-        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR>(a); });
-        memset(attn_smem, 0xFF, sizeof attn_smem);
-        EmuDim3 g4;
-        g4.x = c.B * c.NH, g4.y = cdiv(c.Tq, 16 * NWQ);
-        emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR>(a); });
+        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, FUSED>(a); });
+        if constexpr (!FUSED) {
+            memset(attn_smem, 0xFF, sizeof attn_smem);
+            EmuDim3 g4;
+            g4.x = c.B * c.NH, g4.y = cdiv(c.Tq, 16 * NWQ);
+            emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR>(a); });
+        }
         if (c.packed) report(name, {{"dqkv", to_float(gq)}}, {p.gq_ref});
         else report(name, {{"dq", to_float(gq)}, {"dkv", to_float(gkv)}}, {p.gq_ref, p.gkv_ref});
     }

@@ -643,7 +643,7 @@ static void test_attention_case(const AttnCase &c, int hs, int fwd_v, int bwd_v,
     const vector<float> q0 = accum_init(gq_ref, Prec<T>::bf16), kv0 = accum_init(gkv_ref, Prec<T>::bf16);
     const vector<float> q_tot = plus(q0, gq_ref), kv_tot = plus(kv0, gkv_ref);
     Dev<T> gdout((long)B * Tq * C), gdq(nq), gdkv(nkv > 0 ? nkv : 1);
-    Dev<unsigned char> scratch((long)cuda_attention_backward_scratch_bytes(B, NH, Tq));
+    Dev<unsigned char> scratch((long)cuda_attention_backward_scratch_bytes(B, NH, Tq, hs));
     upload(gdout, dout);
     vector<unsigned char> first_q, first_kv;
     vector<std::pair<const char *, Cmp>> outs;

@@ -29,12 +29,23 @@ env -u LD_LIBRARY_PATH python3 tests/bench/gpu/torch_peer.py --layers $L --dim $
   --steps "$STEPS" --warmup $WARM 2>&1 | tee "$OUT/e2e_torch.log"
 torch_line=$(grep '^torch-compile' "$OUT/e2e_torch.log" | tail -1)
 
-# ---- lsst-run, backend: cuda ----------------------------------------------------------------------
-lsst_line=""
+# ---- lsst-run, backend: cuda: the default kernels, then the fused attention backward -------------
 bin=$BUILD/bin/lsst-run
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="${CUDA_ARCH:-${arch:-90}}" -j"$(nproc)" all > "$OUT/e2e_build.log" 2>&1 ||
   echo "e2e: make CUDA=1 all failed (see e2e_build.log)"
+lsst_lines=()
+# lsst_run NAME ATTN_BWD: one training run; appends "NAME,ms,tokens/s,MFU" to lsst_lines.
+lsst_run() {
+  local name=$1 log=$OUT/e2e_$1.log ms
+  LSST_ATTN_BWD=$2 "$bin" --config "$OUT/e2e_run.yaml" --set output.dir="$BUILD/e2e-$name" 2>&1 | tee "$log"
+  # "[prefix]step N/M | loss ... | X ms | ... tok/s": median step time over the steps after the warmup.
+  ms=$(grep -E '^step [0-9]+/' "$log" |
+       awk -F'|' -v w=$WARM '{split($1, a, "[ /]"); if (a[2] + 0 > w) {gsub(/ ms/, "", $5); print $5 + 0}}' |
+       sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
+  [ -n "$ms" ] && lsst_lines+=("$(awk -v n="$name" -v ms="$ms" -v T=$T -v f=$flops_per_token -v p=$peak \
+    'BEGIN {tok = T / (ms / 1e3); printf "%s,%.3f,%.0f,%s", n, ms, tok, (p > 0 ? sprintf("%.4f", f * tok / p) : "nan")}')")
+}
 if [ -x "$bin" ] && nm "$bin" 2> /dev/null | grep -q ' T cuda_attention_forward_bf16$'; then
   data=$BUILD/e2e-data
   corpus=.device-data/enwik8-head-1MiB   # carried to the device machine (../shared does not travel)
@@ -48,15 +59,8 @@ train:    {steps: $((STEPS + WARM)), lr: 3.0e-4, warmup: 0, seed: 1, eval_every:
 backend:  cuda
 output:   {dir: $BUILD/e2e-run}
 EOF
-  "$bin" --config "$OUT/e2e_run.yaml" 2>&1 | tee "$OUT/e2e_lsst.log"
-  # "[prefix]step N/M | loss ... | X ms | ... tok/s": median step time over the steps after the warmup.
-  ms=$(grep -E '^step [0-9]+/' "$OUT/e2e_lsst.log" |
-       awk -F'|' -v w=$WARM '{split($1, a, "[ /]"); if (a[2] + 0 > w) {gsub(/ ms/, "", $5); print $5 + 0}}' |
-       sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
-  if [ -n "$ms" ]; then
-    lsst_line=$(awk -v ms="$ms" -v T=$T -v f=$flops_per_token -v p=$peak \
-      'BEGIN {tok = T / (ms / 1e3); printf "lsst-cuda,%.3f,%.0f,%s", ms, tok, (p > 0 ? sprintf("%.4f", f * tok / p) : "nan")}')
-  fi
+  lsst_run lsst-cuda split
+  lsst_run lsst-cuda-fused-bwd fused
 else
   echo "e2e: $bin was built without CUDA (make CUDA=1): lsst side skipped"
 fi
@@ -70,11 +74,10 @@ if [ -n "$torch_line" ]; then
   echo "| $impl | $ms | $tok | $mfu |"
   torch_tok=$tok
 fi
-if [ -n "$lsst_line" ]; then
-  IFS=, read -r impl ms tok mfu <<< "$lsst_line"
+[ ${#lsst_lines[@]} -gt 0 ] || echo "| lsst-cuda | - | - | - (no result: see e2e_lsst-cuda.log) |"
+for line in "${lsst_lines[@]}"; do
+  IFS=, read -r impl ms tok mfu <<< "$line"
   echo "| $impl | $ms | $tok | $mfu |"
-  [ -n "${torch_tok:-}" ] && awk -v a="$tok" -v b="$torch_tok" \
-    'BEGIN {printf "\nlsst / torch.compile tokens/s: %.2f (goal >= 1.00: %s)\n", a / b, (a >= b ? "met" : "NOT met")}'
-else
-  echo "| lsst-cuda | - | - | - (no result: see e2e_lsst.log) |"
-fi
+  [ -n "${torch_tok:-}" ] && awk -v n="$impl" -v a="$tok" -v b="$torch_tok" \
+    'BEGIN {printf "%s / torch.compile tokens/s: %.2f (goal >= 1.00: %s)\n", n, a / b, (a >= b ? "met" : "NOT met")}'
+done
