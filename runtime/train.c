@@ -88,16 +88,17 @@ static void backward(Trainer *tr) {
 }
 
 // ---- gradients ------------------------------------------------------------------
-// Double gradient averaging (ARCHITECTURE §4.2, step 5). Each rank's loss is
-// scaled by 1/(global tokens), so SUMS over the groups give the exact gradient of
-// the global mean loss. Replicated weights: over the sequence group, then the data
-// group. Tensors held in shares (the wpe rows of a sequence rank; megatron-sp's
-// heads and columns): the data group only.
+// Sum of the gradients [off, off + n) over a group: on the device (comm: nccl) or on the host.
 static void grads_allreduce(Trainer *tr, CommGroup grp, size_t off, size_t n) {
     if (tr->gpu && gpu_nccl(tr->gpu)) gpu_allreduce_grads(tr->gpu, &tr->comm, grp, off, n);
     else comm_allreduce_sum(&tr->comm, grp, tr->model.grads_mem + off, (long)n);
 }
 
+// Double gradient averaging (ARCHITECTURE §4.2, step 5). Each rank's loss is
+// scaled by 1/(global tokens), so SUMS over the groups give the exact gradient of
+// the global mean loss. Replicated weights: over the sequence group, then the data
+// group. Tensors held in shares (the wpe rows of a sequence rank; megatron-sp's
+// heads and columns): the data group only.
 static void average_gradients(Trainer *tr) {
     Model *m = &tr->model;
     if (tr->comm.world_size == 1) return;
