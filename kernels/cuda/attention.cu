@@ -91,7 +91,8 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     constexpr bool FUSED = NWQ == 0;
     const size_t smem_kv = (size_t)(2 * BKV + 4 * BQ) * HS * sizeof(bf16_t) + (size_t)6 * BQ * sizeof(float) +
                            (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0);
-    if (FUSED) cudaCheck(cudaMemsetAsync(a.dq_sem, 0, (size_t)a.B * a.NH * nqb * sizeof(int), stream));
+    // The fused kernel's ticket counter and semaphores (one int before the semaphores), zeroed.
+    if (FUSED) cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb) * sizeof(int), stream));
     set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED>, smem_kv);
     attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
@@ -245,7 +246,8 @@ const char *cuda_attention_variant_name(int hs, int variant, int backward) {
 }
 
 // The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, where head
-// size hs has a fused variant, its semaphores (dq_sem) and fp32 dQ sums (dq_acc).
+// size hs has a fused variant, its ticket counter and semaphores (dq_ticket, dq_sem) and fp32
+// dQ sums (dq_acc).
 struct BwdScratch {
     size_t qmax, sem, acc, total;
 };
@@ -257,7 +259,7 @@ static BwdScratch bwd_scratch(int B, int NH, int Tq, int hs) {
     BwdScratch s;
     s.qmax = dsum_bytes(B, NH, Tq);
     s.sem = s.qmax + round256(nqb * sizeof(int));
-    s.acc = s.sem + (fused ? round256((size_t)B * NH * nqb * sizeof(int)) : 0);
+    s.acc = s.sem + (fused ? round256((1 + (size_t)B * NH * nqb) * sizeof(int)) : 0);   // ticket, semaphores
     s.total = s.acc + (fused ? (size_t)B * NH * Tq * hs * sizeof(float) : 0);
     return s;
 }
@@ -318,7 +320,8 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
     a.q = q, a.k = k, a.v = v, a.q_pos = q_pos;
     const BwdScratch sc = bwd_scratch(B, NH, Tq, hs);
     a.qmax = (const int *)((char *)scratch + sc.qmax);
-    a.dq_sem = var->fused ? (int *)((char *)scratch + sc.sem) : NULL;
+    a.dq_ticket = var->fused ? (int *)((char *)scratch + sc.sem) : NULL;
+    a.dq_sem = var->fused ? a.dq_ticket + 1 : NULL;
     a.dq_acc = var->fused ? (float *)((char *)scratch + sc.acc) : NULL;
     a.B = B, a.Tq = Tq, a.Tk = Tk, a.NH = NH, a.hs = hs, a.ldq = ldq, a.ldkv = ldkv;
     a.scale = 1.0f / sqrtf((float)hs);

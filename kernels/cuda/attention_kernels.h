@@ -333,6 +333,7 @@ struct AttnArgs {
     const int *q_pos, *qmax;
     float *dq_acc;  // fused backward: (B, NH, Tq, hs) fp32 partial sums of dQ
     int *dq_sem;    // fused backward: (B, NH, query blocks) turn of the next key block, zeroed per call
+    int *dq_ticket; // fused backward: the next tile to hand out, zeroed per call
     int B, Tq, Tk, NH, hs, ldq, ldkv;
     float scale, scale_log2;
 };
@@ -541,7 +542,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 // block, columns [c0, c0 + HS / (NW / (BQ/16))).
 template <int HS, int NW, int BQ>
 static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
-                                                    int h, int qb, int nqb) {
+                                                    int h, int kb, int qb, int nqb) {
     constexpr int BKV = 16 * NW, RT = BQ / 16, WC = HS / (NW / RT), NOW = WC / 8;
     static_assert(NW % RT == 0 && WC % 16 == 0, "fused dQ: the warps split BQ/16 row tiles x HS columns");
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
@@ -561,7 +562,7 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
             mma_bf16(dq[2 * np + 1], da, bk[2], bk[3]);
         }
     }
-    const int turn = blockIdx.y, last = a.qmax[qb] / BKV;   // contributors: key blocks 0 .. last
+    const int turn = kb, last = a.qmax[qb] / BKV;   // contributors: key blocks 0 .. last
     int *sem = a.dq_sem + ((long)b * a.NH + h) * nqb + qb;
     if (tid == 0) attn_wait_turn(sem, turn);
     __syncthreads();
@@ -586,17 +587,17 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 }
 
 // ---- backward: dK, dV -----------------------------------------------------------------------
-// CTA: (b, h) = blockIdx.x, keys [k0, k0 + 16*NW), k0 = blockIdx.y * 16*NW. Warp w owns keys
-// k0 + 16w .. +15 (rows of S^T, dK, dV). Query blocks of BQ rows that see the keys are
-// visited in ascending order, double-buffered. KV_REGS keeps the warp's K and V fragments in
+// CTA: (b, h) = blockIdx.x, keys [k0, k0 + 16*NW), k0 = blockIdx.y * 16*NW (fused: the same
+// numbering, by ticket). Warp w owns keys k0 + 16w .. +15 (rows of S^T, dK, dV). Query blocks
+// of BQ rows that see the keys are visited in ascending order, double-buffered. KV_REGS keeps the warp's K and V fragments in
 // registers (small heads); otherwise they are re-read from shared memory per query block.
 // FUSED_DQ: dQ here too, no dQ kernel (5 tile products instead of 7). Per query block the CTA
 // puts dS in shared memory and computes its partial dQ = dS K over its keys; the partials of
 // the key blocks that see a query block (0 .. qmax / BKV) are summed in fp32 in dq_acc in
 // ascending key-block order, each CTA waiting for its turn on the block's semaphore: a fixed
 // order, so deterministic without float atomics. The last one adds the sum into dq (bf16).
-// Key block k waits only for key block k - 1, which the GPU dispatches first (lower block
-// index; the grid is y-major), so every wait ends.
+// Key block k waits only for key block k - 1 of its (b, h), whose CTA took its ticket earlier
+// (tiles are handed out in start order, key block by key block), so every wait ends.
 template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -617,8 +618,18 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     bf16_t *sdS = reinterpret_cast<bf16_t *>(s_pos + 2 * BQ);      // FUSED_DQ: BQ x BKV, dS [query][key]
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
-    const int b = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
-    const int k0 = blockIdx.y * BKV;
+    // The CTA's tile: (b*NH + h, key block kb) = blockIdx. Fused: the tile of the CTA's ticket,
+    // tickets taken in the order CTAs start, tiles numbered key block by key block, so the key
+    // block a CTA waits for belongs to a CTA that started before it, in any dispatch order.
+    __shared__ int s_ticket;   // fused: read again where needed (a register less in the loop)
+    int bh = blockIdx.x, kb = blockIdx.y;
+    if constexpr (FUSED_DQ) {
+        if (tid == 0) s_ticket = atomicAdd(a.dq_ticket, 1);
+        __syncthreads();
+        bh = s_ticket % (int)gridDim.x, kb = s_ticket / (int)gridDim.x;
+    }
+    const int b = bh / a.NH, h = bh % a.NH;
+    const int k0 = kb * BKV;
     const int C = a.NH * HS, Tq = a.Tq, Tk = a.Tk;
     const int nqb = (Tq + BQ - 1) / BQ;
 
@@ -754,7 +765,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                     sdS[swz<BKV>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1))] =
                         __float2bfloat16_rn(dpt[nt][i]);
             __syncthreads();
-            fused_dq_add<HS, NW, BQ>(a, sdS, sK, b, h, qb, nqb);
+            fused_dq_add<HS, NW, BQ>(a, sdS, sK, b, h, s_ticket / (int)gridDim.x, qb, nqb);
         }
         __syncthreads();  // buffer `buf` is refilled by the next iteration's prefetch
         buf ^= 1;

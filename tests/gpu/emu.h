@@ -232,6 +232,11 @@ static inline int atomicMax(int *p, int v) {  // fibers never preempt each other
     *p = std::max(old, v);
     return old;
 }
+static inline int atomicAdd(int *p, int v) {
+    const int old = *p;
+    *p = old + v;
+    return old;
+}
 static inline int atomicMin(int *p, int v) {
     const int old = *p;
     *p = std::min(old, v);

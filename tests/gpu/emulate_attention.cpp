@@ -240,9 +240,9 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR> static vo
         g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
         emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
         constexpr bool FUSED = NWQ == 0;   // dQ in the dK/dV kernel, summed in key-block order
-        vector<int> sem(FUSED ? (size_t)c.B * c.NH * cdiv(c.Tq, BQ) : 0, 0);
+        vector<int> sem(FUSED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) : 0, 0);   // ticket, semaphores
         vector<float> acc(FUSED ? (size_t)c.B * c.NH * c.Tq * HS : 0, NAN);
-        a.dq_sem = sem.data(), a.dq_acc = acc.data();
+        a.dq_ticket = sem.data(), a.dq_sem = sem.data() + 1, a.dq_acc = acc.data();
         memset(attn_smem, 0xFF, sizeof attn_smem);
         EmuDim3 g3;
         g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
