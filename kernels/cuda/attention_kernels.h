@@ -259,10 +259,12 @@ template <int N> static __device__ __forceinline__ void cp_async_wait() {
 // (.cg: not cached in the SM's L1, which is not coherent across SMs).
 static __device__ __forceinline__ void attn_wait_turn(const int *sem, int turn) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    int v;
-    do {
+    for (;;) {
+        int v;
         asm volatile("ld.global.acquire.gpu.b32 %0, [%1];\n" : "=r"(v) : "l"(sem) : "memory");
-    } while (v != turn);
+        if (v == turn) return;
+        __nanosleep(64);   // waiting CTAs poll L2 gently
+    }
 #endif
 }
 static __device__ __forceinline__ void attn_post_turn(int *sem, int turn) {
