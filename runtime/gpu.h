@@ -46,6 +46,9 @@ void gpu_grads_to_host(Gpu *g, Model *m);
 void gpu_grads_to_device(Gpu *g, const Model *m);
 // comm: nccl: gradients [off, off + n) summed over a group in place on the device.
 bool gpu_nccl(const Gpu *g);
+// Device memory the NCCL communicators took (free memory before minus after creating them;
+// 0 with comm: mpi). Not part of gpu_mem_bytes / mem_peak, which count lsst's own allocations.
+size_t gpu_nccl_bytes(const Gpu *g);
 void gpu_allreduce_grads(Gpu *g, Comm *comm, CommGroup grp, size_t off, size_t n);
 // Adds the device seconds of the NCCL collectives queued since the last call to comm's
 // statistics (waits for them); nothing with comm: mpi, whose collectives count themselves.

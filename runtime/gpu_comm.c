@@ -73,8 +73,12 @@ void gpu_comm_open(Gpu *g, Model *m, Comm *comm) {
         m->scratch.xchg = g->h_xchg;   // seq_allgather / seq_reduce_scatter stage through it
         return;
     }
+    size_t free0, free1, total;
+    CU(cudaMemGetInfo(&free0, &total));
     g->nccl_seq = nccl_group(comm, GROUP_SEQ);
     g->nccl_data = nccl_group(comm, GROUP_DATA);
+    CU(cudaMemGetInfo(&free1, &total));
+    g->nccl_bytes = free0 > free1 ? free0 - free1 : 0;   // NCCL's own buffers: outside the arenas
     CU(cudaStreamCreateWithFlags(&g->comm_stream, cudaStreamNonBlocking));
     CU(cudaEventCreateWithFlags(&g->ev_ready, cudaEventDisableTiming));
     CU(cudaEventCreateWithFlags(&g->ev_done, cudaEventDisableTiming));
@@ -96,6 +100,7 @@ void gpu_comm_close(Gpu *g, Model *m) {
 }
 
 bool gpu_nccl(const Gpu *g) { return g->nccl; }
+size_t gpu_nccl_bytes(const Gpu *g) { return g->nccl_bytes; }
 
 // ---- NCCL: fences and timing ----------------------------------------------------------------
 // Seconds between the start and end events of the collectives timed so far.
@@ -209,6 +214,7 @@ void gpu_allreduce_grads(Gpu *g, Comm *comm, CommGroup grp, size_t off, size_t n
 static _Noreturn void not_built(void) { lsst_die(1, "internal error: CUDA backend called in a build without CUDA"); }
 void gpu_comm_open(Gpu *g, Model *m, Comm *comm) { (void)g, (void)m, (void)comm; not_built(); }
 bool gpu_nccl(const Gpu *g) { (void)g; not_built(); }
+size_t gpu_nccl_bytes(const Gpu *g) { (void)g; not_built(); }
 void gpu_comm_flush(Gpu *g, Comm *comm) { (void)g, (void)comm; not_built(); }
 void gpu_allreduce_grads(Gpu *g, Comm *comm, CommGroup grp, size_t off, size_t n) {
     (void)g, (void)comm, (void)grp, (void)off, (void)n;

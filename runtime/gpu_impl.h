@@ -67,6 +67,7 @@ struct Gpu {
     cudaEvent_t ev_ready, ev_done, ev_time[2 * GPU_TIMED_COLLECTIVES];
     int n_timed;
     double nccl_seconds;   // timed, not yet added to comm's statistics
+    size_t nccl_bytes;     // device memory NCCL took for the communicators (measured; not in the arenas)
 };
 
 // Width of the rows the sequence group exchanges: [K|V] (lss) or a residual-stream row (megatron-sp).
