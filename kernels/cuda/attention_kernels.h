@@ -538,6 +538,44 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 #endif
 }
 
+// ---- backward: the two recomputed products both kernels start with -----------------------------
+// x = A B^T and y = A2 B2^T over the head dimension, for the warp's 16 rows (A, A2) against the
+// N rows of two shared tiles (B, B2): S^T, dP^T in the dK/dV kernel (A = K, A2 = V, B = Q, B2 = dO),
+// S, dP in the dQ kernel (A = Q, A2 = dO, B = K, B2 = V). The A fragments come from registers
+// (af, a2f, REGS) or from the shared tiles sa, sa2 at the lane's row arow.
+template <int HS, int N, bool REGS, int F>
+static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float (&y)[N / 8][4],
+                                                     const uint32_t (&af)[F][4], const uint32_t (&a2f)[F][4],
+                                                     const bf16_t *sa, const bf16_t *sa2, int arow, const bf16_t *b,
+                                                     const bf16_t *b2, int lane) {
+#pragma unroll
+    for (int nt = 0; nt < N / 8; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) x[nt][i] = y[nt][i] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < HS / 16; ks++) {
+        uint32_t a[4], a2[4];
+        if (REGS) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = af[REGS ? ks : 0][i], a2[i] = a2f[REGS ? ks : 0][i];
+        } else {
+            ldsm_x4(a, smem_addr(sa + swz<HS>(arow, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(a2, smem_addr(sa2 + swz<HS>(arow, ks * 16 + (lane >> 4) * 8)));
+        }
+#pragma unroll
+        for (int np = 0; np < N / 16; np++) {
+            const int r = np * 16 + (lane & 7) + (lane >> 4) * 8, c = ks * 16 + ((lane >> 3) & 1) * 8;
+            uint32_t bb[4], bb2[4];
+            ldsm_x4(bb, smem_addr(b + swz<HS>(r, c)));
+            mma_bf16(x[2 * np], a, bb[0], bb[1]);
+            mma_bf16(x[2 * np + 1], a, bb[2], bb[3]);
+            ldsm_x4(bb2, smem_addr(b2 + swz<HS>(r, c)));
+            mma_bf16(y[2 * np], a2, bb2[0], bb2[1]);
+            mma_bf16(y[2 * np + 1], a2, bb2[2], bb2[3]);
+        }
+    }
+}
+
 // ---- backward: the fused kernel's dQ of one query block ----------------------------------------
 // dQ_part (BQ x HS) = dS (BQ x BKV, shared, [query][key]) @ K (BKV x HS, shared), then the ordered
 // sum into dq_acc / dq (see attn_bwd_dkdv_kernel). Warp w computes row tile w % (BQ/16) of the
@@ -623,9 +661,9 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     // The CTA's tile: (b*NH + h, key block kb) = blockIdx. Fused: the tile of the CTA's ticket,
     // tickets taken in the order CTAs start, tiles numbered key block by key block, so the key
     // block a CTA waits for belongs to a CTA that started before it, in any dispatch order.
-    __shared__ int s_ticket;   // fused: read again where needed (a register less in the loop)
     int bh = blockIdx.x, kb = blockIdx.y;
     if constexpr (FUSED_DQ) {
+        __shared__ int s_ticket;
         if (tid == 0) s_ticket = atomicAdd(a.dq_ticket, 1);
         __syncthreads();
         bh = s_ticket % (int)gridDim.x, kb = s_ticket / (int)gridDim.x;
@@ -693,32 +731,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 
         // S^T = K Q^T and dP^T = V dO^T (16 keys x BQ queries per warp)
         float st[NQ][4], dpt[NQ][4];
-#pragma unroll
-        for (int nt = 0; nt < NQ; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) st[nt][i] = dpt[nt][i] = 0.0f;
-#pragma unroll
-        for (int ks = 0; ks < KH; ks++) {
-            uint32_t ka[4], va[4];
-            if (KV_REGS) {
-#pragma unroll
-                for (int i = 0; i < 4; i++) ka[i] = kf[KV_REGS ? ks : 0][i], va[i] = vf[KV_REGS ? ks : 0][i];
-            } else {
-                ldsm_x4(ka, smem_addr(sK + swz<HS>(krow_a, ks * 16 + (lane >> 4) * 8)));
-                ldsm_x4(va, smem_addr(sV + swz<HS>(krow_a, ks * 16 + (lane >> 4) * 8)));
-            }
-#pragma unroll
-            for (int np = 0; np < NQ / 2; np++) {
-                const int r = np * 16 + (lane & 7) + (lane >> 4) * 8, c = ks * 16 + ((lane >> 3) & 1) * 8;
-                uint32_t bq[4], bo[4];
-                ldsm_x4(bq, smem_addr(cQ + swz<HS>(r, c)));
-                mma_bf16(st[2 * np], ka, bq[0], bq[1]);
-                mma_bf16(st[2 * np + 1], ka, bq[2], bq[3]);
-                ldsm_x4(bo, smem_addr(cdO + swz<HS>(r, c)));
-                mma_bf16(dpt[2 * np], va, bo[0], bo[1]);
-                mma_bf16(dpt[2 * np + 1], va, bo[2], bo[3]);
-            }
-        }
+        bwd_recompute<HS, BQ, KV_REGS>(st, dpt, kf, vf, sK, sV, krow_a, cQ, cdO, lane);
         // P^T = exp2(S^T scale log2e - lse2) where visible; dS^T = P^T (dP^T - D)
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++)
@@ -767,7 +780,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                     sdS[swz<BKV>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1))] =
                         __float2bfloat16_rn(dpt[nt][i]);
             __syncthreads();
-            fused_dq_add<HS, NW, BQ>(a, sdS, sK, b, h, s_ticket / (int)gridDim.x, qb, nqb);
+            fused_dq_add<HS, NW, BQ>(a, sdS, sK, b, h, kb, qb, nqb);
         }
         __syncthreads();  // buffer `buf` is refilled by the next iteration's prefetch
         buf ^= 1;
@@ -870,33 +883,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
         const bf16_t *cK = sK + buf * BK * HS, *cV = sV + buf * BK * HS;
         const int k0 = kb * BK;
 
-        float s[NS][4], dp[NS][4];
-#pragma unroll
-        for (int nt = 0; nt < NS; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) s[nt][i] = dp[nt][i] = 0.0f;
-#pragma unroll
-        for (int ks = 0; ks < KH; ks++) {
-            uint32_t qa[4], oa[4];
-            if (QO_REGS) {
-#pragma unroll
-                for (int i = 0; i < 4; i++) qa[i] = qf[QO_REGS ? ks : 0][i], oa[i] = of[QO_REGS ? ks : 0][i];
-            } else {
-                ldsm_x4(qa, smem_addr(sQ + swz<HS>(qrow_a, ks * 16 + (lane >> 4) * 8)));
-                ldsm_x4(oa, smem_addr(sdO + swz<HS>(qrow_a, ks * 16 + (lane >> 4) * 8)));
-            }
-#pragma unroll
-            for (int np = 0; np < NS / 2; np++) {
-                const int r = np * 16 + (lane & 7) + (lane >> 4) * 8, c = ks * 16 + ((lane >> 3) & 1) * 8;
-                uint32_t bk[4], bv[4];
-                ldsm_x4(bk, smem_addr(cK + swz<HS>(r, c)));
-                mma_bf16(s[2 * np], qa, bk[0], bk[1]);
-                mma_bf16(s[2 * np + 1], qa, bk[2], bk[3]);
-                ldsm_x4(bv, smem_addr(cV + swz<HS>(r, c)));
-                mma_bf16(dp[2 * np], oa, bv[0], bv[1]);
-                mma_bf16(dp[2 * np + 1], oa, bv[2], bv[3]);
-            }
-        }
+        float s[NS][4], dp[NS][4];   // S = Q K^T, dP = dO V^T
+        bwd_recompute<HS, BK, QO_REGS>(s, dp, qf, of, sQ, sdO, qrow_a, cK, cV, lane);
         const bool need_mask = k0 + BK > kfull;
 #pragma unroll
         for (int nt = 0; nt < NS; nt++)
