@@ -138,13 +138,20 @@ static void test_text(void) {
 
 // ---- files written by the runtime's metrics writer ----
 
-static void write_rank(const char *dir, int rank, int world, int rows, double slow) {
+// A rank file at dir/metrics/rank-NNNNN.h5 open for appending; NULL (and a failed check) on error.
+static MetricsFile *open_rank(const char *dir, int rank, int world) {
     char *path = xasprintf("%s/metrics/rank-%05d.h5", dir, rank), err[512];
     MetricsAttrs a = {.rank = rank, .world = world, .sp_rank = rank, .sp_size = world, .dp_size = 1,
                       .scheme = "lss", .backend = "cpu", .host = "node", .device = "cpu", .seq_len = 64,
                       .model_json = "{\"layers\":2,\"dim\":32,\"heads\":4,\"mlp\":128,\"vocab\":256}", .git = "g"};
     MetricsFile *m = metrics_open(path, &a, -1, err, sizeof err);
     CHECK(m != NULL, "metrics_open %s (%s)", path, m ? "" : err);
+    free(path);
+    return m;
+}
+
+static void write_rank(const char *dir, int rank, int world, int rows, double slow) {
+    MetricsFile *m = open_rank(dir, rank, world);
     if (!m) return;
     for (int s = 1; s <= rows; s++) {
         StepRow row = {.step = s, .loss = 5.0 - 0.1 * s, .tokens = 32, .t_compute = slow * 0.01 * s,
@@ -157,7 +164,41 @@ static void write_rank(const char *dir, int rank, int world, int rows, double sl
         }
     }
     metrics_close(m);
+}
+
+// Many more /eval rows than /steps rows: the reader's buffers for the eval table must
+// not move the step rows it already handed out (an ASan use-after-free before the fix).
+static void test_reader_eval_heavy(const char *dir) {
+    char *sub = path_join(dir, "eval-heavy"), *metrics = path_join(sub, "metrics");
+    mkdir_p(metrics, 0755);
+    MetricsFile *m = open_rank(sub, 0, 1);
+    if (m) {
+        for (int s = 1; s <= 2; s++) {
+            StepRow row = {.step = s, .loss = 5.0, .tokens = 32, .t_step = 0.01, .t_compute = 0.01};
+            metrics_append_step(m, &row);
+        }
+        for (int i = 1; i <= 12; i++) {
+            EvalRow ev = {.step = i, .loss = 4.0, .bpc = 0.5 * i};
+            strcpy(ev.split, i % 2 ? "valid" : "test");
+            metrics_append_eval(m, &ev);
+        }
+        metrics_close(m);
+    }
+    RankReader *rd = rank_reader_new();   // fresh: its row buffer is sized by this file alone
+    RankFile f;
+    char err[512] = "";
+    char *path = xasprintf("%s/rank-00000.h5", metrics);
+    int rc = rank_reader_read(rd, path, true, true, &f, err, sizeof err);
+    CHECK(rc == 0, "read a rank file with 2 steps and 12 eval rows (%s)", err);
+    if (rc == 0) {
+        CHECK(f.n_rows == 2 && f.rows[0].step == 1 && f.rows[1].step == 2, "step rows intact after the eval read");
+        CHECK(f.n_valid == 6 && f.n_test == 6 && f.valid[5].step == 11 && near(f.test[5].bpc, 6.0), "12 eval rows");
+        rank_file_clear(&f);
+    }
+    rank_reader_free(rd);
     free(path);
+    free(metrics);
+    free(sub);
 }
 
 static void test_reader(const char *dir) {
@@ -211,6 +252,10 @@ static void test_reader(const char *dir) {
     char *h5 = xasprintf("%s/summary.h5", dir);
     CHECK(report_write_h5(&r, h5, err, sizeof err) == 0, "summary.h5 written (%s)", err);
     free(h5);
+    h5 = xasprintf("%s/no-such-dir/summary.h5", dir);
+    CHECK(report_write_h5(&r, h5, err, sizeof err) == -1 && strstr(err, "cannot create the file: No such file"),
+          "a failed summary.h5 names HDF5's cause (%s)", err);
+    free(h5);
     r.jobs = xmalloc(sizeof j);
     r.jobs[0] = j;
     report_free(&r);
@@ -228,6 +273,7 @@ int main(void) {
     char tmpl[] = "/tmp/lsst-test-report.XXXXXX";
     if (mkdtemp(tmpl)) {
         test_reader(tmpl);
+        test_reader_eval_heavy(tmpl);
         rm_rf(tmpl);
     } else {
         CHECK(0, "mkdtemp");

@@ -54,8 +54,15 @@ const char *fmt_number(char *buf, size_t n, double x) {
 }
 
 typedef char Cell[48];
+typedef const char *(*NumFmt)(char *buf, size_t n, double x);   // fmt_seconds, fmt_bytes, ...
 
 static const char *or_unknown(const char *s) { return s && *s ? s : "?"; }
+
+// One table cell: x as fmt writes it.
+static void num_cell(DocBlock *t, NumFmt fmt, double x) {
+    Cell c;
+    doc_cell(t, "%s", fmt(c, sizeof c, x));
+}
 
 static void summary_table(Doc *d, const Report *r) {
     DocBlock *t = doc_table(d, 14, "lllrrrrrrrrrrr");
@@ -64,22 +71,22 @@ static void summary_table(Doc *d, const Report *r) {
     for (int c = 0; c < 14; c++) doc_cell(t, "%s", head[c]);
     for (int i = 0; i < r->n_jobs; i++) {
         const Job *j = &r->jobs[i];
-        Cell a, b, c, e, f, g, h, k;
         doc_cell(t, "%s", j->label);
         doc_cell(t, "%s", or_unknown(j->scheme));
         doc_cell(t, "%d x %d", j->sp_size, j->dp_size);
         doc_cell(t, "%d", j->world);
         doc_cell(t, "%d", j->seq_len);
         doc_cell(t, "%lld", (long long)j->n_steps);
-        doc_cell(t, "%s", fmt_seconds(a, sizeof a, j->t_mean));
-        doc_cell(t, "%s", fmt_seconds(b, sizeof b, j->t_median));
-        doc_cell(t, "%s", fmt_seconds(c, sizeof c, j->t_p99));
-        doc_cell(t, "%s", fmt_number(e, sizeof e, j->tokens_per_s));
-        doc_cell(t, "%s", fmt_percent(f, sizeof f, j->comm_share));
-        doc_cell(t, "%s", fmt_bytes(g, sizeof g, j->bytes_per_step));
-        doc_cell(t, "%s", j->n_ranks ? fmt_bytes(h, sizeof h, (double)j->mem_max) : "n/a");
+        num_cell(t, fmt_seconds, j->t_mean);
+        num_cell(t, fmt_seconds, j->t_median);
+        num_cell(t, fmt_seconds, j->t_p99);
+        num_cell(t, fmt_number, j->tokens_per_s);
+        num_cell(t, fmt_percent, j->comm_share);
+        num_cell(t, fmt_bytes, j->bytes_per_step);
+        if (j->n_ranks) num_cell(t, fmt_bytes, (double)j->mem_max);
+        else doc_cell(t, "n/a");
         if (isnan(j->final_valid_bpc)) doc_cell(t, "n/a");
-        else snprintf(k, sizeof k, "%.4f", j->final_valid_bpc), doc_cell(t, "%s", k);
+        else doc_cell(t, "%.4f", j->final_valid_bpc);
     }
 }
 
@@ -106,18 +113,17 @@ static void scaling_section(Doc *d, PlotSet *ps, const Report *r) {
         for (int c = 0; c < 10; c++) doc_cell(t, "%s", head[c]);
         for (int i = 0; i < se->n; i++) {
             const Job *j = &r->jobs[se->jobs[i]];
-            Cell a, b, c, e, f;
             doc_cell(t, "%s", j->label);
             doc_cell(t, "%d", j->world);
             doc_cell(t, "%d x %d", j->sp_size, j->dp_size);
             doc_cell(t, "%d", j->seq_len);
-            doc_cell(t, "%s", fmt_number(a, sizeof a, j->tokens_per_step));
-            doc_cell(t, "%s", fmt_seconds(b, sizeof b, j->t_mean));
+            num_cell(t, fmt_number, j->tokens_per_step);
+            num_cell(t, fmt_seconds, j->t_mean);
             if (isnan(j->flops_per_s)) doc_cell(t, "n/a");
             else doc_cell(t, "%.4g", j->flops_per_s / 1e12);
-            doc_cell(t, "%s", fmt_ratio(c, sizeof c, se->speedup[i]));
-            doc_cell(t, "%s", fmt_percent(e, sizeof e, se->efficiency[i]));
-            doc_cell(t, "%s", fmt_bytes(f, sizeof f, (double)j->mem_max));
+            num_cell(t, fmt_ratio, se->speedup[i]);
+            num_cell(t, fmt_percent, se->efficiency[i]);
+            num_cell(t, fmt_bytes, (double)j->mem_max);
         }
     }
     doc_plot(d, plot_scaling(ps, r, false));
@@ -150,20 +156,19 @@ static void ratio_section(Doc *d, const Report *r) {
     for (int i = 0; i < r->n_ratios; i++) {
         const SchemeRatio *q = &r->ratios[i];
         const Job *l = &r->jobs[q->lss], *m = &r->jobs[q->megatron];
-        Cell a, b, c, e, f, g, h, k;
         doc_cell(t, "%d", l->world);
         doc_cell(t, "%d x %d", l->sp_size, l->dp_size);
         doc_cell(t, "%d", l->seq_len);
         doc_cell(t, "%s", l->label);
         doc_cell(t, "%s", m->label);
-        doc_cell(t, "%s", fmt_seconds(a, sizeof a, l->t_mean));
-        doc_cell(t, "%s", fmt_seconds(b, sizeof b, m->t_mean));
-        doc_cell(t, "%s", fmt_ratio(c, sizeof c, q->time));
-        doc_cell(t, "%s", fmt_bytes(e, sizeof e, (double)l->mem_max));
-        doc_cell(t, "%s", fmt_bytes(f, sizeof f, (double)m->mem_max));
-        doc_cell(t, "%s", fmt_ratio(g, sizeof g, q->memory));
-        doc_cell(t, "%s", fmt_bytes(h, sizeof h, l->bytes_per_step));
-        doc_cell(t, "%s", fmt_ratio(k, sizeof k, q->comm));
+        num_cell(t, fmt_seconds, l->t_mean);
+        num_cell(t, fmt_seconds, m->t_mean);
+        num_cell(t, fmt_ratio, q->time);
+        num_cell(t, fmt_bytes, (double)l->mem_max);
+        num_cell(t, fmt_bytes, (double)m->mem_max);
+        num_cell(t, fmt_ratio, q->memory);
+        num_cell(t, fmt_bytes, l->bytes_per_step);
+        num_cell(t, fmt_ratio, q->comm);
     }
 }
 
@@ -201,7 +206,7 @@ static void job_section(Doc *d, PlotSet *ps, const Report *r, int index) {
     if (j->n_ranks == 0) {
         doc_para(d, "None of its %d rank files could be read.", j->n_files);
     } else {
-        Cell a, b, c, e, f, g, h, k;
+        Cell a, b, c;
         int n_missing = 0;
         char *missing = missing_ranks(j, &n_missing);
         DocBlock *t = doc_table(d, 2, "ll");
@@ -241,11 +246,11 @@ static void job_section(Doc *d, PlotSet *ps, const Report *r, int index) {
                                 fmt_bytes(c, sizeof c, j->bytes_per_step / j->n_ranks));
         kv(t, "bytes sent per step", bytes);
         free(bytes);
-        char *mem = xasprintf("max %s, min %s, mean %s", fmt_bytes(e, sizeof e, (double)j->mem_max),
-                              fmt_bytes(f, sizeof f, (double)j->mem_min), fmt_bytes(g, sizeof g, j->mem_mean));
+        char *mem = xasprintf("max %s, min %s, mean %s", fmt_bytes(a, sizeof a, (double)j->mem_max),
+                              fmt_bytes(b, sizeof b, (double)j->mem_min), fmt_bytes(c, sizeof c, j->mem_mean));
         kv(t, "peak memory per rank", mem);
         free(mem);
-        kv(t, "rank imbalance (t_compute max/mean - 1)", fmt_percent(h, sizeof h, j->imbalance));
+        kv(t, "rank imbalance (t_compute max/mean - 1)", fmt_percent(a, sizeof a, j->imbalance));
 
         if (j->n_slowest) {
             doc_para(d, "Slowest ranks (largest mean t_compute over the timed steps):");
@@ -258,10 +263,10 @@ static void job_section(Doc *d, PlotSet *ps, const Report *r, int index) {
                 doc_cell(t, "%d", s->sp_rank);
                 doc_cell(t, "%d", s->dp_rank);
                 doc_cell(t, "%s", s->host);
-                doc_cell(t, "%s", fmt_seconds(a, sizeof a, s->t_compute_mean));
-                doc_cell(t, "%s", fmt_seconds(b, sizeof b, s->t_step_mean));
-                doc_cell(t, "%s", fmt_seconds(c, sizeof c, s->t_comm_mean));
-                doc_cell(t, "%s", fmt_bytes(e, sizeof e, (double)s->mem_peak));
+                num_cell(t, fmt_seconds, s->t_compute_mean);
+                num_cell(t, fmt_seconds, s->t_step_mean);
+                num_cell(t, fmt_seconds, s->t_comm_mean);
+                num_cell(t, fmt_bytes, (double)s->mem_peak);
             }
         }
 
@@ -272,11 +277,11 @@ static void job_section(Doc *d, PlotSet *ps, const Report *r, int index) {
                      (long long)j->loss_step[j->n_loss - 1]);
             kv(t, "final train loss", a);
         }
-        if (j->n_valid) snprintf(k, sizeof k, "%.4f at step %lld", j->final_valid_bpc, (long long)j->valid[j->n_valid - 1].step);
-        kv(t, "final valid bpc", j->n_valid ? k : "n/a (no evaluation rows)");
+        if (j->n_valid) snprintf(a, sizeof a, "%.4f at step %lld", j->final_valid_bpc, (long long)j->valid[j->n_valid - 1].step);
+        kv(t, "final valid bpc", j->n_valid ? a : "n/a (no evaluation rows)");
         if (j->n_test) {
-            snprintf(k, sizeof k, "%.4f at step %lld", j->final_test_bpc, (long long)j->test[j->n_test - 1].step);
-            kv(t, "final test bpc", k);
+            snprintf(a, sizeof a, "%.4f at step %lld", j->final_test_bpc, (long long)j->test[j->n_test - 1].step);
+            kv(t, "final test bpc", a);
         }
         doc_plot(d, plot_job_bpc(ps, j, index));
         doc_plot(d, plot_job_step_time(ps, j, index));
@@ -315,11 +320,10 @@ static void definitions(Doc *d, const Report *r) {
 
 void report_build(const Report *r, Doc *d, PlotSet *ps) {
     doc_heading(d, 1, NULL, "lsst report: %s", r->title);
-    int n_skipped = 0;
-    for (int i = 0; i < r->n_jobs; i++) n_skipped += r->jobs[i].n_skipped;
-    doc_para(d, "%d job%s, %lld rank file%s read, %d skipped. Written by lsst-report %s (git %s). The definitions of "
+    doc_para(d, "%d job%s, %lld rank file%s read, %lld skipped. Written by lsst-report %s (git %s). The definitions of "
                 "every number are at the end.",
-             r->n_jobs, r->n_jobs == 1 ? "" : "s", (long long)r->files_read, r->files_read == 1 ? "" : "s", n_skipped,
+             r->n_jobs, r->n_jobs == 1 ? "" : "s", (long long)r->files_read, r->files_read == 1 ? "" : "s",
+             (long long)r->files_skipped,
              LSST_VERSION, lsst_git());
     doc_heading(d, 2, "summary", "Summary");
     summary_table(d, r);

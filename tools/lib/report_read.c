@@ -117,25 +117,28 @@ done:
     return out;
 }
 
-// Make room for n rows of a file row of file_row_size bytes; re-point the transfer list's buffers.
-static int reserve(RankReader *rd, size_t n, size_t file_row_size) {
-    if (n > rd->rows_cap) {
-        rd->rows_cap = n + n / 2;
-        free(rd->rows);
-        rd->rows = xmalloc(rd->rows_cap * sizeof *rd->rows);
-    }
+// Make room for n step rows. Only read_steps calls it: the rows it fills are handed out
+// in RankFile.rows, so nothing after it in the same read may move them.
+static void reserve_rows(RankReader *rd, size_t n) {
+    if (n <= rd->rows_cap) return;
+    rd->rows_cap = n + n / 2;
+    free(rd->rows);
+    rd->rows = xmalloc(rd->rows_cap * sizeof *rd->rows);
+}
+
+// Make room in the conversion buffers for n rows of a file row of file_row_size bytes
+// (or of our memory row, if larger); re-point the transfer list's buffers.
+static int reserve_conv(RankReader *rd, size_t n, size_t file_row_size) {
     size_t row = file_row_size > sizeof(ReportRow) ? file_row_size : sizeof(ReportRow);
     if (row < sizeof(EvalRead)) row = sizeof(EvalRead);
     size_t need = (n ? n : 1) * row;
-    if (need > rd->conv_cap) {
-        rd->conv_cap = need + need / 2;
-        free(rd->tconv);
-        free(rd->bkg);
-        rd->tconv = xmalloc(rd->conv_cap);
-        rd->bkg = xmalloc(rd->conv_cap);
-        if (H5Pset_buffer(rd->dxpl, rd->conv_cap, rd->tconv, rd->bkg) < 0) return -1;
-    }
-    return 0;
+    if (need <= rd->conv_cap) return 0;
+    rd->conv_cap = need + need / 2;
+    free(rd->tconv);
+    free(rd->bkg);
+    rd->tconv = xmalloc(rd->conv_cap);
+    rd->bkg = xmalloc(rd->conv_cap);
+    return H5Pset_buffer(rd->dxpl, rd->conv_cap, rd->tconv, rd->bkg) < 0 ? -1 : 0;
 }
 
 static const char *const STEP_FIELDS[] = {"step",   "loss",      "tokens",     "t_step",
@@ -183,7 +186,8 @@ static int read_steps(RankReader *rd, hid_t file, RankFile *out, char *err, size
     hid_t ds = open_table(file, "steps", &n, &row_size, err, errlen);
     if (ds < 0) return -1;
     int rc = -1;
-    if (reserve(rd, (size_t)n, row_size) != 0) {
+    reserve_rows(rd, (size_t)n);
+    if (reserve_conv(rd, (size_t)n, row_size) != 0) {
         set_err(err, errlen, "cannot set the conversion buffers");
     } else if (n && H5Dread(ds, rd->row_type, H5S_ALL, H5S_ALL, rd->dxpl, rd->rows) < 0) {
         set_err(err, errlen, "cannot read /steps");
@@ -215,7 +219,7 @@ static int read_eval(RankReader *rd, hid_t file, RankFile *out, char *err, size_
     if (ds < 0) return -1;
     EvalRead *rows = xmalloc((n ? n : 1) * sizeof *rows);
     int rc = -1;
-    if (reserve(rd, (size_t)n, row_size) != 0) {
+    if (reserve_conv(rd, (size_t)n, row_size) != 0) {
         set_err(err, errlen, "cannot set the conversion buffers");
     } else if (n && H5Dread(ds, rd->eval_type, H5S_ALL, H5S_ALL, rd->dxpl, rows) < 0) {
         set_err(err, errlen, "cannot read /eval (step, split, bpc)");

@@ -14,6 +14,7 @@
 #include "report_summary.h"
 
 #include "common.h"
+#include "h5err.h"
 
 #include <hdf5.h>
 #include <math.h>
@@ -124,12 +125,19 @@ typedef struct {
     int64_t mem_peak;
 } RankRowH5;
 
-#define TRY(call, what)                                      \
-    do {                                                     \
-        if ((call) < 0) {                                    \
-            snprintf(err, errlen, "%s: %s", path, (what));   \
-            goto fail;                                       \
-        }                                                    \
+// err = "PATH: WHAT", then ": CAUSE" when HDF5 left one ("No space left on device").
+static void set_h5_err(char *err, size_t errlen, const char *path, const char *what) {
+    const char *cause = h5_cause();
+    if (cause) snprintf(err, errlen, "%s: %s: %s", path, what, cause);
+    else snprintf(err, errlen, "%s: %s", path, what);
+}
+
+#define TRY(call, what)                               \
+    do {                                              \
+        if ((call) < 0) {                             \
+            set_h5_err(err, errlen, path, (what));    \
+            goto fail;                                \
+        }                                             \
     } while (0)
 
 static herr_t write_1d(hid_t loc, const char *name, hid_t filetype, hid_t memtype, hsize_t n, const void *data) {
@@ -305,7 +313,9 @@ int report_write_h5(const Report *r, const char *path, char *err, size_t errlen)
     TRY(write_cross(file, r), "cannot write /scaling and /ratios");
     for (int i = 0; i < r->n_jobs; i++) {
         if (write_job(file, &r->jobs[i], i) < 0) {
-            snprintf(err, errlen, "%s: cannot write /job-%03d", path, i + 1);
+            char what[48];
+            snprintf(what, sizeof what, "cannot write /job-%03d", i + 1);
+            set_h5_err(err, errlen, path, what);
             goto fail;
         }
     }
