@@ -6,6 +6,7 @@
 #include "archive_check.h"
 #include "archive_create.h"
 #include "common.h"
+#include "workflow.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -47,51 +48,41 @@ static void usage(FILE *f) {
           f);
 }
 
-// 'text' for a shell: one word, single-quoted.
-static void put_shell_word(FILE *f, const char *s) {
-    fputc('\'', f);
-    for (; *s; s++) {
-        if (*s == '\'') fputs("'\\''", f);
-        else fputc(*s, f);
-    }
-    fputc('\'', f);
+// The names an archive command may use: {{archive}}, {{archive_name}}, {{run_dir}}.
+typedef struct {
+    const char *archive, *run_dir;
+    char unknown[160];   // "{{name}}" of the last name asked for that has no value
+} ThenNames;
+
+static const char *then_lookup(void *ctx, const char *name) {
+    ThenNames *t = ctx;
+    if (!strcmp(name, "archive")) return t->archive;
+    if (!strcmp(name, "archive_name")) return path_basename(t->archive);
+    if (!strcmp(name, "run_dir")) return t->run_dir;
+    snprintf(t->unknown, sizeof t->unknown, "{{%s}}", name);
+    return NULL;
 }
 
-// Expand {{archive}}, {{archive_name}}, {{run_dir}} in cmd; NULL (with the name in bad) for another {{...}}.
-static char *expand_command(const char *cmd, const char *archive, const char *run_dir, char *bad, size_t badlen) {
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (!f) lsst_die(EXIT_RUNTIME, "out of memory");
-    for (const char *p = cmd; *p;) {
-        if (strncmp(p, "{{", 2)) {
-            fputc(*p++, f);
-            continue;
-        }
-        const char *end = strstr(p, "}}");
-        size_t n = end ? (size_t)(end - p - 2) : strlen(p + 2);
-        const char *value = NULL;
-        if (end && n == 7 && !strncmp(p + 2, "archive", 7)) value = archive;
-        else if (end && n == 12 && !strncmp(p + 2, "archive_name", 12)) value = path_basename(archive);
-        else if (end && n == 7 && !strncmp(p + 2, "run_dir", 7)) value = run_dir;
-        if (!value) {
-            snprintf(bad, badlen, "%.*s", end ? (int)(n + 4) : (int)strlen(p), p);
-            fclose(f);
-            free(out);
-            return NULL;
-        }
-        put_shell_word(f, value);
-        p = end + 2;
+// cmd with each {{name}} as ONE single-quoted shell word (wf_expand, as in batch scripts);
+// NULL with the reason in err for an unknown name or an unclosed "{{".
+static char *expand_command(const char *cmd, const char *archive, const char *run_dir, char *err, size_t errlen) {
+    ThenNames names = {.archive = archive, .run_dir = run_dir};
+    WfBuf line = {0};
+    char msg[256];
+    if (wf_expand(cmd, then_lookup, &names, &line, msg, sizeof msg) != 0) {
+        if (names.unknown[0]) snprintf(err, errlen, "unknown placeholder %s", names.unknown);
+        else snprintf(err, errlen, "%s", msg);
+        wfb_free(&line);
+        return NULL;
     }
-    fclose(f);
-    return out;
+    return wfb_take(&line);
 }
 
 static int run_then(const char *cmd, const char *archive, const char *run_dir) {
-    char bad[128];
+    char why[256];
     char *abs_archive = realpath(archive, NULL), *abs_run = realpath(run_dir, NULL);
-    char *line = expand_command(cmd, abs_archive ? abs_archive : archive, abs_run ? abs_run : run_dir, bad, sizeof bad);
-    if (!line) lsst_die(EXIT_USAGE, "archive command '%s': unknown placeholder %s", cmd, bad);   // checked before
+    char *line = expand_command(cmd, abs_archive ? abs_archive : archive, abs_run ? abs_run : run_dir, why, sizeof why);
+    if (!line) lsst_die(EXIT_USAGE, "archive command '%s': %s", cmd, why);   // checked before
     setenv("LSST_ARCHIVE", abs_archive ? abs_archive : archive, 1);
     setenv("LSST_RUN_DIR", abs_run ? abs_run : run_dir, 1);
     fprintf(stderr, "%s: running: %s\n", lsst_prog, line);
@@ -201,11 +192,11 @@ int main(int argc, char **argv) {
     if (inside(out_path, run_dir))
         lsst_usage_error("%s: the archive cannot be written inside the run directory it archives", out_path);
     const char *cmd = then ? then : no_then ? NULL : getenv("LSST_SITE_ARCHIVE");
-    char bad[128];
-    char *probe = cmd ? expand_command(cmd, out_path, run_dir, bad, sizeof bad) : NULL;
+    char why[256];
+    char *probe = cmd ? expand_command(cmd, out_path, run_dir, why, sizeof why) : NULL;
     if (cmd && !probe)   // before writing anything
-        lsst_die(EXIT_USAGE, "archive command '%s': unknown placeholder %s (known: {{archive}}, {{archive_name}}, "
-                             "{{run_dir}})", cmd, bad);
+        lsst_die(EXIT_USAGE, "archive command '%s': %s (known: {{archive}}, {{archive_name}}, {{run_dir}})",
+                 cmd, why);
     free(probe);
 
     ArchiveStats st;

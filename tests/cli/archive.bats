@@ -303,4 +303,10 @@ import sys; p = 'a.tar.zst'; b = bytearray(open(p, 'rb').read()); b[len(b) // 2]
   run "$BIN/lsst-archive" "$RUN" -o u.tar.zst --then 'hsi put {{archvie}}'
   [ "$status" -eq 2 ]
   [[ "$output" == *"unknown placeholder {{archvie}}"* ]]
+  [ ! -e u.tar.zst ]
+  # an unclosed reference is refused before writing, too
+  run "$BIN/lsst-archive" "$RUN" -o c.tar.zst --then 'hsi put {{archive'
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"unclosed '{{'"* ]]
+  [ ! -e c.tar.zst ]
 }

@@ -236,9 +236,78 @@ typedef struct {
 
 static int cmp_line(const void *a, const void *b) { return strcmp(((const ManifestLine *)a)->path, ((const ManifestLine *)b)->path); }
 
+static void lines_free(ManifestLine *lines, size_t n) {
+    for (size_t k = 0; k < n; k++) free(lines[k].path);
+    free(lines);
+}
+
+// MANIFEST.sha256 (m->manifest, parsed in place) against the regular files of the top
+// directory sum->top: every file listed with its checksum, every line a file of the
+// archive, and a provenance.yaml. 0, or -1 with the first problem in err.
+static int check_manifest(const char *file, Members *m, const ArchiveSummary *sum, char *err, size_t errlen) {
+    if (!m->manifest) {
+        snprintf(err, errlen, "%s: no %s/%s: not an lsst archive", file, sum->top, ARCHIVE_MANIFEST);
+        return -1;
+    }
+    size_t top_len = strlen(sum->top);
+    ManifestLine *lines = NULL;
+    size_t n_lines = 0, cap_lines = 0;
+    char *save = NULL;
+    int line_no = 0, rc = -1;
+    for (char *line = strtok_r(m->manifest, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        line_no++;
+        size_t hl = strspn(line, "0123456789abcdef");
+        if (hl != 64 || strncmp(line + 64, "  ", 2) || !line[66]) {
+            snprintf(err, errlen, "%s: %s/%s line %d: not '<sha256>  <path>'", file, sum->top, ARCHIVE_MANIFEST, line_no);
+            goto done;
+        }
+        if (n_lines == cap_lines) lines = xrealloc(lines, (cap_lines = cap_lines ? 2 * cap_lines : 64) * sizeof *lines);
+        ManifestLine *ml = &lines[n_lines++];
+        memcpy(ml->hex, line, 64);
+        ml->hex[64] = '\0';
+        ml->path = xstrdup(line + 66);
+        ml->seen = false;
+    }
+    qsort(lines, n_lines, sizeof *lines, cmp_line);
+    bool have_prov = false;
+    for (size_t i = 0; i < m->n; i++) {
+        const Member *mb = &m->v[i];
+        if (mb->type != 'f') continue;
+        const char *rel = mb->path + top_len + 1;
+        if (!strcmp(rel, ARCHIVE_MANIFEST)) continue;
+        have_prov |= !strcmp(rel, ARCHIVE_PROVENANCE);
+        ManifestLine key = {.path = (char *)rel};
+        ManifestLine *ml = bsearch(&key, lines, n_lines, sizeof *lines, cmp_line);
+        if (!ml) {
+            snprintf(err, errlen, "%s: member '%s' is not in %s", file, mb->path, ARCHIVE_MANIFEST);
+            goto done;
+        }
+        if (strcmp(ml->hex, mb->hex)) {
+            snprintf(err, errlen, "%s: member '%s': checksum mismatch (manifest %.12s..., content %.12s...)", file,
+                     mb->path, ml->hex, mb->hex);
+            goto done;
+        }
+        ml->seen = true;
+    }
+    for (size_t k = 0; k < n_lines; k++) {
+        if (!lines[k].seen) {
+            snprintf(err, errlen, "%s: '%s/%s' is listed in %s but is not in the archive", file, sum->top, lines[k].path,
+                     ARCHIVE_MANIFEST);
+            goto done;
+        }
+    }
+    if (!have_prov) {
+        snprintf(err, errlen, "%s: no %s/%s", file, sum->top, ARCHIVE_PROVENANCE);
+        goto done;
+    }
+    rc = 0;
+done:
+    lines_free(lines, n_lines);
+    return rc;
+}
+
 // Every check on the members of pass 1. The first problem in archive order wins.
-static int check_members(const char *file, Members *m, ArchiveSummary *sum, ManifestLine **lines_out, size_t *n_out,
-                         char *err, size_t errlen) {
+static int check_members(const char *file, Members *m, ArchiveSummary *sum, char *err, size_t errlen) {
     memset(sum, 0, sizeof *sum);
     if (m->n == 0) return snprintf(err, errlen, "%s: empty archive", file), -1;
     // One top directory.
@@ -292,83 +361,16 @@ static int check_members(const char *file, Members *m, ArchiveSummary *sum, Mani
         sum->dirs += mb->type == 'd';
         sum->links += mb->type == 'l';
     }
-    // The manifest.
-    if (!m->manifest) {
-        snprintf(err, errlen, "%s: no %s/%s: not an lsst archive", file, sum->top, ARCHIVE_MANIFEST);
-        goto done;
-    }
-    ManifestLine *lines = NULL;
-    size_t n_lines = 0, cap_lines = 0;
-    char *save = NULL;
-    int line_no = 0;
-    for (char *line = strtok_r(m->manifest, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        line_no++;
-        size_t hl = strspn(line, "0123456789abcdef");
-        if (hl != 64 || strncmp(line + 64, "  ", 2) || !line[66]) {
-            snprintf(err, errlen, "%s: %s/%s line %d: not '<sha256>  <path>'", file, sum->top, ARCHIVE_MANIFEST, line_no);
-            for (size_t k = 0; k < n_lines; k++) free(lines[k].path);
-            free(lines);
-            goto done;
-        }
-        if (n_lines == cap_lines) lines = xrealloc(lines, (cap_lines = cap_lines ? 2 * cap_lines : 64) * sizeof *lines);
-        ManifestLine *ml = &lines[n_lines++];
-        memcpy(ml->hex, line, 64);
-        ml->hex[64] = '\0';
-        ml->path = xstrdup(line + 66);
-        ml->seen = false;
-    }
-    qsort(lines, n_lines, sizeof *lines, cmp_line);
-    *lines_out = lines;
-    *n_out = n_lines;
-    bool have_prov = false;
-    for (size_t i = 0; i < m->n; i++) {
-        const Member *mb = &m->v[i];
-        if (mb->type != 'f') continue;
-        const char *rel = mb->path + top_len + 1;
-        if (!strcmp(rel, ARCHIVE_MANIFEST)) continue;
-        have_prov |= !strcmp(rel, ARCHIVE_PROVENANCE);
-        ManifestLine key = {.path = (char *)rel};
-        ManifestLine *ml = bsearch(&key, lines, n_lines, sizeof *lines, cmp_line);
-        if (!ml) {
-            snprintf(err, errlen, "%s: member '%s' is not in %s", file, mb->path, ARCHIVE_MANIFEST);
-            goto done;
-        }
-        if (strcmp(ml->hex, mb->hex)) {
-            snprintf(err, errlen, "%s: member '%s': checksum mismatch (manifest %.12s..., content %.12s...)", file,
-                     mb->path, ml->hex, mb->hex);
-            goto done;
-        }
-        ml->seen = true;
-    }
-    for (size_t k = 0; k < n_lines; k++) {
-        if (!lines[k].seen) {
-            snprintf(err, errlen, "%s: '%s/%s' is listed in %s but is not in the archive", file, sum->top, lines[k].path,
-                     ARCHIVE_MANIFEST);
-            goto done;
-        }
-    }
-    if (!have_prov) {
-        snprintf(err, errlen, "%s: no %s/%s", file, sum->top, ARCHIVE_PROVENANCE);
-        goto done;
-    }
-    rc = 0;
+    rc = check_manifest(file, m, sum, err, errlen);
 done:
     free(ls.paths);
     return rc;
 }
 
-static void lines_free(ManifestLine *lines, size_t n) {
-    for (size_t k = 0; k < n; k++) free(lines[k].path);
-    free(lines);
-}
-
 int archive_verify(const char *file, ArchiveSummary *sum, char *err, size_t errlen) {
     Members m = {0};
-    ManifestLine *lines = NULL;
-    size_t n_lines = 0;
     int rc = read_members(file, &m, err, errlen);
-    if (rc == 0) rc = check_members(file, &m, sum, &lines, &n_lines, err, errlen);
-    lines_free(lines, n_lines);
+    if (rc == 0) rc = check_members(file, &m, sum, err, errlen);
     members_free(&m);
     return rc;
 }
@@ -379,12 +381,10 @@ int archive_verify(const char *file, ArchiveSummary *sum, char *err, size_t errl
 // members are written relative to DIR after a chdir there (and back at the end).
 int archive_extract(const char *file, const char *dir, ArchiveSummary *sum, char *err, size_t errlen) {
     Members m = {0};
-    ManifestLine *lines = NULL;
-    size_t n_lines = 0;
     struct archive *a = NULL, *disk = NULL;
     char *tmp = NULL, *abs_file = NULL;
     int cwd = -1, rc = read_members(file, &m, err, errlen);
-    if (rc == 0) rc = check_members(file, &m, sum, &lines, &n_lines, err, errlen);
+    if (rc == 0) rc = check_members(file, &m, sum, err, errlen);
     if (rc != 0) goto done;
     rc = -1;
     if (!(abs_file = realpath(file, NULL))) {
@@ -494,7 +494,6 @@ done:
     }
     free(tmp);
     free(abs_file);
-    lines_free(lines, n_lines);
     members_free(&m);
     return rc;
 }

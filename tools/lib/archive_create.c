@@ -51,7 +51,8 @@ static void push(Entries *es, Entry e) {
 }
 
 // Collect everything under dir (rel: its path relative to the run directory, "" at the top).
-static int scan(Entries *es, const char *root, const char *rel, const char *skip_path, char *err, size_t errlen) {
+// The archive being written is never inside the run directory (lsst-archive refuses that).
+static int scan(Entries *es, const char *root, const char *rel, char *err, size_t errlen) {
     char *dir = *rel ? path_join(root, rel) : xstrdup(root);
     DIR *d = opendir(dir);
     if (!d) {
@@ -73,12 +74,10 @@ static int scan(Entries *es, const char *root, const char *rel, const char *skip
             snprintf(err, errlen, "%s: a file name with a newline or backslash cannot be listed in %s", child,
                      ARCHIVE_MANIFEST);
             rc = -1;
-        } else if (skip_path && !strcmp(child, skip_path)) {
-            // the archive being written (never inside the run directory; kept for safety)
         } else if (S_ISDIR(st.st_mode)) {
             push(es, (Entry){.rel = child_rel, .type = 'd'});
             child_rel = NULL;
-            rc = scan(es, root, es->v[es->n - 1].rel, skip_path, err, errlen);
+            rc = scan(es, root, es->v[es->n - 1].rel, err, errlen);
         } else if (S_ISREG(st.st_mode)) {
             push(es, (Entry){.rel = child_rel, .type = 'f', .exec = (st.st_mode & 0111) != 0, .size = (uint64_t)st.st_size});
             child_rel = NULL;
@@ -267,7 +266,7 @@ int archive_create(const char *run_dir, const char *out_path, ArchiveStats *stat
     int fd = -1;
     if (!manifest) lsst_die(EXIT_RUNTIME, "out of memory");
 
-    if (scan(&es, real, "", NULL, err, errlen) != 0) goto done;
+    if (scan(&es, real, "", err, errlen) != 0) goto done;
     qsort(es.v, es.n, sizeof *es.v, by_rel);
     drop_escaping_links(&es, run_dir);
     stats->skipped = es.skipped;
