@@ -43,48 +43,8 @@ static int collect(const char *dir, JournalData *jd, JobState **states_out, char
     int rc = journal_read(jd, jpath, err, errlen);
     free(jpath);
     if (rc) return -2;
-    JobState *st = xcalloc((size_t)jd->njobs + 1, sizeof *st);
-    char **ids = xcalloc((size_t)jd->njobs + 1, sizeof(char *));
-    int *idx = xcalloc((size_t)jd->njobs + 1, sizeof(int)), nids = 0;
-    bool local = !strcmp(jd->scheduler, "local");
-    for (int i = 0; i < jd->njobs; i++) {
-        JournalJob *j = &jd->jobs[i];
-        snprintf(st[i].elapsed, sizeof st[i].elapsed, "-");
-        snprintf(st[i].exit, sizeof st[i].exit, "-");
-        if (j->kept_dir) {
-            snprintf(st[i].state, sizeof st[i].state, "COMPLETED");
-            snprintf(st[i].reason, sizeof st[i].reason, "kept from an earlier attempt (%s)", j->kept_dir);
-        } else if (local && j->local_state) {
-            snprintf(st[i].state, sizeof st[i].state, "%s", j->local_state);
-            wf_fmt_time(j->local_elapsed, st[i].elapsed);
-            snprintf(st[i].exit, sizeof st[i].exit, "%d", j->local_exit);
-            if (!strcmp(j->local_state, "CANCELLED")) {
-                snprintf(st[i].reason, sizeof st[i].reason, "a job it waits for did not complete");
-                snprintf(st[i].elapsed, sizeof st[i].elapsed, "-");
-                snprintf(st[i].exit, sizeof st[i].exit, "-");
-            }
-        } else if (local) {
-            snprintf(st[i].state, sizeof st[i].state, "%s", jd->ended ? "CANCELLED" : j->started ? "RUNNING" : "PENDING");
-        } else if (!j->id) {
-            snprintf(st[i].state, sizeof st[i].state, "NOT_SUBMITTED");
-            snprintf(st[i].reason, sizeof st[i].reason, "%s", jd->failed ? "the submission failed" : "");
-        } else {
-            idx[nids] = i;
-            ids[nids++] = j->id;
-        }
-    }
-    int calls = 0;
-    if (nids) {
-        Scheduler s = !strcmp(jd->scheduler, "lsf") ? SCHED_LSF : SCHED_SLURM;
-        JobState *q = xcalloc((size_t)nids, sizeof *q);
-        calls = wf_query_states(s, ids, nids, q, err, errlen);
-        for (int k = 0; k < nids; k++) st[idx[k]] = q[k];
-        free(q);
-    }
-    free(ids);
-    free(idx);
-    *states_out = st;
-    return calls;
+    *states_out = xcalloc((size_t)jd->njobs + 1, sizeof(JobState));
+    return wf_journal_states(jd, *states_out, err, errlen);
 }
 
 static const char *note(const JobState *s) {

@@ -270,6 +270,8 @@ static int submit_all(const Workflow *wf, const Site *site, const char *dir, con
     Submitted sub = {.ids = xcalloc((size_t)wf->njobs + 1, sizeof(char *)),
                      .subs = xcalloc((size_t)wf->njobs + 1, sizeof(char *))};
     char **stage_ids = xcalloc((size_t)wf->nstages + 1, sizeof(char *)); // array stages: the array's id
+    int *dep_jobs = xcalloc((size_t)wf->njobs + 1, sizeof(int));
+    char **deps = xcalloc((size_t)wf->njobs + 1, sizeof(char *)); // their ids
     int *order = workflow_job_order(wf);
     char err[2048];
     int rc = 0;
@@ -277,30 +279,15 @@ static int submit_all(const Workflow *wf, const Site *site, const char *dir, con
         int j = order[k];
         const WfJob *job = &wf->jobs[j];
         const WfStage *st = &wf->stages[job->stage];
-        if (selected && !selected[j]) continue;
-        if (st->array && stage_ids[job->stage]) continue; // one submission per array stage
-        // Waits for every selected job of the stages this one is after.
-        char **deps = NULL;
-        int ndeps = 0;
-        for (int a = 0; a < st->nafter; a++) {
-            const WfStage *dep = &wf->stages[st->after[a]];
-            if (dep->array) {
-                if (stage_ids[st->after[a]]) {
-                    deps = xrealloc(deps, (size_t)(ndeps + 1) * sizeof *deps);
-                    deps[ndeps++] = stage_ids[st->after[a]];
-                }
-                continue;
-            }
-            for (int p = 0; p < dep->npoints; p++)
-                if (sub.ids[dep->first_job + p]) {
-                    deps = xrealloc(deps, (size_t)(ndeps + 1) * sizeof *deps);
-                    deps[ndeps++] = sub.ids[dep->first_job + p];
-                }
+        if (!wf_submits(wf, j, selected)) continue; // unselected, or an array's later task
+        int ndeps = wf_job_deps(wf, j, selected, dep_jobs);
+        for (int d = 0; d < ndeps; d++) { // submitted already: stages go in dependency order
+            const WfJob *dep = &wf->jobs[dep_jobs[d]];
+            deps[d] = wf->stages[dep->stage].array ? stage_ids[dep->stage] : sub.ids[dep_jobs[d]];
         }
         char *script = st->array ? xasprintf("%s/%s/array.sh", dir, st->name) : xasprintf("%s/%s/job.sh", dir, job->key);
         char *id = wf_submit_held(s, script, deps, ndeps, err, sizeof err);
         free(script);
-        free(deps);
         if (!id) {
             char *why = xasprintf("submitting %s failed: %s", st->array ? st->name : job->key, err);
             journal_add(jr, "failed %s", why);
@@ -347,6 +334,8 @@ static int submit_all(const Workflow *wf, const Site *site, const char *dir, con
     free(sub.ids);
     free(sub.subs);
     free(stage_ids);
+    free(dep_jobs);
+    free(deps);
     free(order);
     return rc;
 }
@@ -566,25 +555,8 @@ static int resubmit(const char *run_arg, const Args *a, WfContext *cx, int argc,
     }
     // States of the newest attempt's jobs.
     JobState *js = xcalloc((size_t)jd.njobs + 1, sizeof *js);
-    char **ids = xcalloc((size_t)jd.njobs + 1, sizeof(char *));
-    int nids = 0, *idx = xcalloc((size_t)jd.njobs + 1, sizeof(int));
-    for (int i = 0; i < jd.njobs; i++) {
-        JournalJob *jj = &jd.jobs[i];
-        if (jj->kept_dir) snprintf(js[i].state, sizeof js[i].state, "COMPLETED");
-        else if (jj->local_state) snprintf(js[i].state, sizeof js[i].state, "%s", jj->local_state);
-        else if (!jj->id) snprintf(js[i].state, sizeof js[i].state, jd.ended || strcmp(jd.scheduler, "local") ? "NOT_SUBMITTED" : "RUNNING");
-        else {
-            idx[nids] = i;
-            ids[nids++] = jj->id;
-        }
-    }
-    if (nids) {
-        JobState *q = xcalloc((size_t)nids, sizeof *q);
-        if (wf_query_states(site.scheduler, ids, nids, q, err, sizeof err) < 0)
-            lsst_die(EXIT_RUNTIME, "cannot ask %s for the states of the jobs: %s", scheduler_name(site.scheduler), err);
-        for (int k = 0; k < nids; k++) js[idx[k]] = q[k];
-        free(q);
-    }
+    if (wf_journal_states(&jd, js, err, sizeof err) < 0)
+        lsst_die(EXIT_RUNTIME, "cannot ask %s for the states of the jobs: %s", jd.scheduler, err);
     // Map journal entries to planned jobs; decide what reruns.
     bool *selected = xcalloc((size_t)wf.njobs + 1, sizeof(bool));
     char **kept_dirs = xcalloc((size_t)wf.njobs + 1, sizeof(char *)), **kept_ids = xcalloc((size_t)wf.njobs + 1, sizeof(char *));
@@ -595,11 +567,9 @@ static int resubmit(const char *run_arg, const Args *a, WfContext *cx, int argc,
     const char *rel_latest = strcmp(latest, base) ? path_basename(latest) : NULL;
     for (int j = 0; j < wf.njobs; j++) {
         const WfJob *job = &wf.jobs[j];
-        int found = -1;
         char point[16];
         snprintf(point, sizeof point, "%d", job->point);
-        for (int i = 0; i < jd.njobs && found < 0; i++)
-            if (!strcmp(jd.jobs[i].stage, wf.stages[job->stage].name) && !strcmp(jd.jobs[i].point, point)) found = i;
+        int found = journal_find(&jd, wf.stages[job->stage].name, point, j); // job lines are in plan order
         WfStateClass cls = found < 0 ? WST_BAD : wf_state_class(js[found].state);
         if (cls == WST_ACTIVE) {
             active++;
@@ -666,8 +636,6 @@ static int resubmit(const char *run_arg, const Args *a, WfContext *cx, int argc,
     free(selected);
     free(stage_bad);
     free(js);
-    free(ids);
-    free(idx);
     wfb_free(&active_list);
     free(wpath);
     free(spath);

@@ -128,3 +128,26 @@ SH
   [[ "$output" == *"10 RUNNING"* ]]
   [[ "$output" == *"11 COMPLETED"* ]]
 }
+
+@test "status: an array's tasks are asked for once, as the array (40k tasks fit on one sacct command line)" {
+  mkdir big
+  {
+    printf 'lsst-journal 1\nworkflow w\nsite slurm\nscheduler slurm\nattempt 1\nworkflow_dir /w\n'
+    echo "job prep 0"
+    seq 0 39999 | sed 's/^/job train /'
+    echo "job report 0"
+    echo "submit prep 0 399"
+    seq 0 39999 | sed 's/.*/submit train & 400_&/'
+    echo "submit report 0 401"
+    echo released
+  } > big/journal
+  sacct_shim "399|COMPLETED|00:00:05|0:0|None
+400_0|COMPLETED|00:00:05|0:0|None
+400_[1-39999%50]|PENDING|00:00:00|0:0|JobArrayTaskLimit
+401|PENDING|00:00:00|0:0|Dependency"
+  PATH=$PWD/shim:$PATH run timeout 60 "$BIN/lsst-status" big
+  [ "$status" -eq 1 ]
+  [ "$(wc -l < calls)" -eq 1 ]
+  grep -qx -- "sacct -X -n -P -j 399,400,401 -o JobID,State,Elapsed,ExitCode,Reason" calls
+  [[ "$output" == *"summary: 40002 jobs: 2 COMPLETED, 40000 PENDING (1 scheduler query)"* ]]
+}

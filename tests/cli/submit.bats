@@ -274,3 +274,46 @@ SH
   [[ "$output" == *"--set data.seq_len='131072'"* ]]
   [[ "$output" == *"#SBATCH --nodes=16"* ]]
 }
+
+@test "submit: --resubmit --dry-run prints the submissions the real resubmit makes (array whose point 0 completed)" {
+  # A run of array.yaml on small-queue (train: a 5-task array, id 101) where only train/2 failed.
+  run_=$PWD/run; mkdir -p "$run_" shim
+  cp "$FIX/array.yaml" "$run_/workflow.yaml"; cp "$FIX/small-queue.yaml" "$run_/site.yaml"
+  {
+    printf 'lsst-journal 1\nworkflow array\nsite small-queue\nscheduler slurm\nattempt 1\nworkflow_dir %s\n' "$FIX"
+    echo "job prep 0"; for p in 0 1 2 3 4; do echo "job train $p"; done; echo "job report 0"
+    printf 'submit prep 0 100\n'; for p in 0 1 2 3 4; do echo "submit train $p 101_$p"; done
+    printf 'submit report 0 102\nreleased\n'
+  } > "$run_/journal"
+  cat > shim/sacct <<'SH'
+#!/bin/bash
+printf '%s\n' "100|COMPLETED|00:00:01|0:0|None" "101_0|COMPLETED|00:00:01|0:0|None" "101_1|COMPLETED|00:00:01|0:0|None" \
+  "101_2|FAILED|00:00:01|1:0|NonZeroExitCode" "101_3|COMPLETED|00:00:01|0:0|None" "101_4|COMPLETED|00:00:01|0:0|None" \
+  "102|CANCELLED by 0|00:00:00|0:0|DependencyNeverSatisfied"
+SH
+  cat > shim/sbatch <<'SH'
+#!/bin/bash
+n=$(cat "$SHIM_LOG.count" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$SHIM_LOG.count"
+echo "sbatch $*" >> "$SHIM_LOG"; echo $((200 + n))
+SH
+  printf '#!/bin/bash\necho "scontrol $*" >> "$SHIM_LOG"\n' > shim/scontrol
+  chmod +x shim/*
+  export SHIM_LOG=$PWD/log
+  PATH=$PWD/shim:$PATH run "$BIN/lsst-submit" --resubmit "$run_" --dry-run
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"resubmitting 2 of 7 jobs"* ]]
+  [[ "$output" == *"plan      2 jobs in 3 stages"* ]]
+  [[ "$output" == *"  train                    sbatch --parsable --hold train/array.sh   (1 tasks, at most 2 at once)"* ]]
+  [[ "$output" == *"  report/0                 sbatch --parsable --hold --dependency=afterok:<train[]> --kill-on-invalid-dep=yes report/0/job.sh"* ]]
+  [[ "$output" == *"#SBATCH --array=2%2"* ]]
+  [ ! -e log ]
+  # the real resubmit: the same two submissions, report after the array
+  PATH=$PWD/shim:$PATH run "$BIN/lsst-submit" -q --resubmit "$run_"
+  echo "$output"; cat log
+  [ "$status" -eq 0 ]
+  [ "$(grep -c '^sbatch' log)" -eq 2 ]
+  grep -qx "sbatch --parsable --hold $run_/attempt-2/train/array.sh" log
+  grep -qx "sbatch --parsable --hold --dependency=afterok:201 --kill-on-invalid-dep=yes $run_/attempt-2/report/0/job.sh" log
+  grep -qx "scontrol release 201,202" log
+}

@@ -164,7 +164,45 @@ static void test_journal(void) {
     char *bad = write_tmp("bad-journal", "lsst-journal 1\nworkflow w\nscheduler slurm\nsubmit nosuch 0 1\n");
     CHECK(journal_read(&jd, bad, err, sizeof err) == -1 && strstr(err, ":4:"), "malformed line named: %s", err);
     free(bad);
+    bad = write_tmp("bad-journal2", "lsst-journal 1\nworkflow w\nscheduler pbs\n");
+    CHECK(journal_read(&jd, bad, err, sizeof err) == -1 && strstr(err, "unknown scheduler 'pbs'"), "unknown scheduler: %s",
+          err);
+    free(bad);
+    // Job lines out of plan order still match (the direct index misses, the search finds them).
+    char *odd = write_tmp("odd-journal", "lsst-journal 1\nworkflow w\nscheduler slurm\njob b 1\njob a 0\njob b 0\n"
+                                         "submit b 0 7\nsubmit b 1 8\nsubmit a 0 9\n");
+    rc = journal_read(&jd, odd, err, sizeof err);
+    CHECK(rc == 0 && !strcmp(jd.jobs[0].id, "8") && !strcmp(jd.jobs[1].id, "9") && !strcmp(jd.jobs[2].id, "7") &&
+              journal_find(&jd, "b", "0", 0) == 2 && journal_find(&jd, "b", "0", 2) == 2 &&
+              journal_find(&jd, "c", "0", 1) == -1,
+          "job lines out of plan order: %s", rc ? err : "ok");
+    if (!rc) journal_data_free(&jd);
+    free(odd);
     free(path);
+}
+
+// Journal -> states without a scheduler: kept, local (completed, cancelled, running, pending), never submitted.
+static void test_journal_states(void) {
+    char *path = write_tmp("local-journal", "lsst-journal 1\nworkflow w\nscheduler local\nkept a 0 - a/0\n"
+                                            "job b 0\njob b 1\njob c 0\njob d 0\nstart b 0\nlocal b 0 COMPLETED 0 65\n"
+                                            "local b 1 CANCELLED 0 0\nstart c 0\n");
+    JournalData jd;
+    char err[256] = "";
+    int rc = journal_read(&jd, path, err, sizeof err);
+    CHECK(rc == 0, "local journal read: %s", rc ? err : "ok");
+    if (rc) return;
+    JobState st[5];
+    int calls = wf_journal_states(&jd, st, err, sizeof err);
+    CHECK(calls == 0 && !strcmp(st[0].state, "COMPLETED") && strstr(st[0].reason, "earlier attempt (a/0)") &&
+              !strcmp(st[1].state, "COMPLETED") && !strcmp(st[1].elapsed, "00:01:05") && !strcmp(st[1].exit, "0") &&
+              !strcmp(st[2].state, "CANCELLED") && !strcmp(st[2].exit, "-") && !strcmp(st[3].state, "RUNNING") &&
+              !strcmp(st[4].state, "PENDING"),
+          "local states from the journal alone (%d calls)", calls);
+    journal_data_free(&jd);
+    free(path);
+    CHECK(scheduler_from_name("lsf") == SCHED_LSF && scheduler_from_name("local") == SCHED_LOCAL &&
+              scheduler_from_name("pbs") == -1 && !strcmp(scheduler_name(SCHED_SLURM), "slurm"),
+          "scheduler names both ways");
 }
 
 static const char *site_text = "name: testsite\nscheduler: slurm\nlauncher: srun -n {{ranks}}\n"
@@ -215,6 +253,26 @@ static void test_plan(void) {
         free(arr);
         workflow_free(&wf);
     }
+    // What is submitted and what waits for what: one decision for lsst-submit and its plan.
+    rc = load(&wf, &site,
+              "name: t\nstages:\n  - {name: a, run: x}\n"
+              "  - {name: b, after: [a], run: 'x {{i}}', matrix: {i: [0, 1, 2, 3, 4, 5, 6]}}\n"
+              "  - {name: c, after: [a, b], run: y}\n",
+              NULL, 0, err, sizeof err);
+    CHECK(rc == 0 && wf.stages[1].array && wf.njobs == 9, "a, b (7-task array), c: %s", rc ? err : "ok");
+    if (rc == 0) {
+        int deps[9], n = wf_job_deps(&wf, 8, NULL, deps);
+        CHECK(wf_submits(&wf, 1, NULL) && !wf_submits(&wf, 5, NULL) && wf_submits(&wf, 8, NULL) && n == 2 &&
+                  deps[0] == 0 && deps[1] == 1,
+              "all selected: b is submitted once (as b/0); c waits for a and b");
+        bool sel[9] = {false, false, false, false, true, false, true, false, true}; // b/3, b/5, c/0: point 0 completed
+        n = wf_job_deps(&wf, 8, sel, deps);
+        CHECK(!wf_submits(&wf, 1, sel) && wf_submits(&wf, 4, sel) && !wf_submits(&wf, 6, sel) && !wf_submits(&wf, 0, sel) &&
+                  n == 1 && deps[0] == 4 && wf_job_deps(&wf, 4, sel, deps) == 0,
+              "resubmit without b/0: the array goes as b/3, c still waits for it, b for nothing");
+        CHECK(workflow_node_hours(&wf, sel) == 3.0 && workflow_node_hours(&wf, NULL) == 9.0, "node-hours of the selection");
+        workflow_free(&wf);
+    }
     char *sets[] = {"n=4"};
     rc = load(&wf, &site, "name: t\nvars: {n: 2}\nstages: [{name: a, run: x, ranks: '{{n}}'}]\n", sets, 1, err,
               sizeof err);
@@ -258,6 +316,7 @@ int main(void) {
     test_time_and_names();
     test_states();
     test_journal();
+    test_journal_states();
     test_plan();
     rm_rf(tmpdir);
     return check_done();

@@ -39,10 +39,41 @@ void journal_close(Journal *j) {
     j->fp = NULL;
 }
 
-static JournalJob *find_job(JournalData *jd, const char *stage, const char *point) {
+// Job lines come in plan order: a stage's points together, from 0. So "STAGE POINT" is
+// at (where STAGE's lines start) + POINT: tried first, a search as the fallback. Linear
+// in the journal: a 40k-job journal reads in milliseconds, not seconds.
+typedef struct {
+    int *start; // index in jd->jobs of each stage's first job line
+    int n, cap;
+} StageStarts;
+
+static void note_job_line(StageStarts *ss, const JournalData *jd) {
+    int i = jd->njobs - 1;
+    if (i > 0 && !strcmp(jd->jobs[i - 1].stage, jd->jobs[i].stage)) return;
+    if (ss->n == ss->cap) {
+        ss->cap = ss->cap ? ss->cap * 2 : 16;
+        ss->start = xrealloc(ss->start, (size_t)ss->cap * sizeof *ss->start);
+    }
+    ss->start[ss->n++] = i;
+}
+
+static bool is_job(const JournalJob *job, const char *stage, const char *point) {
+    return !strcmp(job->stage, stage) && !strcmp(job->point, point);
+}
+
+int journal_find(const JournalData *jd, const char *stage, const char *point, int hint) {
+    if (hint >= 0 && hint < jd->njobs && is_job(&jd->jobs[hint], stage, point)) return hint;
     for (int i = jd->njobs - 1; i >= 0; i--)
-        if (!strcmp(jd->jobs[i].stage, stage) && !strcmp(jd->jobs[i].point, point)) return &jd->jobs[i];
-    return NULL;
+        if (is_job(&jd->jobs[i], stage, point)) return i;
+    return -1;
+}
+
+static JournalJob *find_job(JournalData *jd, const StageStarts *ss, const char *stage, const char *point) {
+    long p = strtol(point, NULL, 10), hint = -1;
+    for (int k = ss->n - 1; k >= 0 && hint < 0; k--)
+        if (!strcmp(jd->jobs[ss->start[k]].stage, stage) && p >= 0 && p < jd->njobs) hint = ss->start[k] + p;
+    int i = journal_find(jd, stage, point, (int)hint); // hint < 2 njobs
+    return i < 0 ? NULL : &jd->jobs[i];
 }
 
 int journal_read(JournalData *jd, const char *path, char *err, size_t errlen) {
@@ -53,6 +84,7 @@ int journal_read(JournalData *jd, const char *path, char *err, size_t errlen) {
         return -1;
     }
     int cap = 0, lineno = 0, rc = 0;
+    StageStarts starts = {0};
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         lineno++;
@@ -88,6 +120,7 @@ int journal_read(JournalData *jd, const char *path, char *err, size_t errlen) {
             job->stage = xstrdup(a);
             job->point = xstrdup(b);
             job->label = xstrdup(word[0] == 'j' && rest[off] == ' ' ? rest + off + 1 : "");
+            note_job_line(&starts, jd);
             if (word[0] == 'k') {
                 int off2 = 0;
                 if (sscanf(rest + off, " %255s %n", c, &off2) != 1 || !rest[off + off2]) goto bad;
@@ -96,20 +129,20 @@ int journal_read(JournalData *jd, const char *path, char *err, size_t errlen) {
             }
         } else if (!strcmp(word, "submit")) {
             if (sscanf(rest, "%255s %255s %255s", a, b, c) != 3) goto bad;
-            JournalJob *job = find_job(jd, a, b);
+            JournalJob *job = find_job(jd, &starts, a, b);
             if (!job) goto bad;
             free(job->id);
             job->id = xstrdup(c);
         } else if (!strcmp(word, "start")) {
             if (sscanf(rest, "%255s %255s", a, b) != 2) goto bad;
-            JournalJob *job = find_job(jd, a, b);
+            JournalJob *job = find_job(jd, &starts, a, b);
             if (!job) goto bad;
             job->started = true;
         } else if (!strcmp(word, "local")) {
             int exit_code = 0;
             long elapsed = 0;
             if (sscanf(rest, "%255s %255s %255s %d %ld", a, b, c, &exit_code, &elapsed) != 5) goto bad;
-            JournalJob *job = find_job(jd, a, b);
+            JournalJob *job = find_job(jd, &starts, a, b);
             if (!job) goto bad;
             free(job->local_state);
             job->local_state = xstrdup(c);
@@ -125,12 +158,63 @@ int journal_read(JournalData *jd, const char *path, char *err, size_t errlen) {
         break;
     }
     free(text);
+    free(starts.start);
     if (!rc && (!jd->workflow || !jd->scheduler)) {
         snprintf(err, errlen, "%s: journal lacks its workflow/scheduler header", path);
+        rc = -1;
+    } else if (!rc && scheduler_from_name(jd->scheduler) < 0) {
+        snprintf(err, errlen, "%s: unknown scheduler '%s' (local, slurm or lsf)", path, jd->scheduler);
         rc = -1;
     }
     if (rc) journal_data_free(jd);
     return rc;
+}
+
+// What the journal alone says of job i; false when the scheduler must be asked.
+static bool state_from_journal(const JournalData *jd, int i, JobState *st) {
+    const JournalJob *j = &jd->jobs[i];
+    snprintf(st->elapsed, sizeof st->elapsed, "-");
+    snprintf(st->exit, sizeof st->exit, "-");
+    if (j->kept_dir) {
+        snprintf(st->state, sizeof st->state, "COMPLETED");
+        snprintf(st->reason, sizeof st->reason, "kept from an earlier attempt (%s)", j->kept_dir);
+    } else if (j->local_state && !strcmp(j->local_state, "CANCELLED")) {
+        snprintf(st->state, sizeof st->state, "CANCELLED");
+        snprintf(st->reason, sizeof st->reason, "a job it waits for did not complete");
+    } else if (j->local_state) {
+        snprintf(st->state, sizeof st->state, "%s", j->local_state);
+        wf_fmt_time(j->local_elapsed, st->elapsed);
+        snprintf(st->exit, sizeof st->exit, "%d", j->local_exit);
+    } else if (!strcmp(jd->scheduler, "local")) {
+        snprintf(st->state, sizeof st->state, "%s", jd->ended ? "CANCELLED" : j->started ? "RUNNING" : "PENDING");
+    } else if (!j->id) {
+        snprintf(st->state, sizeof st->state, "NOT_SUBMITTED");
+        snprintf(st->reason, sizeof st->reason, "%s", jd->failed ? "the submission failed" : "");
+    } else {
+        return false;
+    }
+    return true;
+}
+
+int wf_journal_states(const JournalData *jd, JobState *states, char *err, size_t errlen) {
+    char **ids = xcalloc((size_t)jd->njobs + 1, sizeof(char *));
+    int *idx = xcalloc((size_t)jd->njobs + 1, sizeof(int)), nids = 0;
+    for (int i = 0; i < jd->njobs; i++) {
+        memset(&states[i], 0, sizeof states[i]);
+        if (state_from_journal(jd, i, &states[i])) continue;
+        idx[nids] = i;
+        ids[nids++] = jd->jobs[i].id;
+    }
+    int calls = 0;
+    if (nids) {
+        JobState *q = xcalloc((size_t)nids, sizeof *q);
+        calls = wf_query_states((Scheduler)scheduler_from_name(jd->scheduler), ids, nids, q, err, errlen);
+        for (int k = 0; k < nids; k++) states[idx[k]] = q[k];
+        free(q);
+    }
+    free(ids);
+    free(idx);
+    return calls;
 }
 
 void journal_data_free(JournalData *jd) {

@@ -37,12 +37,11 @@ static void put(FILE *fp, int indent, const char *key, const char *value) {
     free(q);
 }
 
-// First line of a command's output ("" when it cannot run).
+// First line of a command's output ("" when it cannot run or fails: exit status above 1).
 static char *first_line(char *const argv[]) {
     char *out = NULL;
     int rc = wf_capture(argv, NULL, true, &out);
     if (rc != 0 && rc != 1) out[0] = '\0';
-    if (rc == -1) out[0] = '\0';
     out[strcspn(out, "\n")] = '\0';
     return out;
 }
@@ -188,11 +187,11 @@ int wf_write_provenance(const char *dir, const WfContext *cx, int argc, char **a
     dl_version(fp, "nccl", (const char *const[]){"libnccl.so.2", "libnccl.so", NULL}, "ncclGetVersion");
     char *smi[] = {"nvidia-smi", "--query-gpu=driver_version,name", "--format=csv,noheader", NULL};
     char *smiv = first_line(smi);
-    put(fp, 2, "nvidia_driver", smiv[0] && !strstr(smiv, "cannot run") ? smiv : "not found");
+    put(fp, 2, "nvidia_driver", smiv[0] ? smiv : "not found");
     free(smiv);
     char *sinfo[] = {"sinfo", "-V", NULL};
     char *sinfov = first_line(sinfo);
-    put(fp, 2, "slurm", sinfov[0] && !strstr(sinfov, "cannot run") ? sinfov : "not found");
+    put(fp, 2, "slurm", sinfov[0] ? sinfov : "not found");
     free(sinfov);
 
     const char *loaded = getenv("LOADEDMODULES");

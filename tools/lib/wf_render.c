@@ -270,34 +270,30 @@ char *wf_render_array(const Workflow *wf, const Site *site, const WfContext *cx,
 
 // ---- the plan ----
 
-static void deps_text(WfBuf *b, const Workflow *wf, const WfStage *st, const bool *selected) {
-    bool any = false;
-    for (int k = 0; k < st->nafter; k++) {
-        const WfStage *dep = &wf->stages[st->after[k]];
-        if (dep->array) {
-            if (!selected || selected[dep->first_job]) {
-                wfb_addf(b, ":<%s[]>", dep->name);
-                any = true;
-            }
-            continue;
-        }
-        for (int p = 0; p < dep->npoints; p++) {
-            if (selected && !selected[dep->first_job + p]) continue;
-            wfb_addf(b, ":<%s/%d>", dep->name, p);
-            any = true;
-        }
+// ":<prep/0>:<train[]>": what job j waits for (wf_job_deps, as the real submission), each
+// named as the plan names it. "" when nothing.
+static void deps_text(WfBuf *b, const Workflow *wf, int j, const bool *selected) {
+    int *deps = xcalloc((size_t)wf->njobs + 1, sizeof(int));
+    int ndeps = wf_job_deps(wf, j, selected, deps);
+    for (int d = 0; d < ndeps; d++) {
+        const WfJob *dep = &wf->jobs[deps[d]];
+        const WfStage *st = &wf->stages[dep->stage];
+        if (st->array) wfb_addf(b, ":<%s[]>", st->name);
+        else wfb_addf(b, ":<%s>", dep->key);
     }
-    if (!any && b->s) b->s[b->len = 0] = '\0';
+    free(deps);
+}
+
+static int selected_points(const WfStage *st, const bool *selected) {
+    int n = 0;
+    for (int p = 0; p < st->npoints; p++) n += !selected || selected[st->first_job + p];
+    return n;
 }
 
 void wf_print_plan(FILE *fp, const Workflow *wf, const Site *site, const char *run_dir, const bool *selected) {
     int njobs = 0;
-    double node_hours = 0;
-    for (int j = 0; j < wf->njobs; j++)
-        if (!selected || selected[j]) {
-            njobs++;
-            node_hours += wf->jobs[j].nodes * (wf->jobs[j].time / 3600.0);
-        }
+    for (int j = 0; j < wf->njobs; j++) njobs += !selected || selected[j];
+    double node_hours = workflow_node_hours(wf, selected);
     fprintf(fp, "workflow  %s (%s)\n", wf->name, wf->path);
     fprintf(fp, "site      %s (%s, scheduler %s)\n", site->name, site->path, scheduler_name(site->scheduler));
     fprintf(fp, "run dir   %s\n", run_dir);
@@ -328,10 +324,9 @@ void wf_print_plan(FILE *fp, const Workflow *wf, const Site *site, const char *r
     for (int k = 0; k < wf->njobs; k++) {
         const WfJob *job = &wf->jobs[order[k]];
         const WfStage *st = &wf->stages[job->stage];
-        if (selected && !selected[order[k]]) continue;
-        if (st->array && job->point) continue;
+        if (!wf_submits(wf, order[k], selected)) continue; // unselected, or an array's later task
         WfBuf deps = {0};
-        deps_text(&deps, wf, st, selected);
+        deps_text(&deps, wf, order[k], selected);
         const char *script = st->array ? "array.sh" : "job.sh";
         char where[512];
         if (st->array) snprintf(where, sizeof where, "%s/%s", st->name, script);
@@ -352,7 +347,7 @@ void wf_print_plan(FILE *fp, const Workflow *wf, const Site *site, const char *r
         }
         if (site->scheduler == SCHED_LOCAL && deps.len) fprintf(fp, " after%s", deps.s);
         fprintf(fp, " %s%s", site->scheduler == SCHED_LSF ? "< " : "", where);
-        if (st->array) fprintf(fp, "   (%d tasks, at most %d at once)", st->npoints, site->array_throttle);
+        if (st->array) fprintf(fp, "   (%d tasks, at most %d at once)", selected_points(st, selected), site->array_throttle);
         else if (job->label[0]) fprintf(fp, "   # %s", job->label);
         fprintf(fp, "\n");
         wfb_free(&deps);

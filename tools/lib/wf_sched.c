@@ -241,8 +241,23 @@ static void each_task(const char *spec, void (*fn)(void *, long), void *ctx) {
     }
 }
 
+// An id and where it is in the caller's list; sorted by id, the list is searched in
+// O(log n), so a scheduler's 40k lines for a 40k-task array are matched in well under a second.
 typedef struct {
-    char **ids;
+    char *id;
+    int pos; // index in ids
+} IdAt;
+
+static int cmp_id(const void *a, const void *b) {
+    const IdAt *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : x->pos - y->pos;
+}
+
+static int cmp_pos(const void *a, const void *b) { return ((const IdAt *)a)->pos - ((const IdAt *)b)->pos; }
+
+typedef struct {
+    IdAt *sorted; // the ids asked about, by id
     int n;
     JobState *states;
     bool *found;
@@ -250,12 +265,27 @@ typedef struct {
     const char *state, *reason, *elapsed, *exit;
 } Match;
 
+static Match match_new(char **ids, int n, JobState *states, bool *found) {
+    Match m = {.sorted = xcalloc((size_t)n + 1, sizeof(IdAt)), .n = n, .states = states, .found = found};
+    for (int i = 0; i < n; i++) m.sorted[i] = (IdAt){ids[i], i};
+    qsort(m.sorted, (size_t)n, sizeof(IdAt), cmp_id);
+    return m;
+}
+
+// Every id equal to `id` not found yet takes the current line's state.
 static void match_one(Match *m, const char *id) {
-    for (int i = 0; i < m->n; i++)
-        if (!m->found[i] && !strcmp(m->ids[i], id)) {
-            set_state(&m->states[i], m->state, m->reason, m->elapsed, m->exit);
-            m->found[i] = true;
-        }
+    int lo = 0, hi = m->n; // first sorted entry >= id
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(m->sorted[mid].id, id) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    for (; lo < m->n && !strcmp(m->sorted[lo].id, id); lo++) {
+        int i = m->sorted[lo].pos;
+        if (m->found[i]) continue;
+        set_state(&m->states[i], m->state, m->reason, m->elapsed, m->exit);
+        m->found[i] = true;
+    }
 }
 
 static void match_task(void *p, long task) {
@@ -284,6 +314,7 @@ static void match_sacct_id(Match *m, const char *jobid) {
 
 // sacct -n -P -o JobID,State,Elapsed,ExitCode[,Reason]: "123_4|CANCELLED by 0|00:00:00|0:0|DependencyNeverSatisfied"
 void wf_parse_sacct(const char *text, char **ids, int n, JobState *states, bool *found) {
+    Match m = match_new(ids, n, states, found);
     char *copy = xstrdup(text), *save = NULL;
     for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *f[6] = {0};
@@ -296,11 +327,14 @@ void wf_parse_sacct(const char *text, char **ids, int n, JobState *states, bool 
             p = bar + 1;
         }
         if (nf < 4 || strchr(f[0], '.')) continue; // job steps (123.batch) are not jobs
-        Match m = {.ids = ids, .n = n, .states = states, .found = found, .state = f[1], .reason = nf > 4 ? f[4] : "",
-                   .elapsed = f[2], .exit = f[3]};
+        m.state = f[1];
+        m.reason = nf > 4 ? f[4] : "";
+        m.elapsed = f[2];
+        m.exit = f[3];
         match_sacct_id(&m, f[0]);
     }
     free(copy);
+    free(m.sorted);
 }
 
 static const char *field(const char *line, const char *key, char *out, size_t len) {
@@ -319,6 +353,7 @@ static const char *field(const char *line, const char *key, char *out, size_t le
 
 // scontrol -o show job: one line per job ("JobId=7 ArrayJobId=6 ArrayTaskId=0 ... JobState=COMPLETED ...").
 void wf_parse_scontrol(const char *text, char **ids, int n, JobState *states, bool *found) {
+    Match m = match_new(ids, n, states, found);
     char *copy = xstrdup(text), *save = NULL;
     for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char jobid[64], array[64], task[4096], state[64], reason[128], runtime[32], exit_code[32];
@@ -326,8 +361,10 @@ void wf_parse_scontrol(const char *text, char **ids, int n, JobState *states, bo
         field(line, "Reason", reason, sizeof reason);
         field(line, "RunTime", runtime, sizeof runtime);
         field(line, "ExitCode", exit_code, sizeof exit_code);
-        Match m = {.ids = ids, .n = n, .states = states, .found = found, .state = state, .reason = reason,
-                   .elapsed = runtime, .exit = exit_code};
+        m.state = state;
+        m.reason = reason;
+        m.elapsed = runtime;
+        m.exit = exit_code;
         if (field(line, "ArrayJobId", array, sizeof array) && field(line, "ArrayTaskId", task, sizeof task)) {
             m.base = array;
             each_task(task, match_task, &m);
@@ -336,11 +373,13 @@ void wf_parse_scontrol(const char *text, char **ids, int n, JobState *states, bo
         }
     }
     free(copy);
+    free(m.sorted);
 }
 
 // bjobs -a -noheader -o "jobid stat run_time exit_code jobindex delimiter='|'"
 //   "123|DONE|5 second(s)|0|0", array element "124|EXIT|3 second(s)|1|2"
 void wf_parse_bjobs(const char *text, char **ids, int n, JobState *states, bool *found) {
+    Match m = match_new(ids, n, states, found);
     char *copy = xstrdup(text), *save = NULL;
     for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *f[5] = {0};
@@ -359,109 +398,122 @@ void wf_parse_bjobs(const char *text, char **ids, int n, JobState *states, bool 
         snprintf(exit_code, sizeof exit_code, "%s:0", strcmp(f[3], "-") ? f[3] : "0");
         if (nf == 5 && strcmp(f[4], "0") && strcmp(f[4], "-")) snprintf(id, sizeof id, "%s_%s", f[0], f[4]);
         else snprintf(id, sizeof id, "%s", f[0]);
-        Match m = {.ids = ids, .n = n, .states = states, .found = found, .state = f[1], .reason = "",
-                   .elapsed = elapsed, .exit = exit_code};
+        m.state = f[1];
+        m.reason = "";
+        m.elapsed = elapsed;
+        m.exit = exit_code;
         match_one(&m, id);
     }
     free(copy);
+    free(m.sorted);
 }
 
-// Distinct job ids to ask about: "123_4" -> "123" (an array is asked for as a whole).
-static char *id_list(char **ids, int n, const bool *skip, const char *sep) {
-    WfBuf b = {0};
-    char **seen = xcalloc((size_t)n + 1, sizeof(char *));
-    int nseen = 0;
-    for (int i = 0; i < n; i++) {
-        if (skip && skip[i]) continue;
-        size_t len = strcspn(ids[i], "_");
-        bool dup = false;
-        // Array tasks of one job are adjacent in the journal: compare with the last few.
-        for (int k = nseen - 1; k >= 0 && k >= nseen - 4 && !dup; k--)
-            dup = strlen(seen[k]) == len && !strncmp(seen[k], ids[i], len);
-        if (dup) continue;
-        seen[nseen++] = ids[i];
-        wfb_addf(&b, "%s%.*s", b.len ? sep : "", (int)len, ids[i]);
+// Distinct job ids to ask about: "123_4" -> "123" (an array is asked for as a whole), in
+// the order they first appear; ids[i] with skip[i] are left out. Sorted, so a 40k-task
+// array is one id, not 40k copies of it on the command line. Malloc'd, NULL-terminated.
+static char **base_ids(char **ids, int n, const bool *skip, int *nout) {
+    IdAt *b = xcalloc((size_t)n + 1, sizeof *b);
+    int nb = 0;
+    for (int i = 0; i < n; i++)
+        if (!skip || !skip[i]) b[nb++] = (IdAt){xasprintf("%.*s", (int)strcspn(ids[i], "_"), ids[i]), i};
+    qsort(b, (size_t)nb, sizeof *b, cmp_id);
+    int kept = 0;
+    for (int k = 0; k < nb; k++) {
+        if (kept && !strcmp(b[k].id, b[kept - 1].id)) free(b[k].id); // a later task of the same array
+        else b[kept++] = b[k];
     }
-    free(seen);
+    qsort(b, (size_t)kept, sizeof *b, cmp_pos);
+    char **out = xcalloc((size_t)kept + 1, sizeof(char *));
+    for (int k = 0; k < kept; k++) out[k] = b[k].id;
+    free(b);
+    *nout = kept;
+    return out;
+}
+
+static void free_list(char **list) {
+    for (int i = 0; list[i]; i++) free(list[i]);
+    free(list);
+}
+
+// "a,b,c": malloc'd.
+static char *join(char **list, int n, const char *sep) {
+    WfBuf b = {0};
+    for (int i = 0; i < n; i++) wfb_addf(&b, "%s%s", i ? sep : "", list[i]);
     return wfb_take(&b);
 }
 
-int wf_query_states(Scheduler s, char **ids, int n, JobState *states, char *err, size_t errlen) {
-    bool *found = xcalloc((size_t)n + 1, sizeof(bool));
-    int calls = 0;
+static int query_lsf(char **ids, int n, JobState *states, bool *found, char *err, size_t errlen) {
+    int nbase = 0;
+    char **bases = base_ids(ids, n, NULL, &nbase);
+    char **argv = xcalloc((size_t)nbase + 6, sizeof(char *));
+    int argc = 0;
+    argv[argc++] = "bjobs";
+    argv[argc++] = "-a";
+    argv[argc++] = "-noheader";
+    argv[argc++] = "-o";
+    argv[argc++] = "jobid stat run_time exit_code jobindex delimiter='|'";
+    for (int i = 0; i < nbase; i++) argv[argc++] = bases[i]; // bjobs takes the ids as separate words
+    argv[argc] = NULL;
     char *out = NULL;
-    char *list = id_list(ids, n, NULL, ",");
-    if (n == 0) {
-        free(found);
-        free(list);
-        return 0;
+    int rc = wf_capture(argv, NULL, false, &out);
+    if (rc == 0) wf_parse_bjobs(out, ids, n, states, found);
+    else one_line(err, errlen, "bjobs", out);
+    free(out);
+    free(argv);
+    free_list(bases);
+    return rc == 0 ? 1 : -1;
+}
+
+// Run `sacct ... -j LIST -o FIELDS` for the ids not yet found; parse what it prints.
+static int sacct_into(const char *mode, const char *fields, char **ids, int n, JobState *states, bool *found) {
+    int nbase = 0;
+    char **bases = base_ids(ids, n, found, &nbase);
+    char *list = join(bases, nbase, ",");
+    char *argv[] = {"sacct", (char *)mode, "-n", "-P", "-j", list, "-o", (char *)fields, NULL};
+    char *out = NULL;
+    int rc = wf_capture(argv, NULL, false, &out);
+    if (rc == 0) wf_parse_sacct(out, ids, n, states, found);
+    free(out);
+    free(list);
+    free_list(bases);
+    return rc;
+}
+
+static int count_missing(const bool *found, int n) {
+    int missing = 0;
+    for (int i = 0; i < n; i++) missing += !found[i];
+    return missing;
+}
+
+static int query_slurm(char **ids, int n, JobState *states, bool *found, char *err, size_t errlen) {
+    int calls = 1;
+    int rc = sacct_into("-X", "JobID,State,Elapsed,ExitCode,Reason", ids, n, states, found);
+    if (!count_missing(found, n)) return calls;
+    // No accounting database (or sacct has not caught up with a job just submitted):
+    // the controller still knows recent jobs (MinJobAge) ...
+    char *scontrol[] = {"scontrol", "-o", "show", "job", NULL}, *out = NULL;
+    int rc2 = wf_capture(scontrol, NULL, false, &out);
+    calls++;
+    if (rc2 == 0) wf_parse_scontrol(out, ids, n, states, found);
+    free(out);
+    if (!count_missing(found, n) || rc == 0) return calls;
+    // ... and without accounting, the job completion log (jobcomp/filetxt) has the ones it forgot.
+    int rc3 = sacct_into("-c", "JobID,State,Elapsed,ExitCode", ids, n, states, found);
+    calls++;
+    if (rc3 != 0 && rc2 != 0) {
+        snprintf(err, errlen, "sacct, scontrol and sacct -c all failed (is a Slurm controller up?)");
+        return -1;
     }
-    if (s == SCHED_LSF) {
-        // bjobs takes the ids as separate words.
-        char *words = id_list(ids, n, NULL, " ");
-        int nwords = 1;
-        for (char *p = words; *p; p++) nwords += *p == ' ';
-        char **argv = xcalloc((size_t)nwords + 6, sizeof(char *));
-        int argc = 0;
-        argv[argc++] = "bjobs";
-        argv[argc++] = "-a";
-        argv[argc++] = "-noheader";
-        argv[argc++] = "-o";
-        argv[argc++] = "jobid stat run_time exit_code jobindex delimiter='|'";
-        char *save = NULL;
-        for (char *w = strtok_r(words, " ", &save); w; w = strtok_r(NULL, " ", &save)) argv[argc++] = w;
-        argv[argc] = NULL;
-        int rc = wf_capture(argv, NULL, false, &out);
-        free(argv);
-        free(words);
-        calls++;
-        if (rc == 0) wf_parse_bjobs(out, ids, n, states, found);
-        else {
-            one_line(err, errlen, "bjobs", out);
-            calls = -1;
-        }
-        free(out);
-        out = NULL;
-    } else {
-        char *sacct[] = {"sacct", "-X", "-n", "-P", "-j", list, "-o", "JobID,State,Elapsed,ExitCode,Reason", NULL};
-        int rc = wf_capture(sacct, NULL, false, &out);
-        calls++;
-        if (rc == 0) wf_parse_sacct(out, ids, n, states, found);
-        free(out);
-        out = NULL;
-        int missing = 0;
-        for (int i = 0; i < n; i++) missing += !found[i];
-        if (missing) {
-            // No accounting database (or sacct has not caught up with a job just submitted):
-            // the controller still knows recent jobs (MinJobAge) ...
-            char *scontrol[] = {"scontrol", "-o", "show", "job", NULL};
-            int rc2 = wf_capture(scontrol, NULL, false, &out);
-            calls++;
-            if (rc2 == 0) wf_parse_scontrol(out, ids, n, states, found);
-            free(out);
-            out = NULL;
-            missing = 0;
-            for (int i = 0; i < n; i++) missing += !found[i];
-            if (missing && rc != 0) {
-                // ... and without accounting, the job completion log (jobcomp/filetxt) has the ones it forgot.
-                char *rest = id_list(ids, n, found, ",");
-                char *comp[] = {"sacct", "-c", "-n", "-P", "-j", rest, "-o", "JobID,State,Elapsed,ExitCode", NULL};
-                int rc3 = wf_capture(comp, NULL, false, &out);
-                calls++;
-                if (rc3 == 0) wf_parse_sacct(out, ids, n, states, found);
-                free(out);
-                out = NULL;
-                free(rest);
-                if (rc3 != 0 && rc2 != 0) {
-                    snprintf(err, errlen, "sacct, scontrol and sacct -c all failed (is a Slurm controller up?)");
-                    calls = -1;
-                }
-            }
-        }
-    }
+    return calls;
+}
+
+int wf_query_states(Scheduler s, char **ids, int n, JobState *states, char *err, size_t errlen) {
+    if (n == 0) return 0;
+    bool *found = xcalloc((size_t)n + 1, sizeof(bool));
+    int calls = s == SCHED_LSF ? query_lsf(ids, n, states, found, err, errlen)
+                               : query_slurm(ids, n, states, found, err, errlen);
     for (int i = 0; i < n; i++)
         if (!found[i]) set_state(&states[i], "UNKNOWN", "the scheduler no longer knows this job", "", "");
     free(found);
-    free(list);
     return calls;
 }

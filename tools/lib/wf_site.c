@@ -9,13 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+// Indexed by Scheduler; also the choices of a site's `scheduler:`.
+static const char *const scheduler_names[] = {"local", "slurm", "lsf", NULL};
+
 const char *scheduler_name(Scheduler s) {
-    switch (s) {
-    case SCHED_LOCAL: return "local";
-    case SCHED_SLURM: return "slurm";
-    case SCHED_LSF: return "lsf";
-    }
-    return "?";
+    return s >= SCHED_LOCAL && s <= SCHED_LSF ? scheduler_names[s] : "?";
+}
+
+int scheduler_from_name(const char *name) {
+    for (int s = 0; scheduler_names[s]; s++)
+        if (!strcmp(name, scheduler_names[s])) return s;
+    return -1;
 }
 
 long wf_parse_time(const char *text) {
@@ -89,7 +93,6 @@ static int check_env(const YNode *map, char *msg, size_t len) {
     return 0;
 }
 
-#define CHOICES(...) ((const char *const[]){__VA_ARGS__, NULL})
 enum { REQ = SCHEMA_REQUIRED, MIN = SCHEMA_MIN };
 
 static const SchemaKey walltime_keys[] = {
@@ -113,7 +116,7 @@ static const SchemaKey env_value = {.type = SCHEMA_SCALAR};
 static const SchemaKey site_schema[] = {
     {.name = "name", .type = SCHEMA_STRING, .flags = REQ, .check = check_name},
     {.name = "description", .type = SCHEMA_STRING},
-    {.name = "scheduler", .type = SCHEMA_ENUM, .flags = REQ, .choices = CHOICES("local", "slurm", "lsf")},
+    {.name = "scheduler", .type = SCHEMA_ENUM, .flags = REQ, .choices = scheduler_names},
     {.name = "account", .type = SCHEMA_STRING, .check = check_directive_word},
     {.name = "partition", .type = SCHEMA_STRING, .check = check_directive_word},
     {.name = "qos", .type = SCHEMA_STRING, .check = check_directive_word},
@@ -182,7 +185,7 @@ static int load_site(Site *site, const char *name_or_path, const char *lsst_root
     if (schema_validate(site->root, site_schema, err, errlen)) return -1;
     const YNode *r = site->root;
     site->name = xstrdup(schema_str(r, "name"));
-    site->scheduler = (Scheduler)schema_enum(r, "scheduler", CHOICES("local", "slurm", "lsf"));
+    site->scheduler = (Scheduler)schema_enum(r, "scheduler", scheduler_names);
     site->account = opt_str(r, "account");
     site->partition = opt_str(r, "partition");
     site->qos = opt_str(r, "qos");

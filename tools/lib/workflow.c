@@ -122,7 +122,6 @@ const char *const wf_resource_names[WF_NRES] = {"nodes", "ranks", "ranks_per_nod
 static const char *const builtins[] = {"run_dir", "job_dir", "stage", "point", "workflow_dir", "workflow",
                                        "attempt", "nodes", "ranks", "ranks_per_node", "gpus_per_rank",
                                        "cpus_per_rank", NULL};
-enum { NBUILTINS = 12 };
 
 static int check_name(const YNode *v, char *msg, size_t len) {
     if (v->value[0] && wf_safe_word(v->value, NULL)) return 0;
@@ -496,15 +495,15 @@ static int job_resource(const Workflow *wf, const WfStage *st, const WfJob *job,
             FAIL_AT(v, "stages[%d].%s: %s", (int)(st - wf->stages), wf_resource_names[r], msg);
         }
     }
-    const char *where = job->label[0] ? job->label : NULL;
     if (r == WF_TIME) {
         long t = wf_parse_time(text);
         if (t < 0)
-            FAIL_AT(v, "stages[%d].time: expected HH:MM:SS, got '%s'%s%s%s%s", (int)(st - wf->stages), text,
-                    name[0] ? " (from {{" : "", name, name[0] ? "}})" : "", where ? "" : "");
+            FAIL_AT(v, "stages[%d].time: expected HH:MM:SS, got '%s'%s%s%s", (int)(st - wf->stages), text,
+                    name[0] ? " (from {{" : "", name, name[0] ? "}})" : "");
         *out = t;
         return 0;
     }
+    const char *where = job->label[0] ? job->label : NULL;
     YNode tmp = {.kind = YNODE_SCALAR, .value = (char *)text, .plain = true};
     long long x;
     if (!yn_as_int(&tmp, &x) || x < 0 || x > 1000000)
@@ -737,10 +736,36 @@ int *workflow_job_order(const Workflow *wf) {
     return order;
 }
 
-double workflow_node_hours(const Workflow *wf) {
+double workflow_node_hours(const Workflow *wf, const bool *selected) {
     double h = 0;
-    for (int j = 0; j < wf->njobs; j++) h += wf->jobs[j].nodes * (wf->jobs[j].time / 3600.0);
+    for (int j = 0; j < wf->njobs; j++)
+        if (!selected || selected[j]) h += wf->jobs[j].nodes * (wf->jobs[j].time / 3600.0);
     return h;
+}
+
+bool wf_submits(const Workflow *wf, int j, const bool *selected) {
+    if (selected && !selected[j]) return false;
+    const WfStage *st = &wf->stages[wf->jobs[j].stage];
+    if (!st->array) return true;
+    // An array goes as its first selected point. The scan stops at the nearest selected
+    // point before j, so asking for every point of a stage costs O(points), not O(points^2).
+    for (int k = j - 1; k >= st->first_job; k--)
+        if (!selected || selected[k]) return false;
+    return true;
+}
+
+int wf_job_deps(const Workflow *wf, int j, const bool *selected, int *deps) {
+    const WfStage *st = &wf->stages[wf->jobs[j].stage];
+    int ndeps = 0;
+    for (int a = 0; a < st->nafter; a++) {
+        const WfStage *dep = &wf->stages[st->after[a]];
+        for (int k = dep->first_job; k < dep->first_job + dep->npoints; k++) {
+            if (selected && !selected[k]) continue;
+            deps[ndeps++] = k;
+            if (dep->array) break; // an array once, as its first selected point
+        }
+    }
+    return ndeps;
 }
 
 const char *wf_job_lookup(const Workflow *wf, const WfJob *job, const char *name) {

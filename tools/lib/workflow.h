@@ -41,6 +41,7 @@ int wf_locate(char **root, char **bin_dir, char *err, size_t errlen);
 // ---- site profiles ----
 typedef enum { SCHED_LOCAL, SCHED_SLURM, SCHED_LSF } Scheduler;
 const char *scheduler_name(Scheduler s);
+int scheduler_from_name(const char *name); // a Scheduler, or -1 for an unknown name
 
 typedef struct {
     int max_nodes; // a job of up to this many nodes ...
@@ -138,8 +139,15 @@ void workflow_free(Workflow *wf);
 const char *wf_job_lookup(const Workflow *wf, const WfJob *job, const char *name);
 // Jobs in submission order (stages topologically, points in order); malloc'd array of indices.
 int *workflow_job_order(const Workflow *wf);
-// Node-hours the plan requests (sum of nodes x time limit).
-double workflow_node_hours(const Workflow *wf);
+// Node-hours the selected jobs (NULL: all) request (sum of nodes x time limit).
+double workflow_node_hours(const Workflow *wf, const bool *selected);
+// What is submitted, given the selected jobs (NULL: all): each selected job on its own, an
+// array stage once, as its first selected point. lsst-submit and its --dry-run plan both
+// ask these two, so they cannot differ. Whether job j is such a submission:
+bool wf_submits(const Workflow *wf, int j, const bool *selected);
+// The submissions job j waits for: the selected jobs of the stages it is after (an array
+// stage's once), as job indices (see wf_submits) into deps[], room for wf->njobs. Returns the count.
+int wf_job_deps(const Workflow *wf, int j, const bool *selected, int *deps);
 
 // ---- rendering ----
 // Values a job's templates may use besides vars and matrix values.
@@ -207,6 +215,9 @@ typedef struct {
     char *failed;
 } JournalData;
 int journal_read(JournalData *jd, const char *path, char *err, size_t errlen);
+// The index in jd->jobs of job STAGE POINT ("3"), or -1; `hint`, where it probably is (job
+// lines are in plan order), is tried before a search.
+int journal_find(const JournalData *jd, const char *stage, const char *point, int hint);
 // The directory of the newest attempt of a run: RUNDIR itself (attempt 1) or the highest
 // RUNDIR/attempt-N; RUNDIR may also name an attempt directory. Malloc'd; *base_out (the
 // first attempt's directory) malloc'd when not NULL.
@@ -224,6 +235,12 @@ typedef struct {
 WfStateClass wf_state_class(const char *state);
 // Slurm prints "CANCELLED by 0", LSF "EXIT"/"DONE": normalize to one of the names above.
 void wf_state_normalize(char *state, size_t len);
+
+// The state of every job of a journal: from the journal itself (kept from an earlier
+// attempt, run by the local site, never submitted) and, for the rest, ONE batched query
+// (wf_query_states). states[i] for jd->jobs[i]. Returns the number of scheduler commands
+// run, or -1 with err when the scheduler could not be asked (those jobs are then UNKNOWN).
+int wf_journal_states(const JournalData *jd, JobState *states, char *err, size_t errlen);
 
 // Query the states of `n` job ids in as few scheduler calls as possible (one `sacct` for
 // any number of jobs; without accounting: one `scontrol show job`, then one `sacct -c`
