@@ -38,7 +38,7 @@ static void layout_state(Gpu *g, const Model *m, Carver *c) {
     TAKE(c, g->sumsq, NUM_PARAM_TENSORS);
     TAKE(c, g->tokens, BT), TAKE(c, g->targets, BT), TAKE(c, g->pos, m->T);
     TAKE(c, g->pos_full, m->scheme == SCHEME_MEGATRON_SP ? m->S : 0);
-    TAKE(c, g->pos_of_rank, m->cfg.comm == COMM_NCCL && m->sp_size > 1 ? m->S : 0);
+    TAKE(c, g->pos_of_rank, m->sp_size > 1 ? m->S : 0);
 }
 
 // model.c's carve_acts / carve_scratch, in bf16 on the device.
@@ -76,6 +76,13 @@ static void layout_scratch(Gpu *g, const Model *m, Carver *c) {
 static void (*const layouts[NUM_ARENAS])(Gpu *, const Model *, Carver *) = {layout_state, layout_acts,
                                                                             layout_scratch};
 
+// Bytes of arena k: its layout carved from no base.
+static size_t arena_size(Gpu *g, const Model *m, int k) {
+    Carver c = {NULL, 0};
+    layouts[k](g, m, &c);
+    return c.off;
+}
+
 // The kernel module's reduction scratch: the widest reduction is over max(3C, F, V) columns.
 static size_t kernel_scratch_bytes(const Model *m) {
     int cols = 3 * m->C;
@@ -89,11 +96,7 @@ size_t gpu_plan_bytes(const Model *m) {
     Gpu g;
     memset(&g, 0, sizeof g);
     size_t total = cuda_kernels_plan_bytes(kernel_scratch_bytes(m));
-    for (int k = 0; k < NUM_ARENAS; k++) {
-        Carver c = {NULL, 0};
-        layouts[k](&g, m, &c);
-        total += c.off;
-    }
+    for (int k = 0; k < NUM_ARENAS; k++) total += arena_size(&g, m, k);
     return total;
 }
 
@@ -137,12 +140,10 @@ static void check_gpu_per_rank(MPI_Comm node, int device, char *err, size_t errl
 
 static void alloc_arenas(Gpu *g, const Model *m) {
     for (int k = 0; k < NUM_ARENAS; k++) {
-        Carver c = {NULL, 0};
-        layouts[k](g, m, &c);
-        g->arena_bytes[k] = c.off;
-        CU(cudaMalloc(&g->arena[k], c.off ? c.off : 1));
-        CU(cudaMemsetAsync(g->arena[k], 0, c.off, g->stream));
-        c = (Carver){g->arena[k], 0};
+        size_t bytes = g->arena_bytes[k] = arena_size(g, m, k);
+        CU(cudaMalloc(&g->arena[k], bytes ? bytes : 1));
+        CU(cudaMemsetAsync(g->arena[k], 0, bytes, g->stream));
+        Carver c = {g->arena[k], 0};
         layouts[k](g, m, &c);
     }
     size_t off = 0;
@@ -153,10 +154,9 @@ static void alloc_arenas(Gpu *g, const Model *m) {
 }
 
 Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
-    (void)comm;
     MPI_Comm node;
     int node_rank, ndev = 0;
-    mpiCheck(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    mpiCheck(MPI_Comm_split_type(comm_group(comm, GROUP_WORLD), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
     mpiCheck(MPI_Comm_rank(node, &node_rank));
     cudaError_t e = cudaGetDeviceCount(&ndev);
     int device = e == cudaSuccess && ndev > 0 ? local_rank(node_rank) % ndev : -1;
@@ -188,10 +188,10 @@ Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     return g;
 }
 
-void gpu_close(Gpu *g, Model *m) {
+void gpu_close(Gpu *g) {
     if (!g) return;
     CU(cudaStreamSynchronize(g->stream));
-    gpu_comm_close(g, m);
+    gpu_comm_close(g);
     CU(cudaFreeHost(g->h_losses));
     for (int k = 0; k < NUM_ARENAS; k++) CU(cudaFree(g->arena[k]));
     CU(cudaStreamDestroy(g->stream));
@@ -405,7 +405,7 @@ Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     return NULL;
 }
 static _Noreturn void not_built(void) { lsst_die(1, "internal error: CUDA backend called in a build without CUDA"); }
-void gpu_close(Gpu *g, Model *m) { (void)m; if (g) not_built(); }
+void gpu_close(Gpu *g) { if (g) not_built(); }
 size_t gpu_plan_bytes(const Model *m) { (void)m; not_built(); }
 size_t gpu_mem_bytes(const Gpu *g) { (void)g; not_built(); }
 const char *gpu_device_name(const Gpu *g) { (void)g; not_built(); }

@@ -32,7 +32,7 @@ typedef struct Gpu Gpu;
 // staging buffers (comm: mpi) or the NCCL communicators (comm: nccl).
 Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen);
 void gpu_comm_open(Gpu *g, Model *m, Comm *comm);
-void gpu_close(Gpu *g, Model *m);
+void gpu_close(Gpu *g);
 // Device bytes gpu_open allocates for this model (lsst-run --plan with backend: cuda).
 size_t gpu_plan_bytes(const Model *m);
 size_t gpu_mem_bytes(const Gpu *g);

@@ -2,8 +2,9 @@
 // all-gather and d[K|V] reduce-scatter, megatron-sp's 8 collectives) and the gradient sums,
 // in one of two ways, picked by the config's `comm`:
 //
-//   mpi (and auto): through pinned host buffers and the MPI collectives of comm.h. Several
-//        ranks may share one GPU. Gradients are summed on the host (train.c stages them).
+//   mpi (and auto): the blocks go through pinned host buffers and the MPI collectives of
+//        comm.h. Several ranks may share one GPU. Gradients are summed on the host (train.c
+//        stages them; the host gradient buffer is pinned for it).
 //   nccl: on device buffers with NCCL communicators for the sequence and the data group,
 //        bootstrapped over those groups' MPI communicators (a group of one rank has none).
 //        One GPU per rank (NCCL refuses two ranks on one GPU; gpu_open checks first).
@@ -13,12 +14,12 @@
 //        One collective is in flight at a time; all ranks queue them in the same order.
 //        Counted like the MPI ones (comm_model_bytes); the seconds are the device time
 //        between events around each call (waiting for peers included), added to comm's
-//        statistics by gpu_comm_flush.
+//        statistics as the events complete (a ring of them) and by gpu_comm_flush.
 //
-// Both ways exchange the same layout: the n ranks' (B, T, W) blocks in group-rank order, placed
-// into / taken from the whole sequence (B, S, W) by model.c's seq_place_rows / seq_take_rows
-// (mpi, on the host) or their CUDA twins (nccl, on the device). [K|V] travels as bf16; partial
-// gradients are summed in fp32.
+// Both ways exchange the same layout, built on the device either way: the n ranks' (B, T, W)
+// blocks in group-rank order in s.wide_full, placed into / taken from the whole sequence
+// (B, S, W) by cuda_seq_place_rows_bf16 / cuda_seq_take_rows_float. Only the transport of
+// the blocks differs. [K|V] travels as bf16; partial gradients are summed in fp32.
 #include "gpu.h"
 
 #include <stdio.h>
@@ -65,12 +66,12 @@ static ncclComm_t nccl_group(Comm *comm, CommGroup grp) {
 void gpu_comm_open(Gpu *g, Model *m, Comm *comm) {
     size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, W = gpu_exchange_width(m);
     if (!g->nccl) {
-        if (m->sp_size == 1) return;
-        g->h_local_bf16 = pinned(BT * W * sizeof(bf16));
-        g->h_full = pinned(BS * W * sizeof(float));
-        g->h_local = pinned(BT * W * sizeof(float));
-        g->h_xchg = pinned(BS * W * sizeof(float));
-        m->scratch.xchg = g->h_xchg;   // seq_allgather / seq_reduce_scatter stage through it
+        // Gradients cross to the host every step: pinned, the copies run at full speed.
+        if (comm->world_size > 1 && cudaHostRegister(m->grads_mem, m->num_params * sizeof(float), 0) == cudaSuccess)
+            g->grads_pinned = m->grads_mem;
+        (void)cudaGetLastError();   // a failed registration only costs speed
+        g->h_xchg = pinned(m->sp_size > 1 ? BS * W * sizeof(float) : 0);
+        g->h_local = pinned(m->sp_size > 1 ? BT * W * sizeof(float) : 0);
         return;
     }
     size_t free0, free1, total;
@@ -85,11 +86,10 @@ void gpu_comm_open(Gpu *g, Model *m, Comm *comm) {
     for (int i = 0; i < 2 * GPU_TIMED_COLLECTIVES; i++) CU(cudaEventCreate(&g->ev_time[i]));
 }
 
-void gpu_comm_close(Gpu *g, Model *m) {
-    void *host[] = {g->h_local_bf16, g->h_full, g->h_local, g->h_xchg};
-    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
-        if (host[i]) CU(cudaFreeHost(host[i]));
-    if (g->h_xchg && m->scratch.xchg == g->h_xchg) m->scratch.xchg = NULL;
+void gpu_comm_close(Gpu *g) {
+    if (g->grads_pinned) CU(cudaHostUnregister(g->grads_pinned));
+    if (g->h_xchg) CU(cudaFreeHost(g->h_xchg));
+    if (g->h_local) CU(cudaFreeHost(g->h_local));
     if (!g->comm_stream) return;   // comm: mpi, or gpu_comm_open never ran (another rank failed)
     if (g->nccl_seq) NC(ncclCommDestroy(g->nccl_seq));
     if (g->nccl_data) NC(ncclCommDestroy(g->nccl_data));
@@ -103,68 +103,67 @@ bool gpu_nccl(const Gpu *g) { return g->nccl; }
 size_t gpu_nccl_bytes(const Gpu *g) { return g->nccl_bytes; }
 
 // ---- NCCL: fences and timing ----------------------------------------------------------------
-// Seconds between the start and end events of the collectives timed so far.
-static void collect_times(Gpu *g) {
-    for (int k = 0; k < g->n_timed; k++) {
-        float ms = 0.0f;
-        CU(cudaEventSynchronize(g->ev_time[2 * k + 1]));
-        CU(cudaEventElapsedTime(&ms, g->ev_time[2 * k], g->ev_time[2 * k + 1]));
-        g->nccl_seconds += ms / 1e3;
-    }
-    g->n_timed = 0;
+// The start/end events of collective k are ring slot k % GPU_TIMED_COLLECTIVES. A slot is read
+// when it is reused (its collective is that many calls old: long done) or at gpu_comm_flush.
+static void add_time(Gpu *g, Comm *comm, long k) {
+    cudaEvent_t *ev = g->ev_time + 2 * (k % GPU_TIMED_COLLECTIVES);
+    float ms = 0.0f;
+    CU(cudaEventSynchronize(ev[1]));
+    CU(cudaEventElapsedTime(&ms, ev[0], ev[1]));
+    comm->stats.seconds += ms / 1e3;
 }
 
 void gpu_comm_flush(Gpu *g, Comm *comm) {
     if (!g->nccl) return;
-    collect_times(g);
-    comm->stats.seconds += g->nccl_seconds;
-    g->nccl_seconds = 0.0;
+    long first = g->n_timed > GPU_TIMED_COLLECTIVES ? g->n_timed - GPU_TIMED_COLLECTIVES : 0;
+    for (long k = first; k < g->n_timed; k++) add_time(g, comm, k);
+    g->n_timed = 0;
 }
 
 // Start a collective on the comm stream after all work queued on the compute stream.
-static void nccl_begin(Gpu *g) {
-    if (g->n_timed == GPU_TIMED_COLLECTIVES) collect_times(g);
+static void nccl_begin(Gpu *g, Comm *comm) {
+    if (g->n_timed >= GPU_TIMED_COLLECTIVES) add_time(g, comm, g->n_timed - GPU_TIMED_COLLECTIVES);
     CU(cudaEventRecord(g->ev_ready, g->stream));
     CU(cudaStreamWaitEvent(g->comm_stream, g->ev_ready, 0));
-    CU(cudaEventRecord(g->ev_time[2 * g->n_timed], g->comm_stream));
+    CU(cudaEventRecord(g->ev_time[2 * (g->n_timed % GPU_TIMED_COLLECTIVES)], g->comm_stream));
 }
 
 static void nccl_end(Gpu *g, Comm *comm, int64_t bytes) {
-    CU(cudaEventRecord(g->ev_time[2 * g->n_timed + 1], g->comm_stream));
+    CU(cudaEventRecord(g->ev_time[2 * (g->n_timed % GPU_TIMED_COLLECTIVES) + 1], g->comm_stream));
     g->n_timed++;
     CU(cudaEventRecord(g->ev_done, g->comm_stream));
-    comm_count(comm, bytes, 0.0);   // seconds: gpu_comm_flush
+    comm_count(comm, bytes, 0.0);   // seconds: add_time
 }
 
 // The compute stream waits for the collective in flight.
 static void nccl_join(Gpu *g) { CU(cudaStreamWaitEvent(g->stream, g->ev_done, 0)); }
 
 // ---- sequence-group exchanges ---------------------------------------------------------------
-// mpi: bf16 rows of W travel as float rows of W/2, the same bytes. nccl: the gathered blocks
-// land in s.wide_full (as bf16), the reduce-scatter's fp32 blocks leave from it.
+// The blocks live in s.wide_full (bf16 for the gather, fp32 for the reduce-scatter). mpi: the
+// same bytes staged through h_xchg (bf16 rows of W travel as float rows of W/2, counted as
+// such; this rank's block is sent in place); nccl: straight from and to s.wide_full.
 void gpu_gather_post(Gpu *g, Model *m, Comm *comm, const bf16 *local, int W, CommPending *p) {
     size_t n = (size_t)m->B * m->T * W;
     if (g->nccl) {
         *p = (CommPending){.req = MPI_REQUEST_NULL};
-        nccl_begin(g);
+        nccl_begin(g, comm);
         NC(ncclAllGather(local, g->s.wide_full, n, ncclBfloat16, g->nccl_seq, g->comm_stream));
         nccl_end(g, comm, comm_model_bytes(COLL_ALLGATHER, m->sp_size, (int64_t)(n * sizeof(bf16))));
         return;
     }
-    gpu_to_host(g, g->h_local_bf16, local, n * sizeof(bf16));
-    comm_iallgather(comm, GROUP_SEQ, g->h_local_bf16, g->h_xchg, (long)(n / 2), p);
+    float *own = g->h_xchg + (size_t)m->sp_rank * (n / 2);
+    gpu_to_host(g, own, local, n * sizeof(bf16));
+    comm_iallgather(comm, GROUP_SEQ, own, g->h_xchg, (long)(n / 2), p);
 }
 
 void gpu_gather_finish(Gpu *g, Model *m, Comm *comm, bf16 *full, int W, CommPending *p) {
-    if (g->nccl) {
-        nccl_join(g);
-        cuda_seq_place_rows_bf16(full, (const bf16 *)g->s.wide_full, g->pos_of_rank, m->sp_size, m->B, m->T, W,
-                                 g->stream);
-        return;
+    if (g->nccl) nccl_join(g);
+    else {
+        comm_wait(comm, p);
+        gpu_to_device(g, g->s.wide_full, g->h_xchg, (size_t)m->B * m->S * W * sizeof(bf16));
     }
-    comm_wait(comm, p);
-    seq_place_rows(m, g->h_xchg, g->h_full, W / 2);
-    gpu_to_device(g, full, g->h_full, (size_t)m->B * m->S * W * sizeof(bf16));
+    cuda_seq_place_rows_bf16(full, (const bf16 *)g->s.wide_full, g->pos_of_rank, m->sp_size, m->B, m->T, W,
+                             g->stream);
 }
 
 void gpu_gather(Gpu *g, Model *m, Comm *comm, const bf16 *local, bf16 *full, int W) {
@@ -184,16 +183,15 @@ void gpu_reduce_scatter(Gpu *g, Model *m, Comm *comm, const bf16 *full, bf16 *lo
         CU(cudaMemcpyAsync(local, full, nl * sizeof(bf16), cudaMemcpyDeviceToDevice, g->stream));
         return;
     }
+    cuda_seq_take_rows_float(g->s.wide_full, full, g->pos_of_rank, m->sp_size, m->B, m->T, W, g->stream);
     if (g->nccl) {
-        cuda_seq_take_rows_float(g->s.wide_full, full, g->pos_of_rank, m->sp_size, m->B, m->T, W, g->stream);
-        nccl_begin(g);
+        nccl_begin(g, comm);
         NC(ncclReduceScatter(g->s.wide_full, g->s.wide_local, nl, ncclFloat, ncclSum, g->nccl_seq, g->comm_stream));
         nccl_end(g, comm, comm_model_bytes(COLL_REDUCE_SCATTER, m->sp_size, (int64_t)(nl * sizeof(float))));
         nccl_join(g);
     } else {
-        cuda_copy_to_float(g->s.wide_full, full, (long)nf, g->stream);
-        gpu_to_host(g, g->h_full, g->s.wide_full, nf * sizeof(float));
-        seq_reduce_scatter(m, comm, g->h_full, g->h_local, W);
+        gpu_to_host(g, g->h_xchg, g->s.wide_full, nf * sizeof(float));
+        comm_reduce_scatter(comm, GROUP_SEQ, g->h_xchg, g->h_local, (long)nl);
         gpu_to_device(g, g->s.wide_local, g->h_local, nl * sizeof(float));
     }
     cuda_copy_to_bf16(local, g->s.wide_local, (long)nl, g->stream);
@@ -204,7 +202,7 @@ void gpu_allreduce_grads(Gpu *g, Comm *comm, CommGroup grp, size_t off, size_t n
     ncclComm_t c = grp == GROUP_SEQ ? g->nccl_seq : grp == GROUP_DATA ? g->nccl_data : NULL;
     if (comm_group_size(comm, grp) == 1 || n == 0) return;
     if (!c) lsst_die(1, "internal error: gpu_allreduce_grads without an NCCL communicator for the group");
-    nccl_begin(g);
+    nccl_begin(g, comm);
     NC(ncclAllReduce(g->grads + off, g->grads + off, n, ncclFloat, ncclSum, c, g->comm_stream));
     nccl_end(g, comm, comm_model_bytes(COLL_ALLREDUCE, comm_group_size(comm, grp), (int64_t)(n * sizeof(float))));
     nccl_join(g);

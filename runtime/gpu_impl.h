@@ -36,7 +36,7 @@ typedef struct {
 } DevScratch;
 
 enum { ARENA_STATE, ARENA_ACTS, ARENA_SCRATCH, NUM_ARENAS };
-enum { GPU_TIMED_COLLECTIVES = 64 };   // NCCL calls timed between two collections of their events
+enum { GPU_TIMED_COLLECTIVES = 64 };   // ring of start/end event pairs timing the NCCL calls
 
 struct Gpu {
     int device;
@@ -47,17 +47,17 @@ struct Gpu {
     double *sumsq;                   // (NUM_PARAM_TENSORS)
     int *tokens, *targets, *pos;     // (B, T), (B, T), (T)
     int *pos_full;                   // (S): 0..S-1 (megatron-sp)
-    int *pos_of_rank;                // (sp, T): every rank's positions (comm: nccl, sp > 1)
+    int *pos_of_rank;                // (sp, T): every rank's positions (sp > 1)
     size_t off[NUM_PARAM_TENSORS];   // offset of each tensor in the parameter block
     DevActs a;
     DevScratch s;
     void *arena[NUM_ARENAS];
     size_t arena_bytes[NUM_ARENAS];
-    // Pinned host staging of the sequence-group exchanges (sp > 1), rows of up to W elements.
-    void *h_local_bf16;   // (B, T, W) bf16: what this rank sends in an all-gather
-    void *h_full;         // (B, S, W) fp32; also the gathered bf16 rows
+    // comm: mpi: pinned host staging of the sequence-group exchanges (sp > 1), rows of up to W
+    // elements, and the host gradient buffer, registered (pinned) when there are peers.
+    float *h_xchg;        // (sp, B, T, W) fp32: the blocks (bf16 ones use the first half)
     float *h_local;       // (B, T, W) fp32: what a reduce-scatter returns
-    float *h_xchg;        // (sp, B, T, W) fp32: the host Model's scratch.xchg while open
+    void *grads_pinned;   // m->grads_mem while registered, else NULL
     float *h_losses;      // (B, T)
     // comm: nccl (gpu_comm.c): communicators (NULL: a group of one rank), the stream they run
     // on, the fences, and the start/end events of the collectives not yet timed.
@@ -65,8 +65,7 @@ struct Gpu {
     ncclComm_t nccl_seq, nccl_data;
     cudaStream_t comm_stream;
     cudaEvent_t ev_ready, ev_done, ev_time[2 * GPU_TIMED_COLLECTIVES];
-    int n_timed;
-    double nccl_seconds;   // timed, not yet added to comm's statistics
+    long n_timed;          // collectives timed since the last gpu_comm_flush (ring slot: % GPU_TIMED_COLLECTIVES)
     size_t nccl_bytes;     // device memory NCCL took for the communicators (measured; not in the arenas)
 };
 
@@ -74,7 +73,7 @@ struct Gpu {
 static inline size_t gpu_exchange_width(const Model *m) {
     return (size_t)m->C * (m->scheme == SCHEME_MEGATRON_SP ? 1 : 2);
 }
-void gpu_comm_close(Gpu *g, Model *m);
+void gpu_comm_close(Gpu *g);
 
 // Parameters (fp32 master, bf16 copy) and gradients of tensor i on the device.
 #define P(i) (g->params + g->off[i])

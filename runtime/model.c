@@ -236,7 +236,10 @@ void model_init_params(Model *m, uint64_t seed) {
 // The collectives move rank-major blocks (sp, B, T, W); the sequence in global order is
 // (B, S, W): every rank's rows go to their positions.
 // Rank-major blocks (sp, B, T, W) in xchg -> (B, S, W) in global order.
-void seq_place_rows(const Model *m, const float *xchg, float *full, int W) {
+// Rank-major blocks (sp, B, T, W) in xchg (what the all-gather returns) -> (B, S, W) in global
+// order, and back (what the reduce-scatter takes). Twins of cuda_seq_place_rows_bf16 /
+// cuda_seq_take_rows_float.
+static void seq_place_rows(const Model *m, const float *xchg, float *full, int W) {
     size_t T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S, w = (size_t)W;
     for (int r = 0; r < m->sp_size; r++)
         for (size_t b = 0; b < B; b++)
@@ -252,7 +255,7 @@ void seq_allgather(Model *m, Comm *comm, const float *local, float *full, int W)
     seq_place_rows(m, m->scratch.xchg, full, W);
 }
 
-void seq_take_rows(const Model *m, const float *full, float *xchg, int W) {
+static void seq_take_rows(const Model *m, const float *full, float *xchg, int W) {
     size_t T = (size_t)m->T, B = (size_t)m->B, S = (size_t)m->S, w = (size_t)W;
     for (int r = 0; r < m->sp_size; r++)
         for (size_t b = 0; b < B; b++)

@@ -161,10 +161,6 @@ void model_backward(Model *m, Comm *comm);
 //   reduce-scatter: partial full (B, S, W) of every rank -> summed local (B, T, W)
 void seq_allgather(Model *m, Comm *comm, const float *local, float *full, int W);
 void seq_reduce_scatter(Model *m, Comm *comm, const float *full, float *local, int W);
-// Rank-major blocks (sp, B, T, W) in xchg (what the all-gather returns) -> (B, S, W) in global order,
-// and back (what the reduce-scatter takes). Twins of cuda_seq_place_rows_bf16 / _take_rows_float.
-void seq_place_rows(const Model *m, const float *xchg, float *full, int W);
-void seq_take_rows(const Model *m, const float *full, float *xchg, int W);
 double megatron_forward(Model *m, Comm *comm, float dloss);
 void megatron_backward(Model *m, Comm *comm);
 // Output head shared by the schemes: final LayerNorm, projection, loss (+ its backward).

@@ -485,7 +485,7 @@ void trainer_free(Trainer *tr) {
     if (tr->log) fclose(tr->log);
     rt_free(tr->ckpt_full, tr->ckpt_floats, sizeof(float));
     rt_free(tr->read_buf, (size_t)tr->model.T + 1, sizeof(int));
-    gpu_close(tr->gpu, &tr->model);
+    gpu_close(tr->gpu);
     if (tr->model.params_mem) model_free(&tr->model);
     if (tr->comm_ready) comm_free(&tr->comm);
 }
