@@ -147,9 +147,9 @@ $(BUILD)/tests/gpu/test_cuda_kernels: tests/gpu/test_cuda_kernels.cu tests/gpu/t
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -Xcompiler -fopenmp $< $(BUILD)/libkernels.a $(subst -Wl$(comma),-Xlinker ,$(BLAS_LIBS)) \
 	    -lcublasLt -lcublas -lgomp -lm -o $@
-$(BUILD)/tests/bench/gpu/attn_bench: tests/bench/gpu/attn_bench.cu $(BUILD)/libkernels.a
+$(BUILD)/tests/bench/gpu/attn_bench: tests/bench/gpu/attn_bench.cu tests/gpu/test_util.h $(BUILD)/libkernels.a
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) $< $(BUILD)/libkernels.a -lcublasLt -lcublas -lm -o $@
+	$(NVCC) $(NVFLAGS) -Itests/gpu $< $(BUILD)/libkernels.a -lcublasLt -lcublas -lm -o $@
 
 # The OpenBLAS this build links, for scripts that compile against the same one:
 #   eval "$(make -s --no-print-directory print-blas)"   ->   blas_cflags, blas_libs

@@ -39,15 +39,6 @@ extern "C" {
 typedef __nv_bfloat16 bf16_t;
 using std::vector;
 
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(2);                                                                               \
-        }                                                                                          \
-    } while (0)
-
 static bool quick = false;
 static const char *only = NULL;
 static int n_pass = 0, n_fail = 0;

@@ -1,9 +1,10 @@
-// Host helpers shared by the kernel test programs (test_cuda_kernels.cu and the CPU emulators
-// emulate_layers.cpp, emulate_attention.cpp): their random inputs, shared references and their
-// command line.
+// Host helpers shared by the GPU test programs (test_cuda_kernels.cu, tests/bench/gpu/attn_bench.cu)
+// and the CPU emulators (emulate_layers.cpp, emulate_attention.cpp): the CUDA error check, random
+// inputs, shared references and the command line.
 #pragma once
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <utility>
@@ -40,6 +41,18 @@ static inline std::vector<float> seq_place_reference(const std::vector<float> &x
                     full[((long)b * S + pos[r * T + t]) * W + w] = xchg[(((long)r * B + b) * T + t) * W + w];
     return full;
 }
+
+#ifdef __CUDACC__
+// CHECK(cudaCall(...)): on an error, file:line, the call and CUDA's message on stderr; exit 2.
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(2);                                                                               \
+        }                                                                                          \
+    } while (0)
+#endif
 
 // [--quick] [--only SUBSTRING]: 0, or 2 after a usage line. quick may be NULL (a program without
 // a quick mode takes the flag and ignores it, so one command line serves every program).

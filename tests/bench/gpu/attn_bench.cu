@@ -22,17 +22,9 @@
 #include <vector>
 
 #include "cuda/kernels_cuda.h"
+#include "test_util.h"
 
 typedef __nv_bfloat16 bf16_t;
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static std::vector<int> parse_list(const char *s) {
     std::vector<int> v;
