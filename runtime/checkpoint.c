@@ -10,7 +10,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,8 +97,6 @@ int checkpoint_write(const char *path, const CkptTensor *params, const CkptTenso
     }
     char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
     hid_t file = -1;
-    int fd = -1;
-    const char *fail_what = NULL;
     h5Check(file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "cannot create temporary file %s", tmp);
     for (int g = 0; g < 3; g++)
         if (write_group(file, GROUPS[g], sets[g], n, path, err, errlen) != 0) goto fail;
@@ -117,22 +114,11 @@ int checkpoint_write(const char *path, const CkptTensor *params, const CkptTenso
     file = -1;
     h5Check(closed, "cannot close temporary file %s", tmp);
 
-    // H5Fclose hands the data to the kernel; fsync puts it on disk before the rename publishes it.
-    if ((fd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0) fail_what = "cannot open temporary file";
-    else if (fsync(fd) != 0) fail_what = "cannot fsync temporary file";
-    if (fd >= 0) close(fd);
-    if (!fail_what && rename(tmp, path) != 0) fail_what = "cannot rename temporary file";
-    if (fail_what) {
-        snprintf(err, errlen, "%s: %s %s: %s", path, fail_what, tmp, strerror(errno));
-        goto fail;
-    }
-    char *dir = path_dirname(path);
-    int synced = fsync_dir(dir);
-    if (synced != 0) snprintf(err, errlen, "%s: cannot fsync directory %s: %s", path, dir, strerror(errno));
-    free(dir);
+    // H5Fclose hands the data to the kernel; the commit syncs it before the rename publishes it.
+    // A failed directory fsync (1) leaves the file complete at PATH but is still an error here.
+    int committed = commit_tmp_file(tmp, path, err, errlen);
     free(tmp);
-    // The file is complete at PATH; a failed directory fsync only weakens durability.
-    return synced == 0 ? 0 : -1;
+    return committed == 0 ? 0 : -1;
 
 fail:
     h5_close(&file);

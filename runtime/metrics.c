@@ -213,13 +213,7 @@ MetricsFile *metrics_open(const char *path, const MetricsAttrs *attrs, int64_t k
     herr_t closed = H5Fclose(file);
     file = -1;
     h5Check(closed, "cannot close %s", tmp);
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: cannot rename %s onto it: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    char *dir = path_dirname(path);
-    fsync_dir(dir);
-    free(dir);
+    if (commit_tmp_file(tmp, path, err, errlen) < 0) goto fail;   // a directory not synced is no reason to stop
 
     h5Check(m->file = H5Fopen(path, H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, fapl), "cannot open for SWMR writing");
     h5Check(m->steps = H5Dopen2(m->file, "steps", H5P_DEFAULT), "cannot open /steps");

@@ -673,8 +673,8 @@ static void fsync_path(const char *path, const char *display) {
     close(fd);
 }
 
-// Make the temp dir durable, then move it to OUTDIR in one rename. With --force
-// and an existing OUTDIR the two are exchanged atomically (renameat2), so there
+// Make the temp dir durable, then move it to OUTDIR in one rename (replace_dir). With
+// --force and an existing OUTDIR the two are exchanged atomically (renameat2), so there
 // is always a complete OUTDIR; filesystems without that get rename-aside.
 static void commit(Prep *p) {
     for (int s = 0; s < 3; s++)
@@ -688,7 +688,6 @@ static void commit(Prep *p) {
         }
     if (manifest_write(&p->man, g_tmp_dir) != 0)
         fail(EXIT_RUNTIME, "%s/%s: cannot write: %s", p->outdir, MANIFEST_FILE, strerror(errno));
-    if (fsync_dir(g_tmp_dir) != 0) fail(EXIT_RUNTIME, "%s: cannot sync to disk: %s", g_tmp_dir, strerror(errno));
     check_signal();
 
     sigset_t block, old;
@@ -697,42 +696,15 @@ static void commit(Prep *p) {
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGHUP);
     sigprocmask(SIG_BLOCK, &block, &old);
-    bool exists = path_exists(p->outdir);
-    if (exists && !p->force) fail(EXIT_RUNTIME, "%s: appeared while preparing; use --force to replace it", p->outdir);
-    int flags = exists ? RENAME_EXCHANGE : RENAME_NOREPLACE;
-    // Test hook: behave as on a file system without renameat2 flags. Not for users.
-    bool have_renameat2 = !getenv("LSST_PREP_TEST_NO_RENAMEAT2");
-    if (!have_renameat2) errno = EINVAL;
-    if (have_renameat2 && renameat2(AT_FDCWD, g_tmp_dir, AT_FDCWD, p->outdir, (unsigned)flags) == 0) {
-        if (!exists) {  // OUTDIR is ours now: nothing to remove
-            free(g_tmp_dir);
-            g_tmp_dir = NULL;
-        }
-        // else g_tmp_dir now holds the old OUTDIR and is removed below
-    } else if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) {
-        if (exists) {
-            char *aside = sibling(p, "old", (long)getpid());
-            if (rename(p->outdir, aside) != 0)
-                fail(EXIT_RUNTIME, "%s: cannot move it aside to %s: %s", p->outdir, aside, strerror(errno));
-            if (rename(g_tmp_dir, p->outdir) != 0) {
-                int e = errno;
-                rename(aside, p->outdir);
-                fail(EXIT_RUNTIME, "%s: cannot rename %s into place: %s", p->outdir, g_tmp_dir, strerror(e));
-            }
-            free(g_tmp_dir);
-            g_tmp_dir = aside;  // the old output, removed below
-        } else {
-            if (rename(g_tmp_dir, p->outdir) != 0)
-                fail(EXIT_RUNTIME, "%s: cannot rename %s into place: %s", p->outdir, g_tmp_dir, strerror(errno));
-            free(g_tmp_dir);
-            g_tmp_dir = NULL;
-        }
-    } else {
-        fail(EXIT_RUNTIME, "%s: cannot rename %s into place: %s", p->outdir, g_tmp_dir, strerror(errno));
-    }
-    if (fsync_dir(p->parent) != 0)
-        fail(EXIT_RUNTIME, "%s: cannot sync its directory %s: %s", p->outdir, p->parent, strerror(errno));
-    remove_tmp_dir();  // the replaced output, if any
+    if (!p->force && path_exists(p->outdir))
+        fail(EXIT_RUNTIME, "%s: appeared while preparing; use --force to replace it", p->outdir);
+    char *aside = sibling(p, "old", (long)getpid()), *leftover = NULL, err[1024];
+    int rc = replace_dir(g_tmp_dir, p->outdir, aside, p->force, &leftover, err, sizeof err);
+    free(aside);
+    free(g_tmp_dir);
+    g_tmp_dir = leftover;  // unpublished output or the replaced one: removed either way
+    if (rc != 0) fail(EXIT_RUNTIME, "%s", err);
+    remove_tmp_dir();
     sigprocmask(SIG_SETMASK, &old, NULL);
 }
 

@@ -82,9 +82,17 @@ static int put_html(const void *ctx, FILE *f) {
     free(title);
     return rc;
 }
-static int put_text(const void *ctx, FILE *f) {
-    const char *s = ctx;
-    return fputs(s, f) < 0 ? -1 : 0;
+
+// dir/name holding text; synced, not renamed: its directory is published whole.
+static void write_synced(const char *dir, const char *name, const char *text) {
+    char *path = path_join(dir, name);
+    FILE *f = fopen(path, "wbx");
+    if (!f) lsst_die(EXIT_RUNTIME, "%s: cannot create: %s", path, strerror(errno));
+    bool ok = fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int e = errno;
+    if (fclose(f) != 0 && ok) ok = false, e = errno;
+    if (!ok) lsst_die(EXIT_RUNTIME, "%s: cannot write: %s", path, strerror(e ? e : EIO));
+    free(path);
 }
 
 // OUT/plots/*.svg: written into a fresh directory that then replaces the old one,
@@ -97,14 +105,14 @@ static void write_plots(const char *out, const PlotSet *ps) {
     for (int i = 0; i < ps->n; i++) {
         if (!ps->plots[i].svg) continue;
         char *name = xasprintf("%s.svg", ps->plots[i].name);
-        write_atomic(tmp, name, put_text, ps->plots[i].svg);
+        write_synced(tmp, name, ps->plots[i].svg);
         free(name);
     }
-    bool had_old = path_exists(final);
-    if (had_old && rename(final, old) != 0) lsst_die(EXIT_RUNTIME, "%s: cannot replace: %s", final, strerror(errno));
-    if (rename(tmp, final) != 0) lsst_die(EXIT_RUNTIME, "%s: cannot rename %s onto it: %s", final, tmp, strerror(errno));
-    if (had_old) rm_rf(old);
-    fsync_dir(out);
+    char *leftover = NULL, err[1024];
+    int rc = replace_dir(tmp, final, old, true, &leftover, err, sizeof err);
+    if (leftover) rm_rf(leftover);   // the old plots, or the new ones when they could not go in
+    if (rc != 0) lsst_die(EXIT_RUNTIME, "%s", err);
+    free(leftover);
     free(final);
     free(tmp);
     free(old);
@@ -117,12 +125,7 @@ static void write_summary_h5(const char *out, const Report *r) {
         unlink(tmp);
         lsst_die(EXIT_RUNTIME, "%s", err);
     }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        lsst_die(EXIT_RUNTIME, "%s: cannot rename %s onto it: %s", path, tmp, strerror(e));
-    }
-    fsync_dir(out);
+    if (commit_tmp_file(tmp, path, err, sizeof err) < 0) lsst_die(EXIT_RUNTIME, "%s", err);
     free(path);
     free(tmp);
 }

@@ -1,9 +1,12 @@
-// yaml_tree and common: positions in errors, typed scalars, round trip, atomic files.
+// yaml_tree and common: positions in errors, typed scalars, round trip, atomic files,
+// publishing a temp file or directory.
 #include "check.h"
 #include "common.h"
 #include "yaml_tree.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void test_positions(void) {
@@ -84,11 +87,96 @@ static void test_atomic(void) {
     free(path);
 }
 
+static void test_commit_tmp_file(void) {
+    char dir[] = "/tmp/lsst-unit-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "temp dir");
+    char *path = path_join(dir, "f.txt"), *tmp = path_join(dir, "f.txt.tmp.1"), err[512] = "";
+    write_file_atomic(path, "old", 3);
+    write_file_atomic(tmp, "new", 3);
+    CHECK(commit_tmp_file(tmp, path, err, sizeof err) == 0, "commit a temp file (%s)", err);
+    char *txt = read_file(path, NULL);
+    CHECK(txt && !strcmp(txt, "new") && !path_exists(tmp), "the temp file replaced PATH and is gone");
+    free(txt);
+    CHECK(commit_tmp_file(tmp, path, err, sizeof err) == -1 && strstr(err, "cannot sync"),
+          "a missing temp file is an error naming the step (%s)", err);
+    char *sub = path_join(dir, "sub"), *inner = path_join(sub, "x");
+    mkdir_p(sub, 0755);
+    write_file_atomic(inner, "x", 1);
+    write_file_atomic(tmp, "new", 3);
+    CHECK(commit_tmp_file(tmp, sub, err, sizeof err) == -1 && strstr(err, "cannot rename") && !path_exists(tmp),
+          "a failed rename removes the temp file (%s)", err);
+    CHECK(is_dir(sub) && path_exists(inner), "and leaves PATH as it was");
+    rm_rf(dir);
+    free(path);
+    free(tmp);
+    free(sub);
+    free(inner);
+}
+
+// A directory at path holding one file `name` with text.
+static void make_dir_with(const char *path, const char *name, const char *text) {
+    mkdir_p(path, 0755);
+    char *file = path_join(path, name);
+    write_file_atomic(file, text, strlen(text));
+    free(file);
+}
+
+static bool dir_has(const char *dir, const char *name) {
+    char *file = path_join(dir, name);
+    bool yes = path_exists(file);
+    free(file);
+    return yes;
+}
+
+// One replace_dir of final by a fresh tmp holding `name`; the old content must end up in the leftover.
+static void replace_once(const char *tmp, const char *final, const char *aside, const char *name, const char *old,
+                         const char *expect_leftover, const char *what) {
+    make_dir_with(tmp, name, name);
+    char *left = NULL, err[512] = "";
+    int rc = replace_dir(tmp, final, aside, true, &left, err, sizeof err);
+    CHECK(rc == 0 && dir_has(final, name) && !dir_has(final, old), "%s: FINAL is the new directory (%s)", what, err);
+    CHECK(left && !strcmp(left, expect_leftover) && dir_has(left, old), "%s: the old one is left at %s", what,
+          expect_leftover);
+    rm_rf(left);
+    free(left);
+}
+
+static void test_replace_dir(void) {
+    char dir[] = "/tmp/lsst-unit-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "temp dir");
+    char *tmp = path_join(dir, "d.tmp"), *final = path_join(dir, "d"), *aside = path_join(dir, "d.old");
+    char *left = NULL, err[512] = "";
+    make_dir_with(tmp, "a", "a");
+    CHECK(replace_dir(tmp, final, aside, false, &left, err, sizeof err) == 0 && !left && dir_has(final, "a") &&
+              !path_exists(tmp),
+          "a new FINAL: renamed into place, nothing left over (%s)", err);
+    replace_once(tmp, final, aside, "b", "a", tmp, "renameat2 exchange");
+    setenv("LSST_PREP_TEST_NO_RENAMEAT2", "1", 1);
+    replace_once(tmp, final, aside, "c", "b", aside, "rename aside");
+    unsetenv("LSST_PREP_TEST_NO_RENAMEAT2");
+    make_dir_with(tmp, "d", "d");
+    CHECK(replace_dir(tmp, final, aside, false, &left, err, sizeof err) == -1 && left && !strcmp(left, tmp) &&
+              dir_has(final, "c"),
+          "without `replace` an existing FINAL stays; TMP is left to remove (%s)", err);
+    rm_rf(left);
+    free(left);
+    CHECK(replace_dir(tmp, final, aside, true, &left, err, sizeof err) == -1 && strstr(err, "cannot sync") &&
+              dir_has(final, "c"),
+          "a missing TMP is an error (%s)", err);
+    free(left);
+    rm_rf(dir);
+    free(tmp);
+    free(final);
+    free(aside);
+}
+
 int main(void) {
     test_positions();
     test_errors();
     test_roundtrip();
     test_did_you_mean();
     test_atomic();
+    test_commit_tmp_file();
+    test_replace_dir();
     return check_done();
 }

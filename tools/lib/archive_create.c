@@ -257,13 +257,12 @@ int archive_create(const char *run_dir, const char *out_path, ArchiveStats *stat
     Entries es = {0};
     int rc = -1;
     struct archive *a = NULL;
-    char *tmp = xasprintf("%s.tmp.%ld", out_path, (long)getpid());
+    AtomicFile af = {0};
     char *manifest_text = NULL, *prov = NULL;
     size_t manifest_len = 0;
     FILE *manifest = open_memstream(&manifest_text, &manifest_len);
     size_t cap = 1 << 20;
     unsigned char *buf = xmalloc(cap);
-    int fd = -1;
     if (!manifest) lsst_die(EXIT_RUNTIME, "out of memory");
 
     if (scan(&es, real, "", err, errlen) != 0) goto done;
@@ -282,9 +281,9 @@ int archive_create(const char *run_dir, const char *out_path, ArchiveStats *stat
     }
     if (!have_prov) prov = generated_provenance(name);
 
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+    // libarchive writes to the temp file's descriptor; stdio never buffers anything of it.
+    if (atomic_open(&af, out_path) != 0) {
+        snprintf(err, errlen, "%s: cannot create its temporary file: %s", out_path, strerror(errno));
         goto done;
     }
     a = archive_write_new();
@@ -292,7 +291,7 @@ int archive_create(const char *run_dir, const char *out_path, ArchiveStats *stat
         (kind == ARCHIVE_ZSTD && archive_write_add_filter_zstd(a) != ARCHIVE_OK) ||
         (kind == ARCHIVE_XZ && archive_write_add_filter_xz(a) != ARCHIVE_OK) ||
         (kind == ARCHIVE_PLAIN && archive_write_add_filter_none(a) != ARCHIVE_OK) ||
-        archive_write_open_fd(a, fd) != ARCHIVE_OK) {
+        archive_write_open_fd(a, fileno(af.fp)) != ARCHIVE_OK) {
         snprintf(err, errlen, "%s: cannot start the archive: %s", out_path, a ? archive_error_string(a) : "no memory");
         goto done;
     }
@@ -334,29 +333,18 @@ int archive_create(const char *run_dir, const char *out_path, ArchiveStats *stat
         snprintf(err, errlen, "%s: cannot finish the archive: %s", out_path, archive_error_string(a));
         goto done;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        fd = -1;
-        snprintf(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+    if (atomic_commit(&af) != 0) {
+        snprintf(err, errlen, "%s: cannot write: %s", out_path, strerror(errno));
         goto done;
     }
-    fd = -1;
-    if (rename(tmp, out_path) != 0) {
-        snprintf(err, errlen, "%s: cannot rename %s onto it: %s", out_path, tmp, strerror(errno));
-        goto done;
-    }
-    char *dir = path_dirname(out_path);
-    fsync_dir(dir);
-    free(dir);
     rc = 0;
 done:
     if (a) archive_write_free(a);
-    if (fd >= 0) close(fd);
-    if (rc != 0) unlink(tmp);
+    if (rc != 0) atomic_abort(&af);   // no-op after a failed commit: that removed the temp file
     fclose(manifest);
     free(manifest_text);
     free(prov);
     free(buf);
-    free(tmp);
     for (size_t i = 0; i < es.n; i++) {
         free(es.v[i].rel);
         free(es.v[i].target);

@@ -168,19 +168,43 @@ static void atomic_free(AtomicFile *af) {
 
 int atomic_commit(AtomicFile *af) {
     int rc = 0, e = 0;
-    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) { rc = -1; e = errno; }
+    if (fflush(af->fp) != 0) { rc = -1; e = errno; }
     if (fclose(af->fp) != 0 && rc == 0) { rc = -1; e = errno; }
-    if (rc == 0 && rename(af->tmp_path, af->path) != 0) { rc = -1; e = errno; }
-    if (rc != 0) {
-        unlink(af->tmp_path);
-    } else {
-        char *dir = path_dirname(af->path);
-        fsync_dir(dir);
-        free(dir);
-    }
+    if (rc != 0) unlink(af->tmp_path);
+    // A failed directory fsync (1) is not reported here: the file is complete at PATH.
+    else if (commit_tmp_file(af->tmp_path, af->path, NULL, 0) < 0) { rc = -1; e = errno; }
     atomic_free(af);
     errno = e;
     return rc;
+}
+
+// fsync a closed file by name (data written through another handle: stdio, HDF5, libarchive).
+static int fsync_file(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+int commit_tmp_file(const char *tmp, const char *path, char *err, size_t errlen) {
+    const char *what = fsync_file(tmp) != 0 ? "sync" : rename(tmp, path) != 0 ? "rename" : NULL;
+    if (what) {
+        int e = errno;
+        if (err) snprintf(err, errlen, "%s: cannot %s %s into place: %s", path, what, tmp, strerror(e));
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    char *dir = path_dirname(path);
+    int rc = fsync_dir(dir);
+    int e = errno;
+    if (rc != 0 && err) snprintf(err, errlen, "%s: cannot sync its directory %s: %s", path, dir, strerror(e));
+    free(dir);
+    errno = e;
+    return rc == 0 ? 0 : 1;
 }
 
 void atomic_abort(AtomicFile *af) {
@@ -207,6 +231,57 @@ int write_file_atomic(const char *path, const void *data, size_t n) {
         return -1;
     }
     return atomic_commit(&af);
+}
+
+// ---- replacing a directory ----
+// Without renameat2 flags: FINAL aside, TMP in, and FINAL back if that fails.
+static int rename_aside(const char *tmp, const char *final, const char *aside, bool exists, char **leftover,
+                        char *err, size_t errlen) {
+    if (exists && rename(final, aside) != 0) {
+        snprintf(err, errlen, "%s: cannot move it aside to %s: %s", final, aside, strerror(errno));
+        return -1;
+    }
+    if (rename(tmp, final) != 0) {
+        int e = errno;
+        bool restored = !exists || rename(aside, final) == 0;
+        snprintf(err, errlen, "%s: cannot rename %s into place: %s%s%s", final, tmp, strerror(e),
+                 restored ? "" : "; the old one is at ", restored ? "" : aside);
+        errno = e;
+        return -1;
+    }
+    free(*leftover);
+    *leftover = exists ? xstrdup(aside) : NULL;
+    return 0;
+}
+
+int replace_dir(const char *tmp, const char *final, const char *aside, bool replace, char **leftover, char *err,
+                size_t errlen) {
+    *leftover = xstrdup(tmp);
+    if (fsync_dir(tmp) != 0) {
+        snprintf(err, errlen, "%s: cannot sync to disk: %s", tmp, strerror(errno));
+        return -1;
+    }
+    bool exchange = replace && path_exists(final);
+    // Test hook: behave as on a file system without renameat2 flags. Not for users.
+    bool have_flags = !getenv("LSST_PREP_TEST_NO_RENAMEAT2");
+    errno = EINVAL;
+    if (have_flags &&
+        renameat2(AT_FDCWD, tmp, AT_FDCWD, final, exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE) == 0) {
+        if (!exchange) {   // FINAL was new: nothing to remove (else TMP now holds the old FINAL)
+            free(*leftover);
+            *leftover = NULL;
+        }
+    } else if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
+        snprintf(err, errlen, "%s: cannot rename %s into place: %s", final, tmp, strerror(errno));
+        return -1;
+    } else if (rename_aside(tmp, final, aside, exchange, leftover, err, errlen) != 0) {
+        return -1;
+    }
+    char *parent = path_dirname(final);
+    int rc = fsync_dir(parent);
+    if (rc != 0) snprintf(err, errlen, "%s: cannot sync its directory %s: %s", final, parent, strerror(errno));
+    free(parent);
+    return rc;
 }
 
 // ---- filesystem ----

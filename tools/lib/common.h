@@ -50,6 +50,17 @@ typedef struct {
 int atomic_open(AtomicFile *af, const char *path);   // 0 or -1 (errno)
 int atomic_commit(AtomicFile *af);                   // 0 or -1 (errno); closes
 void atomic_abort(AtomicFile *af);
+// Publish a finished, closed temp file: fsync it, rename it onto PATH, fsync PATH's directory.
+// 0; -1 nothing published (TMP removed); 1 PATH complete but its directory not synced (callers
+// that need durability treat it as failure). err (may be NULL) gets "PATH: ..." on non-zero.
+int commit_tmp_file(const char *tmp, const char *path, char *err, size_t errlen);
+// Publish directory TMP (beside FINAL, its content already synced) as FINAL: TMP is synced, then
+// renamed into place; an existing FINAL, when `replace`, is exchanged with it in one step
+// (renameat2), so a complete FINAL is always there. Without renameat2 flags: FINAL to ASIDE, TMP
+// in, ASIDE back on failure. Then FINAL's directory is synced. *leftover (malloc'd or NULL) is the
+// directory to remove afterwards, also on failure: TMP unpublished, or the old FINAL. 0, or -1 + err.
+int replace_dir(const char *tmp, const char *final, const char *aside, bool replace, char **leftover, char *err,
+                size_t errlen);
 // fsync a directory (after a rename inside it); 0 or -1.
 int fsync_dir(const char *dir);
 // Write a whole buffer atomically.

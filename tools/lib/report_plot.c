@@ -60,7 +60,7 @@ static void put_quoted(FILE *f, const char *s) {
 static int begin(PlotSet *ps, char *name, char *caption) {
     ps->plots = xrealloc(ps->plots, (size_t)(ps->n + 1) * sizeof *ps->plots);
     ps->plots[ps->n] = (Plot){name, caption, NULL};
-    fprintf(ps->script, "\n# plot %d: %s\nreset\nset output '@TMP@/%d.svg'\nset grid\nset key outside right top\n", ps->n,
+    fprintf(ps->script, "\n# plot %d: %s\nreset\nset output '%d.svg'\nset grid\nset key outside right top\n", ps->n,
             name, ps->n);
     return ps->n++;
 }
@@ -249,22 +249,15 @@ char *plot_prefix_svg_ids(const char *svg, const char *prefix) {
     return out;
 }
 
-// Replace every "@TMP@" in the script by dir.
-static char *with_dir(const char *script, const char *dir) {
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (!f) lsst_die(EXIT_RUNTIME, "out of memory");
-    for (const char *p = script; *p;) {
-        if (starts(p, "@TMP@")) {
-            fputs(dir, f);
-            p += 5;
-        } else {
-            fputc(*p++, f);
-        }
-    }
-    fclose(f);
-    return out;
+// The script file: a `cd` into dir (where the plots' relative output names land), then the plots.
+static int write_script(const char *path, const char *dir, const char *script) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    bool ok = fprintf(f, "cd '%s'\n", dir) >= 0 && fputs(script, f) >= 0;
+    int e = errno;
+    if (fclose(f) != 0 && ok) ok = false, e = errno;
+    errno = e ? e : EIO;
+    return ok ? 0 : -1;
 }
 
 int plot_render(PlotSet *ps, char *err, size_t errlen) {
@@ -283,10 +276,9 @@ int plot_render(PlotSet *ps, char *err, size_t errlen) {
         snprintf(err, errlen, "the temporary directory %s has a quote in its name", tmpl);
         return -1;
     }
-    char *script = with_dir(ps->script_text, tmpl);
     char *script_path = path_join(tmpl, "plots.gp"), *log_path = path_join(tmpl, "gnuplot.log");
     int rc = -1;
-    if (write_file_atomic(script_path, script, strlen(script)) != 0) {
+    if (write_script(script_path, tmpl, ps->script_text) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", script_path, strerror(errno));
         goto done;
     }
@@ -340,7 +332,6 @@ int plot_render(PlotSet *ps, char *err, size_t errlen) {
     }
     rc = 0;
 done:
-    free(script);
     free(script_path);
     free(log_path);
     return rc;
