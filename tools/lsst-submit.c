@@ -148,27 +148,44 @@ static char *absolute(const char *path) {
     return p;
 }
 
-static int write_text(const char *dir, const char *name, const char *text, mode_t mode, char *err, size_t errlen) {
+// The files of a run directory are written inside its temporary directory, which is renamed
+// into place whole (submit_run): a plain create + fsync of each file, and one fsync of each
+// directory before the rename, is enough; no file needs its own rename. (Like atomic_commit,
+// a failed directory fsync is not reported: the files in it are complete.)
+static int write_new(const char *dir, const char *name, const char *text, size_t len, mode_t mode, char *err,
+                     size_t errlen) {
     char *path = path_join(dir, name);
-    int rc = write_file_atomic(path, text, strlen(text));
-    if (!rc && mode) rc = chmod(path, mode);
-    if (rc) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    int rc = fd < 0 ? -1 : 0;
+    for (size_t done = 0; !rc && done < len;) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) errno = EIO;
+        if (n <= 0) rc = -1;
+        else done += (size_t)n;
+    }
+    if (!rc) rc = fsync(fd);
+    int e = errno;
+    if (fd >= 0 && close(fd) && !rc) {
+        rc = -1;
+        e = errno;
+    }
+    if (rc) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(e));
     free(path);
     return rc;
 }
 
 static int write_tree(const char *dir, const char *name, const YNode *root, const char *comment, char *err,
                       size_t errlen) {
-    char *path = path_join(dir, name);
-    AtomicFile af;
-    int rc = atomic_open(&af, path);
-    if (!rc) {
-        fprintf(af.fp, "# %s\n", comment);
-        yn_write(af.fp, root, 0);
-        rc = atomic_commit(&af);
-    }
-    if (rc) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-    free(path);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+    if (!fp) lsst_die(EXIT_RUNTIME, "out of memory");
+    fprintf(fp, "# %s\n", comment);
+    yn_write(fp, root, 0);
+    fclose(fp);
+    int rc = write_new(dir, name, text, len, 0644, err, errlen);
+    free(text);
     return rc;
 }
 
@@ -215,7 +232,8 @@ static int write_run_files(const char *dir, const Workflow *wf, const Site *site
             char *script = wf_render_job(wf, site, cx, j, err, errlen);
             int rc = script ? mkdir(jdir, 0755) : -1;
             if (script && rc) snprintf(err, errlen, "%s: cannot create: %s", jdir, strerror(errno));
-            if (!rc) rc = write_text(jdir, "job.sh", script, 0755, err, errlen);
+            if (!rc) rc = write_new(jdir, "job.sh", script, strlen(script), 0755, err, errlen);
+            if (!rc) fsync_dir(jdir);
             free(script);
             free(jdir);
             if (rc) {
@@ -225,15 +243,17 @@ static int write_run_files(const char *dir, const Workflow *wf, const Site *site
         }
         if (st->array && any && site->scheduler != SCHED_LOCAL) {
             char *array = wf_render_array(wf, site, cx, s, selected);
-            int rc = write_text(sdir, "array.sh", array, 0755, err, errlen);
+            int rc = write_new(sdir, "array.sh", array, strlen(array), 0755, err, errlen);
             free(array);
             if (rc) {
                 free(sdir);
                 return -1;
             }
         }
+        fsync_dir(sdir);
         free(sdir);
     }
+    fsync_dir(dir); // then the rename in submit_run
     return 0;
 }
 
@@ -485,9 +505,8 @@ static int dry_run(const Workflow *wf, const Site *site, const WfContext *cx, co
 
 // Write the run directory (under a temporary name, renamed into place when complete),
 // then submit (or run, on the local site). Prints the run directory last.
-static int submit_run(const Workflow *wf, const Site *site, WfContext *cx, const char *final_dir, int attempt,
-                      const bool *selected, char **kept_ids, char **kept_dirs, char **kept_states, int argc,
-                      char **argv) {
+static int submit_run(const Workflow *wf, const Site *site, WfContext *cx, const char *final_dir, const bool *selected,
+                      char **kept_ids, char **kept_dirs, char **kept_states, int argc, char **argv) {
     char err[2048];
     char *parent = path_dirname(final_dir);
     if (mkdir_p(parent, 0755)) lsst_die(EXIT_RUNTIME, "%s: cannot create: %s", parent, strerror(errno));
@@ -513,7 +532,7 @@ static int submit_run(const Workflow *wf, const Site *site, WfContext *cx, const
     free(jpath);
     int rc = journal_add(&jr, "lsst-journal 1") || journal_add(&jr, "workflow %s", wf->name) ||
              journal_add(&jr, "site %s", site->name) || journal_add(&jr, "scheduler %s", scheduler_name(site->scheduler)) ||
-             journal_add(&jr, "attempt %d", attempt) || journal_add(&jr, "workflow_dir %s", wf->dir);
+             journal_add(&jr, "attempt %d", cx->attempt) || journal_add(&jr, "workflow_dir %s", wf->dir);
     for (int j = 0; j < wf->njobs && !rc; j++) {
         const WfJob *job = &wf->jobs[j];
         const char *stage = wf->stages[job->stage].name;
@@ -618,11 +637,12 @@ static int resubmit(const char *run_arg, const Args *a, WfContext *cx, int argc,
         if (path_exists(next)) lsst_die(EXIT_RUNTIME, "%s exists already; an attempt is never overwritten", next);
         PROGRESS("resubmitting %d of %d jobs (failed, cancelled, or after one that was) as attempt %d", nsel, wf.njobs,
                  attempt + 1);
+        cx->attempt = attempt + 1;
         if (a->dry_run) {
             cx->run_dir = next;
             rc = dry_run(&wf, &site, cx, selected);
         } else {
-            rc = submit_run(&wf, &site, cx, next, attempt + 1, selected, kept_ids, kept_dirs, kept_states, argc, argv);
+            rc = submit_run(&wf, &site, cx, next, selected, kept_ids, kept_dirs, kept_states, argc, argv);
         }
         free(next);
     }
@@ -657,7 +677,7 @@ int main(int argc, char **argv) {
     }
     quiet = a.quiet;
     char err[2048];
-    WfContext cx = {0};
+    WfContext cx = {.attempt = 1};
     char *root = NULL, *bin_dir = NULL;
     if (wf_locate(&root, &bin_dir, err, sizeof err)) lsst_die(EXIT_RUNTIME, "%s", err);
     cx.lsst_root = root;
@@ -686,7 +706,7 @@ int main(int argc, char **argv) {
             cx.run_dir = dir;
             rc = dry_run(&wf, &site, &cx, NULL);
         } else {
-            rc = submit_run(&wf, &site, &cx, dir, 1, NULL, NULL, NULL, NULL, argc, argv);
+            rc = submit_run(&wf, &site, &cx, dir, NULL, NULL, NULL, NULL, argc, argv);
         }
         free(dir);
         free(out);

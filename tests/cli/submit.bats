@@ -317,3 +317,27 @@ SH
   grep -qx "sbatch --parsable --hold --dependency=afterok:201 --kill-on-invalid-dep=yes $run_/attempt-2/report/0/job.sh" log
   grep -qx "scontrol release 201,202" log
 }
+
+@test "submit: the run directory appears whole (no temporary files, executable scripts); {{attempt}} is 1, then 2" {
+  cat > att.yaml <<'YAML'
+name: att
+vars: {flag: /nonexistent}
+stages:
+  - name: a
+    time: "00:02:00"
+    run: echo attempt {{ attempt }} > {{job_dir}}/out; test -e {{flag}}
+YAML
+  run "$BIN/lsst-submit" -q --out runs --set flag="$PWD/flag" att.yaml
+  [ "$status" -eq 1 ]
+  dir=${lines[${#lines[@]}-1]}
+  [ "$(cat "$dir/a/0/out")" = "attempt 1" ]
+  [ -x "$dir/a/0/job.sh" ]
+  [ -z "$(find runs -name '*.tmp.*')" ]
+  [ "$(ls -A runs/att)" = "$(basename "$dir")" ]
+  touch flag
+  run "$BIN/lsst-submit" -q --resubmit "$dir"
+  [ "$status" -eq 0 ]
+  [ "$(cat "$dir/attempt-2/a/0/out")" = "attempt 2" ]
+  grep -q "echo attempt '2' >" "$dir/attempt-2/a/0/job.sh"
+  [ -z "$(find runs -name '*.tmp.*')" ]
+}

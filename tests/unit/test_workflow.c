@@ -65,6 +65,36 @@ static void test_expand(void) {
     wfb_free(&b);
 }
 
+static int count_refs(void *ctx, const char *name, size_t len) {
+    (void)name;
+    (void)len;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+// The one scanner of {{ name }} references and the one identifier check.
+static void test_refs(void) {
+    const char *t = "a {{ x_1 }} b {{y";
+    WfRef ref;
+    CHECK(wf_next_ref(t, &ref) == 1 && ref.start == t + 2 && ref.end == t + 11 && ref.name_len == 3 &&
+              !strncmp(ref.name, "x_1", 3),
+          "a reference: whole span, name without the spaces");
+    CHECK(wf_next_ref(ref.end, &ref) == -1 && ref.start == t + 14, "an unclosed '{{' is found where it starts");
+    CHECK(wf_next_ref("no refs } {", &ref) == 0, "no reference");
+    CHECK(wf_next_ref("{{}}", &ref) == 1 && ref.name_len == 0, "an empty reference is found (callers refuse it)");
+    CHECK(wf_identifier("_a1", 3) && wf_identifier("ab-c", 2) && !wf_identifier("1a", 2) && !wf_identifier("", 0) &&
+              !wf_identifier("a-b", 3) && !wf_identifier("a b", 3),
+          "identifiers: letters, digits, _, no leading digit");
+    char err[256];
+    int n = 0;
+    CHECK(wf_template_refs("{{a}} {{ b }} c", count_refs, &n, err, sizeof err) == 0 && n == 2, "two references");
+    CHECK(wf_template_refs("x {{a b}}", count_refs, &n, err, sizeof err) == -2 &&
+              strstr(err, "'{{a b}}' is not a reference"),
+          "not a reference: %s", err);
+    CHECK(wf_template_refs("x {{a", count_refs, &n, err, sizeof err) == -2 && strstr(err, "unclosed '{{' at offset 2"),
+          "unclosed: %s", err);
+}
+
 static void test_time_and_names(void) {
     char buf[16];
     CHECK(wf_parse_time("00:01:00") == 60 && wf_parse_time("48:00:00") == 172800, "HH:MM:SS");
@@ -253,6 +283,27 @@ static void test_plan(void) {
         free(arr);
         workflow_free(&wf);
     }
+    // {{attempt}} comes from the context; template slots and references may have spaces.
+    char *tdir = path_join(tmpdir, "templates");
+    mkdir_p(tdir, 0755);
+    free(write_tmp("templates/slurm.sh", "#!/bin/bash\n{{directives}}\n{{ setup }}\ncd {{job_dir}}\n{{command}}\n"));
+    free(tdir);
+    rc = load(&wf, &site,
+              "name: t\nstages: [{name: a, run: 'echo {{attempt}} {{ x }}', nodes: '{{ n }}', time: '00:10:00',\n"
+              "                   matrix: {x: [p q], n: [2]}}]\n",
+              NULL, 0, err, sizeof err);
+    CHECK(rc == 0 && wf.jobs[0].nodes == 2, "nodes from '{{ n }}': %s", rc ? err : "ok");
+    if (rc == 0) {
+        WfContext cx = {.run_dir = "/r/t/1", .bin_dir = "/b", .lsst_root = tmpdir, .attempt = 3};
+        char *job = wf_render_job(&wf, &site, &cx, 0, err, sizeof err);
+        CHECK(job && strstr(job, "\necho '3' 'p q'\n") && strstr(job, "\ncd '/r/t/1/a/0'\n") &&
+                  strstr(job, "#SBATCH --nodes=2\n#") && strstr(job, "--requeue\ncd ") && !strstr(job, "{{"),
+              "rendered job: {{attempt}} from the context, the empty {{ setup }} line gone%s%s", job ? "" : ": ",
+              job ? "" : err);
+        if (job && !strstr(job, "\necho '3' 'p q'\n")) printf("#   got:\n%s", job);
+        free(job);
+        workflow_free(&wf);
+    }
     // What is submitted and what waits for what: one decision for lsst-submit and its plan.
     rc = load(&wf, &site,
               "name: t\nstages:\n  - {name: a, run: x}\n"
@@ -295,6 +346,9 @@ static void test_plan(void) {
         {"name: t\nstages: [{name: a, run: x, zip: {p: [1, 2], q: [1]}}]\n", "zip pairs lists item by item, but 'q' has 1 values and 'p' has 2"},
         {"name: t\nstages: [{name: a, run: x, matrix: {r: [1, 2, 3, 4, 5, 6, 7]}, ranks: '{{r}}'}]\n",
          "must be one job array, but its points ask for different resources"},
+        {"name: t\nstages: [{name: a, run: x, ranks: '{{a b}}'}]\n", "expected an integer or a {{name}}, got '{{a b}}'"},
+        {"name: t\nstages: [{name: a, run: x, time: '{{t}}}}'}]\n", "expected a time HH:MM:SS or a {{name}}"},
+        {"name: t\nstages: [{name: a, run: x, nodes: '{{ m }}'}]\n", "stages[0].nodes: unknown name '{{m}}'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rc = load(&wf, &site, bad[i].text, NULL, 0, err, sizeof err);
@@ -313,6 +367,7 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_workflow.XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
     test_expand();
+    test_refs();
     test_time_and_names();
     test_states();
     test_journal();

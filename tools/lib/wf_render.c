@@ -16,57 +16,48 @@ typedef struct {
     const char *text;
 } Slot;
 
-// The template of a scheduler, read once per process.
+// The template of a scheduler, read once per process (whose lsst_root never changes).
 static const char *template_text(const WfContext *cx, Scheduler s, char *err, size_t errlen) {
     static char *cache[3];
-    static char *cache_root[3];
-    if (cache[s] && cache_root[s] && !strcmp(cache_root[s], cx->lsst_root)) return cache[s];
+    if (cache[s]) return cache[s];
     char *file = xasprintf("%s/templates/%s.sh", cx->lsst_root, scheduler_name(s));
-    char *text = read_file(file, NULL);
-    if (!text) {
+    cache[s] = read_file(file, NULL);
+    if (!cache[s])
         snprintf(err, errlen, "%s: cannot read the %s template: %s", file, scheduler_name(s), strerror(errno));
-        free(file);
-        return NULL;
-    }
     free(file);
-    free(cache[s]);
-    free(cache_root[s]);
-    cache[s] = text;
-    cache_root[s] = xstrdup(cx->lsst_root);
-    return text;
+    return cache[s];
+}
+
+static const Slot *find_slot(const Slot *slots, const char *name, size_t len) {
+    for (const Slot *s = slots; s->name; s++)
+        if (strlen(s->name) == len && !strncmp(s->name, name, len)) return s;
+    return NULL;
 }
 
 static int fill(const char *tmpl, const Slot *slots, WfBuf *out, char *err, size_t errlen) {
     const char *p = tmpl;
-    while (*p) {
-        const char *open = strstr(p, "{{");
-        if (!open) {
-            wfb_add(out, p);
-            break;
-        }
-        const char *close = strstr(open + 2, "}}");
-        if (!close) {
+    WfRef ref;
+    for (int found; (found = wf_next_ref(p, &ref));) {
+        if (found < 0) {
             snprintf(err, errlen, "template: unclosed '{{'");
             return -1;
         }
-        const Slot *slot = NULL;
-        for (const Slot *s = slots; s->name; s++)
-            if (strlen(s->name) == (size_t)(close - open - 2) && !strncmp(s->name, open + 2, (size_t)(close - open - 2)))
-                slot = s;
+        const Slot *slot = find_slot(slots, ref.name, ref.name_len);
         if (!slot) {
-            snprintf(err, errlen, "template: unknown slot '%.*s'", (int)(close - open + 2), open);
+            snprintf(err, errlen, "template: unknown slot '%.*s'", (int)(ref.end - ref.start), ref.start);
             return -1;
         }
-        bool line_start = open == tmpl || open[-1] == '\n';
-        bool line_end = close[2] == '\n' || close[2] == '\0';
-        wfb_addn(out, p, (size_t)(open - p));
-        p = close + 2;
+        bool line_start = ref.start == tmpl || ref.start[-1] == '\n';
+        bool line_end = *ref.end == '\n' || *ref.end == '\0';
+        wfb_addn(out, p, (size_t)(ref.start - p));
+        p = ref.end;
         if (!slot->text[0] && line_start && line_end) {
             if (*p == '\n') p++; // an empty block takes its line with it
             continue;
         }
         wfb_add(out, slot->text);
     }
+    wfb_add(out, p);
     return 0;
 }
 
@@ -77,7 +68,7 @@ typedef struct {
     const WfJob *job;
     const WfContext *cx;
     char job_dir[4096];
-    char nums[6][24];
+    char nums[7][24];
 } JobCtx;
 
 static const char *job_lookup(void *p, const char *name) {
@@ -88,17 +79,15 @@ static const char *job_lookup(void *p, const char *name) {
     if (!strcmp(name, "stage")) return jc->wf->stages[job->stage].name;
     if (!strcmp(name, "workflow_dir")) return jc->wf->dir;
     if (!strcmp(name, "workflow")) return jc->wf->name;
-    const char *numbers[] = {"point", "nodes", "ranks", "ranks_per_node", "gpus_per_rank", "cpus_per_rank"};
-    int values[] = {job->point, job->nodes, job->ranks, job->ranks_per_node, job->gpus_per_rank, job->cpus_per_rank};
-    for (int i = 0; i < 6; i++)
+    const char *numbers[] = {"point",         "nodes",         "ranks",  "ranks_per_node",
+                             "gpus_per_rank", "cpus_per_rank", "attempt"};
+    int values[] = {job->point,         job->nodes,         job->ranks,      job->ranks_per_node,
+                    job->gpus_per_rank, job->cpus_per_rank, jc->cx->attempt};
+    for (int i = 0; i < 7; i++)
         if (!strcmp(name, numbers[i])) {
             snprintf(jc->nums[i], sizeof jc->nums[i], "%d", values[i]);
             return jc->nums[i];
         }
-    if (!strcmp(name, "attempt")) {
-        const char *a = strrchr(jc->cx->run_dir, '/');
-        return a && !strncmp(a, "/attempt-", 9) ? a + 9 : "1";
-    }
     return wf_job_lookup(jc->wf, job, name);
 }
 

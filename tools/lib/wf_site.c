@@ -83,9 +83,7 @@ static int check_module(const YNode *v, char *msg, size_t len) {
 static int check_env(const YNode *map, char *msg, size_t len) {
     for (int i = 0; i < map->n; i++) {
         const char *k = map->keys[i]->value;
-        bool ok = k[0] && !isdigit((unsigned char)k[0]);
-        for (const char *p = k; *p; p++) ok = ok && (isalnum((unsigned char)*p) || *p == '_');
-        if (!ok) {
+        if (!wf_identifier(k, strlen(k))) {
             snprintf(msg, len, "'%s' is not an environment variable name", k);
             return -1;
         }

@@ -62,53 +62,67 @@ void wfb_free(WfBuf *b) {
 
 // ---- templates: {{name}} ----
 
-int wf_template_refs(const char *tmpl, int (*fn)(void *, const char *, size_t), void *ctx, char *err,
-                     size_t errlen) {
-    for (const char *p = tmpl; (p = strstr(p, "{{"));) {
-        const char *end = strstr(p + 2, "}}");
-        if (!end) {
-            snprintf(err, errlen, "unclosed '{{' at offset %td (a reference is {{name}})", p - tmpl);
-            return -2;
-        }
-        const char *a = p + 2, *z = end;
-        while (a < z && *a == ' ') a++;
-        while (z > a && z[-1] == ' ') z--;
-        bool ok = z > a && (isalpha((unsigned char)*a) || *a == '_');
-        for (const char *q = a; q < z; q++) ok = ok && (isalnum((unsigned char)*q) || *q == '_');
-        if (!ok) {
-            snprintf(err, errlen, "'%.*s' is not a reference (a reference is {{name}}: letters, digits, _)",
-                     (int)(end + 2 - p > 60 ? 60 : end + 2 - p), p);
-            return -2;
-        }
-        int rc = fn(ctx, a, (size_t)(z - a));
-        if (rc) return rc;
-        p = end + 2;
-    }
-    return 0;
+int wf_next_ref(const char *p, WfRef *ref) {
+    const char *open = strstr(p, "{{");
+    if (!open) return 0;
+    ref->start = open;
+    const char *close = strstr(open + 2, "}}");
+    if (!close) return -1;
+    const char *a = open + 2, *z = close;
+    while (a < z && *a == ' ') a++;
+    while (z > a && z[-1] == ' ') z--;
+    ref->name = a;
+    ref->name_len = (size_t)(z - a);
+    ref->end = close + 2;
+    return 1;
 }
 
+bool wf_identifier(const char *s, size_t len) {
+    if (!len || isdigit((unsigned char)s[0])) return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_') return false;
+    return true;
+}
+
+int wf_template_refs(const char *tmpl, int (*fn)(void *, const char *, size_t), void *ctx, char *err,
+                     size_t errlen) {
+    WfRef ref;
+    for (const char *p = tmpl;; p = ref.end) {
+        int found = wf_next_ref(p, &ref);
+        if (!found) return 0;
+        if (found < 0) {
+            snprintf(err, errlen, "unclosed '{{' at offset %td (a reference is {{name}})", ref.start - tmpl);
+            return -2;
+        }
+        if (!wf_identifier(ref.name, ref.name_len)) {
+            int shown = ref.end - ref.start > 60 ? 60 : (int)(ref.end - ref.start);
+            snprintf(err, errlen, "'%.*s' is not a reference (a reference is {{name}}: letters, digits, _)", shown,
+                     ref.start);
+            return -2;
+        }
+        int rc = fn(ctx, ref.name, ref.name_len);
+        if (rc) return rc;
+    }
+}
 
 int wf_expand(const char *tmpl, WfLookup lookup, void *ctx, WfBuf *out, char *err, size_t errlen) {
     const char *p = tmpl;
-    for (const char *q; (q = strstr(p, "{{"));) {
-        wfb_addn(out, p, (size_t)(q - p));
-        const char *end = strstr(q + 2, "}}");
-        if (!end) {
+    WfRef ref;
+    for (int found; (found = wf_next_ref(p, &ref));) {
+        wfb_addn(out, p, (size_t)(ref.start - p));
+        if (found < 0) {
             snprintf(err, errlen, "unclosed '{{' (a reference is {{name}})");
             return -1;
         }
-        const char *a = q + 2, *z = end;
-        while (a < z && *a == ' ') a++;
-        while (z > a && z[-1] == ' ') z--;
         char name[128];
-        snprintf(name, sizeof name, "%.*s", (int)(z - a), a);
-        const char *value = (size_t)(z - a) < sizeof name ? lookup(ctx, name) : NULL;
+        snprintf(name, sizeof name, "%.*s", (int)ref.name_len, ref.name);
+        const char *value = ref.name_len < sizeof name ? lookup(ctx, name) : NULL;
         if (!value) {
             snprintf(err, errlen, "unknown name '{{%s}}'", name);
             return -1;
         }
         wfb_add_quoted(out, value);
-        p = end + 2;
+        p = ref.end;
     }
     wfb_add(out, p);
     return 0;
@@ -131,14 +145,14 @@ static int check_name(const YNode *v, char *msg, size_t len) {
 }
 
 // "{{name}}" alone: the value comes from a var or matrix axis (checked later, per job).
-static bool is_single_ref(const char *s) {
-    size_t n = strlen(s);
-    return n > 4 && !strncmp(s, "{{", 2) && !strcmp(s + n - 2, "}}") && !strstr(s + 2, "{{");
+static bool single_ref(const char *s, WfRef *ref) {
+    return wf_next_ref(s, ref) == 1 && ref->start == s && !*ref->end && wf_identifier(ref->name, ref->name_len);
 }
 
 static int check_count(const YNode *v, char *msg, size_t len) {
     long long x;
-    if (is_single_ref(v->value)) return 0;
+    WfRef ref;
+    if (single_ref(v->value, &ref)) return 0;
     if (!yn_as_int(v, &x)) {
         snprintf(msg, len, "expected an integer or a {{name}}, got '%s'", v->value);
         return -1;
@@ -151,7 +165,8 @@ static int check_count(const YNode *v, char *msg, size_t len) {
 }
 
 static int check_time(const YNode *v, char *msg, size_t len) {
-    if (is_single_ref(v->value) || wf_parse_time(v->value) >= 0) return 0;
+    WfRef ref;
+    if (single_ref(v->value, &ref) || wf_parse_time(v->value) >= 0) return 0;
     snprintf(msg, len, "expected a time HH:MM:SS or a {{name}}, got '%s'", v->value);
     return -1;
 }
@@ -202,13 +217,6 @@ static const SchemaKey workflow_schema[] = {
         schema_error_at(err, errlen, (node), __VA_ARGS__);    \
         return -1;                                            \
     } while (0)
-
-static bool is_identifier(const char *s) {
-    if (!s[0] || !(isalpha((unsigned char)s[0]) || s[0] == '_')) return false;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '_') return false;
-    return true;
-}
 
 static int find_builtin(const char *name) {
     for (int i = 0; builtins[i]; i++)
@@ -324,7 +332,7 @@ static int read_axes(WfStage *st, const YNode *map, bool zip, const Workflow *wf
     for (int i = 0; i < map->n; i++) {
         const YNode *key = map->keys[i], *list = map->items[i];
         const char *name = key->value;
-        if (!is_identifier(name))
+        if (!wf_identifier(name, strlen(name)))
             FAIL_AT(key, "%s.%s: a matrix name must be letters, digits, '_' (it is used as {{%s}})", path, name,
                     name);
         if (find_builtin(name) >= 0)
@@ -483,11 +491,9 @@ static int job_resource(const Workflow *wf, const WfStage *st, const WfJob *job,
     }
     const char *text = v->value;
     char name[128] = "";
-    if (is_single_ref(text)) {
-        const char *a = text + 2, *z = text + strlen(text) - 2;
-        while (a < z && *a == ' ') a++;
-        while (z > a && z[-1] == ' ') z--;
-        snprintf(name, sizeof name, "%.*s", (int)(z - a), a);
+    WfRef ref;
+    if (single_ref(text, &ref)) {
+        snprintf(name, sizeof name, "%.*s", (int)ref.name_len, ref.name);
         text = job_value(wf, st, job, name);
         if (!text) {
             char msg[512];
@@ -668,7 +674,7 @@ static int load_and_plan(Workflow *wf, const char *path, char **sets, int nsets,
     wf->var_values = xcalloc((size_t)wf->nvars + 1, sizeof(char *));
     for (int i = 0; i < wf->nvars; i++) {
         const char *name = vars->keys[i]->value;
-        if (!is_identifier(name))
+        if (!wf_identifier(name, strlen(name)))
             FAIL_AT(vars->keys[i], "vars.%s: a var name must be letters, digits, '_' (it is used as {{%s}})", name,
                     name);
         if (find_builtin(name) >= 0)

@@ -154,7 +154,8 @@ int wf_job_deps(const Workflow *wf, int j, const bool *selected, int *deps);
 typedef struct {
     const char *run_dir;      // absolute
     const char *bin_dir;      // absolute: the lsst that submits, first on PATH in every script
-    const char *lsst_root;    // where templates/ and site/ are
+    const char *lsst_root;    // where templates/ and site/ are (one per process)
+    int attempt;              // {{attempt}}: 1, or N of a resubmit's RUNDIR/attempt-N
 } WfContext;
 
 // Expand {{name}} in `tmpl`: each reference becomes ONE single-quoted shell word of the
@@ -166,6 +167,18 @@ int wf_expand(const char *tmpl, WfLookup lookup, void *ctx, WfBuf *out, char *er
 // nonzero return and returns it; -2 for a malformed template (message in err).
 int wf_template_refs(const char *tmpl, int (*fn)(void *ctx, const char *name, size_t len), void *ctx,
                      char *err, size_t errlen);
+// One reference in a template: [start, end) is the whole "{{ ... }}", [name, name + name_len)
+// the text between the braces without its surrounding spaces (not checked: see wf_identifier).
+typedef struct {
+    const char *start, *end;
+    const char *name;
+    size_t name_len;
+} WfRef;
+// The first reference at or after p: 1 with *ref, 0 when there is none, -1 for a "{{" with no
+// "}}" after it (ref->start at that "{{"). The one parser of {{...}}: templates, slots, resources.
+int wf_next_ref(const char *p, WfRef *ref);
+// Letters, digits, '_', not starting with a digit: {{names}}, vars, matrix axes, env variables.
+bool wf_identifier(const char *s, size_t len);
 
 // The batch script of one job, from templates/<scheduler>.sh. Malloc'd; NULL with err.
 char *wf_render_job(const Workflow *wf, const Site *site, const WfContext *cx, int job, char *err,
