@@ -66,7 +66,7 @@ static void layout_scratch(Gpu *g, const Model *m, Carver *c) {
     size_t rows = mg ? BS : BT, W = gpu_exchange_width(m);
     DevScratch *s = &g->s;
     TAKE(c, s->dres, BT * C), TAKE(c, s->dx, BT * C), TAKE(c, s->tmp, BT * C);
-    TAKE(c, s->datty, rows * Cl), TAKE(c, s->dfch, rows * Fl), TAKE(c, s->dfch_gelu, rows * Fl);
+    TAKE(c, s->datty, rows * Cl), TAKE(c, s->dfch, rows * Fl);
     TAKE(c, s->dq, mg ? BS * 3 * Cl : BT * C), TAKE(c, s->dkv, mg ? 0 : BT * 2 * C);
     TAKE(c, s->seq_full, mg || peers ? BS * W : 0), TAKE(c, s->dseq_full, mg ? BS * C : 0);
     TAKE(c, s->wide_full, peers ? BS * W : 0), TAKE(c, s->wide_local, peers ? BT * W : 0);
@@ -294,8 +294,8 @@ static double lss_forward(Gpu *g, Model *m, Comm *comm, float dloss) {
 
         cuda_layernorm_forward_bf16(ln2, a->ln2_mean + l * bt, a->ln2_rstd + l * bt, residual2, P(P_LN2W) + l * C,
                                     P(P_LN2B) + l * C, BT, C, st);
-        cuda_matmul_forward_bf16(fch, ln2, PB(P_FCW) + (size_t)l * F * C, PB(P_FCB) + (size_t)l * F, BT, C, F, st);
-        cuda_gelu_forward_bf16(fch_gelu, fch, (long)bt * F, st);
+        cuda_matmul_gelu_forward_bf16(fch_gelu, fch, ln2, PB(P_FCW) + (size_t)l * F * C, PB(P_FCB) + (size_t)l * F,
+                                      BT, C, F, st);
         cuda_matmul_forward_bf16(g->s.tmp, fch_gelu, PB(P_FCPROJW) + (size_t)l * C * F, PB(P_FCPROJB) + l * C, BT,
                                  F, C, st);
         cuda_residual_forward_bf16(residual3, residual2, g->s.tmp, (long)btc, st);
@@ -311,11 +311,9 @@ static void mlp_backward(Gpu *g, const Model *m, int l) {
     DevActs *a = &g->a;
     DevScratch *s = &g->s;
     cudaStream_t st = g->stream;
-    gpu_zero(g, s->dfch_gelu, bt * F * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->dfch_gelu, G(P_FCPROJW) + (size_t)l * C * F, G(P_FCPROJB) + l * C, s->dres,
-                              a->fch_gelu + l * bt * F, PB(P_FCPROJW) + (size_t)l * C * F, BT, F, C, st);
-    gpu_zero(g, s->dfch, bt * F * sizeof(bf16));
-    cuda_gelu_backward_bf16(s->dfch, a->fch + l * bt * F, s->dfch_gelu, (long)bt * F, st);
+    cuda_matmul_backward_dgelu_bf16(s->dfch, G(P_FCPROJW) + (size_t)l * C * F, G(P_FCPROJB) + l * C, s->dres,
+                                    a->fch_gelu + l * bt * F, PB(P_FCPROJW) + (size_t)l * C * F, a->fch + l * bt * F,
+                                    BT, F, C, st);
     gpu_zero(g, s->dx, btc * sizeof(bf16));
     cuda_matmul_backward_bf16(s->dx, G(P_FCW) + (size_t)l * F * C, G(P_FCB) + (size_t)l * F, s->dfch,
                               a->ln2 + l * btc, PB(P_FCW) + (size_t)l * F * C, BT, C, F, st);

@@ -26,7 +26,7 @@ typedef struct {
 // One layer's backward scratch (model.h's Scratch), plus the fp32 buffers of the reduce-scatters.
 typedef struct {
     bf16 *dres, *dx, *tmp;        // (B, T, C)
-    bf16 *datty, *dfch, *dfch_gelu;   // rows x Cl, rows x Fl
+    bf16 *datty, *dfch;               // rows x Cl, rows x Fl
     bf16 *dq;                     // lss: (B, T, C); megatron-sp: d[q|k|v] (B, S, 3Cl)
     bf16 *dkv;                    // lss: (B, T, 2C)
     bf16 *seq_full;               // (B, S, W): lss d[K|V] (sp > 1), megatron-sp partial sums

@@ -43,9 +43,8 @@ double gpu_megatron_forward(Gpu *g, Model *m, Comm *comm, float dloss) {
         cuda_layernorm_forward_bf16(ln2, a->ln2_mean + l * bt, a->ln2_rstd + l * bt, residual2, P(P_LN2W) + l * C,
                                     P(P_LN2B) + l * C, BT, C, st);
         gpu_gather(g, m, comm, ln2, ln2_full, C);                                      // collective 3
-        cuda_matmul_forward_bf16(fch, ln2_full, PB(P_FCW) + (size_t)l * Fl * C, PB(P_FCB) + (size_t)l * Fl, BS, C,
-                                 Fl, st);
-        cuda_gelu_forward_bf16(fch_gelu, fch, (long)bs * Fl, st);
+        cuda_matmul_gelu_forward_bf16(fch_gelu, fch, ln2_full, PB(P_FCW) + (size_t)l * Fl * C,
+                                      PB(P_FCB) + (size_t)l * Fl, BS, C, Fl, st);
         row_parallel_out(g, m, comm, residual3, residual2, fch_gelu, PB(P_FCPROJW) + (size_t)l * C * Fl,
                          PB(P_FCPROJB) + l * C, Fl);                                    // collective 4
         residual = residual3;
@@ -61,12 +60,10 @@ static void mlp_backward(Gpu *g, Model *m, Comm *comm, int l) {
     DevScratch *s = &g->s;
     cudaStream_t st = g->stream;
     gpu_gather(g, m, comm, s->dres, s->dseq_full, C);                                  // collective 5
-    gpu_zero(g, s->dfch_gelu, bs * Fl * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->dfch_gelu, G(P_FCPROJW) + (size_t)l * C * Fl,
-                              m->sp_rank == 0 ? G(P_FCPROJB) + l * C : NULL, s->dseq_full, a->fch_gelu + l * bs * Fl,
-                              PB(P_FCPROJW) + (size_t)l * C * Fl, BS, Fl, C, st);
-    gpu_zero(g, s->dfch, bs * Fl * sizeof(bf16));
-    cuda_gelu_backward_bf16(s->dfch, a->fch + l * bs * Fl, s->dfch_gelu, (long)bs * Fl, st);
+    cuda_matmul_backward_dgelu_bf16(s->dfch, G(P_FCPROJW) + (size_t)l * C * Fl,
+                                    m->sp_rank == 0 ? G(P_FCPROJB) + l * C : NULL, s->dseq_full,
+                                    a->fch_gelu + l * bs * Fl, PB(P_FCPROJW) + (size_t)l * C * Fl, a->fch + l * bs * Fl,
+                                    BS, Fl, C, st);
     gpu_zero(g, s->seq_full, bsc * sizeof(bf16));
     cuda_matmul_backward_bf16(s->seq_full, G(P_FCW) + (size_t)l * Fl * C, G(P_FCB) + (size_t)l * Fl, s->dfch,
                               a->ln2_full + l * bsc, PB(P_FCW) + (size_t)l * Fl * C, BS, C, Fl, st);

@@ -27,16 +27,22 @@ enum { MIN_QBLOCK = 16 };
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
 // backward with 4 warps is 7-10% faster than with 8 at seq 4k-32k.
+// Candidates not yet measured (chosen for no register spills in ptxas -v, sm_90): forward hs 64
+// with 8 warps of 32 rows and with 32-key blocks; backward hs 128 with 16-query blocks (split
+// and fused), fused hs 128 with 8 warps, fused hs 64 with 32-query blocks.
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64) X(32, 1, 4, 64)                                                             \
     X(64, 2, 4, 64) X(64, 1, 8, 64) X(64, 1, 4, 64)                                             \
-    X(128, 1, 8, 64) X(128, 1, 4, 64) X(128, 1, 8, 32)
+    X(128, 1, 8, 64) X(128, 1, 4, 64) X(128, 1, 8, 32)                                          \
+    X(64, 2, 8, 64) X(64, 2, 4, 32)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
     X(16, 4, 64, true, 4, 64, true) X(32, 4, 64, true, 4, 64, true)                             \
     X(64, 4, 64, true, 4, 64, true) X(64, 8, 64, true, 8, 64, true)                             \
     X(128, 8, 32, false, 8, 64, false) X(128, 4, 32, false, 4, 32, false)                     \
     X(64, 4, 64, true, 0, 0, false) X(64, 8, 64, true, 0, 0, false)                             \
-    X(128, 4, 32, false, 0, 0, false)
+    X(128, 4, 32, false, 0, 0, false)                                                           \
+    X(128, 4, 16, false, 4, 32, false) X(128, 4, 16, false, 0, 0, false)                        \
+    X(128, 8, 32, false, 0, 0, false) X(64, 4, 32, true, 0, 0, false) X(64, 8, 32, true, 0, 0, false)
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).

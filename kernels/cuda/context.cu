@@ -50,6 +50,7 @@ void cuda_kernels_init(size_t scratch_bytes) {
     cudaCheck(cudaMalloc(&k->scratch, k->scratch_bytes));
     k->initialized = 1;
     cuda_attention_apply_env();
+    cuda_matmul_apply_env();
 }
 
 void cuda_kernels_shutdown(void) {

@@ -57,6 +57,10 @@ CudaKernels *cuda_kernels(void);
 void cuda_matmul_cache_clear(void);
 // attention.cu: the environment's choice of attention kernels (LSST_ATTN_BWD), at init.
 void cuda_attention_apply_env(void);
+// matmul.cu: the environment's choice of where the MLP's GELU runs (LSST_GELU), at init.
+void cuda_matmul_apply_env(void);
+// layers.cu: d = gelu'(inp) d in place (bf16), for matmul.cu's GELU backward without the epilogue.
+void cuda_gelu_backward_inplace_bf16(bf16 *d, const bf16 *inp, long n, cudaStream_t stream);
 
 
 static inline unsigned ceil_div_u(long a, long b) { return (unsigned)((a + b - 1) / b); }

@@ -97,6 +97,25 @@ void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, const float
 void cuda_matmul_backward_bf16(bf16 *dinp, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
                                const bf16 *weight, int N, int C, int OC, cudaStream_t stream);
 
+// ---- matmul with the MLP's GELU (bf16) ---------------------------------------------------------
+// pre (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC); out = gelu(pre). Both are written: the
+// backward reads pre.
+void cuda_matmul_gelu_forward_bf16(bf16 *out, bf16 *pre, const bf16 *inp, const bf16 *weight, const bf16 *bias,
+                                   int N, int C, int OC, cudaStream_t stream);
+// Backward of the product that follows the GELU (its input inp = gelu(pre), (N,C)), with the
+// GELU's backward folded in: dpre (N,C) = gelu'(pre) * (dout @ weight), WRITTEN (not
+// accumulated: no zeroing needed); dweight (OC,C) += dout^T @ inp; dbias (OC) += colsum(dout)
+// (may be NULL).
+void cuda_matmul_backward_dgelu_bf16(bf16 *dpre, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
+                                     const bf16 *weight, const bf16 *pre, int N, int C, int OC,
+                                     cudaStream_t stream);
+// Where the GELU of those two runs: 0 = GELU kernels after the products (the default), 1 = in
+// the products' cuBLASLt epilogues (GELU_AUX_BIAS, DGELU; falls back to the kernels where
+// cuBLASLt offers no algorithm, counted by cuda_matmul_gelu_fallbacks). LSST_GELU=epilogue in
+// the environment selects 1 at cuda_kernels_init.
+void cuda_matmul_gelu_select(int epilogue);
+long cuda_matmul_gelu_fallbacks(void);
+
 // ---- GELU (tanh approximation) / residual ---------------------------------------------------
 void cuda_gelu_forward(float *out, const float *inp, long n, cudaStream_t stream);
 void cuda_gelu_forward_bf16(bf16 *out, const bf16 *inp, long n, cudaStream_t stream);

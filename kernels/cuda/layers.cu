@@ -124,8 +124,15 @@ template <typename T> static void gelu_forward_t(T *out, const T *inp, long n, c
 template <typename T> static void gelu_backward_t(T *dinp, const T *inp, const T *dout, long n, cudaStream_t stream) {
     GROUPWISE(gelu_backward_kernel, T, n, dinp, inp, dout, dinp, inp, dout, n);
 }
+template <typename T> static void gelu_backward_inplace_t(T *d, const T *inp, long n, cudaStream_t stream) {
+    GROUPWISE(gelu_backward_inplace_kernel, T, n, d, inp, inp, d, inp, n);
+}
 template <typename T> static void residual_forward_t(T *out, const T *a, const T *b, long n, cudaStream_t stream) {
     GROUPWISE(residual_forward_kernel, T, n, out, a, b, out, a, b, n);
+}
+
+void cuda_gelu_backward_inplace_bf16(bf16 *d, const bf16 *inp, long n, cudaStream_t stream) {
+    gelu_backward_inplace_t<bf16_t>(d, inp, n, stream);
 }
 
 extern "C" {

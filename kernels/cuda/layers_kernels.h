@@ -259,17 +259,27 @@ template <typename T, int V> __global__ void gelu_forward_kernel(T *out, const T
     for (long i = nv * V + first; i < n; i += stride) out[i] = from_float<T>(gelu_value<T>(to_float(inp[i])));
 }
 
-template <typename T, int V> __global__ void gelu_backward_kernel(T *dinp, const T *inp, const T *dout, long n) {
+// ACCUM: dinp += gelu'(inp) dout (the backward contract); otherwise dinp = gelu'(inp) dout, and
+// dinp may be dout itself (each element is read before the same thread writes it).
+template <typename T, int V, bool ACCUM>
+__device__ __forceinline__ void gelu_backward_body(T *dinp, const T *inp, const T *dout, long n) {
     const long nv = n / V, stride = (long)gridDim.x * blockDim.x, first = blockIdx.x * (long)blockDim.x + threadIdx.x;
     for (long i = first; i < nv; i += stride) {
         const VecN<T, V> x = load_vec<T, V>(inp + i * V), d = load_vec<T, V>(dout + i * V);
-        VecN<T, V> g = load_vec<T, V>(dinp + i * V);
+        VecN<T, V> g = ACCUM ? load_vec<T, V>(dinp + i * V) : d;
         for (int k = 0; k < V; k++)
-            g.v[k] = from_float<T>(to_float(g.v[k]) + gelu_grad<T>(to_float(x.v[k])) * to_float(d.v[k]));
+            g.v[k] = from_float<T>((ACCUM ? to_float(g.v[k]) : 0.0f) + gelu_grad<T>(to_float(x.v[k])) * to_float(d.v[k]));
         store_vec<T, V>(dinp + i * V, g);
     }
     for (long i = nv * V + first; i < n; i += stride)
-        dinp[i] = from_float<T>(to_float(dinp[i]) + gelu_grad<T>(to_float(inp[i])) * to_float(dout[i]));
+        dinp[i] = from_float<T>((ACCUM ? to_float(dinp[i]) : 0.0f) + gelu_grad<T>(to_float(inp[i])) * to_float(dout[i]));
+}
+template <typename T, int V> __global__ void gelu_backward_kernel(T *dinp, const T *inp, const T *dout, long n) {
+    gelu_backward_body<T, V, true>(dinp, inp, dout, n);
+}
+// d = gelu'(inp) d, in place: the GELU's backward after a product that wrote d (matmul.cu).
+template <typename T, int V> __global__ void gelu_backward_inplace_kernel(T *d, const T *inp, long n) {
+    gelu_backward_body<T, V, false>(d, inp, d, n);
 }
 
 template <typename T, int V> __global__ void residual_forward_kernel(T *out, const T *a, const T *b, long n) {

@@ -7,11 +7,23 @@
 // the accumulating products; when cuBLASLt offers no algorithm for a case (alignment, types) the
 // same product goes through cublasGemmEx (bias broadcast first, then beta = 1). fp32: GemmEx
 // with fp32 compute (no TF32).
+// The MLP's GELU: forward and backward either as the GELU kernels after the product (default),
+// or inside the product's cuBLASLt epilogue (LSST_GELU=epilogue: GELU_AUX_BIAS writes gelu(x)
+// and keeps its input x; DGELU multiplies the dinp product by gelu'(x)), sparing a full pass
+// over the (N, 4C) activations each way.
+#include <string.h>
+
 #include "cuda_common.h"
 
 typedef __nv_bfloat16 bf16_t;
 
 template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, int N, int OC, cudaStream_t stream);
+
+// The epilogue of a cuBLASLt product (part of a plan's key).
+typedef enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU } Epi;
+
+static bool gelu_epilogue;   // LSST_GELU=epilogue
+static long gelu_fallbacks;  // epilogue wanted, cuBLASLt had no algorithm: the kernels ran
 
 // D (m, n) col-major, ldd: D[j*ldd + i] = bias[i] (the bias of output channel i, every row j).
 template <typename T> __global__ void bias_broadcast_kernel(T *D, const T *bias, int m, int n, int ldd) {
@@ -43,7 +55,7 @@ typedef struct {
     cublasOperation_t ta, tb;
     int m, n, k, lda, ldb, ldd;
     cudaDataType ab_type, d_type;
-    int has_bias;
+    Epi epi;
     uint32_t align[4];
     // value
     int ok;  // 0: cuBLASLt has no algorithm for this case (use GemmEx)
@@ -59,7 +71,7 @@ static int lt_cache_used;
 static int plan_matches(const LtPlan *p, const LtPlan *key) {
     return p->ta == key->ta && p->tb == key->tb && p->m == key->m && p->n == key->n && p->k == key->k &&
            p->lda == key->lda && p->ldb == key->ldb && p->ldd == key->ldd && p->ab_type == key->ab_type &&
-           p->d_type == key->d_type && p->has_bias == key->has_bias && p->align[0] == key->align[0] &&
+           p->d_type == key->d_type && p->epi == key->epi && p->align[0] == key->align[0] &&
            p->align[1] == key->align[1] && p->align[2] == key->align[2] && p->align[3] == key->align[3];
 }
 
@@ -68,9 +80,16 @@ static void plan_create(LtPlan *p, CudaKernels *kern) {
     const int32_t ta = p->ta, tb = p->tb;
     cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    if (p->has_bias) {
-        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (p->epi != EPI_NONE) {
+        const cublasLtEpilogue_t epi = p->epi == EPI_BIAS            ? CUBLASLT_EPILOGUE_BIAS
+                                       : p->epi == EPI_GELU_AUX_BIAS ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                                                     : CUBLASLT_EPILOGUE_DGELU;
         cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    }
+    if (p->epi == EPI_GELU_AUX_BIAS || p->epi == EPI_DGELU) {  // the GELU's input: laid out like D
+        const int64_t aux_ld = p->ldd;
+        cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld,
+                                                   sizeof aux_ld));
     }
     // Stored shapes (rows x cols, col-major) of A and B before op().
     const bool an = p->ta == CUBLAS_OP_N, bn = p->tb == CUBLAS_OP_N;
@@ -109,8 +128,49 @@ void cuda_matmul_cache_clear(void) {
     lt_cache_used = 0;
 }
 
-// D (m,n; ldd) = op(A) op(B) + beta D [+ bias (m)], fp32 compute. A, B of ab_type, D of d_type,
-// bias of d_type (cuBLASLt's rule for the bias epilogue).
+// D (m,n; ldd) = epilogue(op(A) op(B) + beta D) through cuBLASLt, fp32 compute; false (nothing
+// done) when cuBLASLt has no algorithm for the case. A, B of ab_type, D of d_type; the bias (m,
+// EPI_BIAS / EPI_GELU_AUX_BIAS) of d_type (cuBLASLt's rule); aux (m,n; ldd) of d_type is the
+// GELU's input, written by EPI_GELU_AUX_BIAS and read by EPI_DGELU.
+static bool gemm_lt(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                    const void *B, int ldb, void *D, int ldd, cudaDataType ab_type, cudaDataType d_type, float beta,
+                    Epi epi, const void *bias, void *aux, cudaStream_t stream) {
+    // The epilogue's vectors want 16-byte alignment (and aux rows a multiple of 8 elements).
+    if (ab_type != CUDA_R_16BF || (bias && pointer_alignment(bias) < 16)) return false;
+    if (aux && (pointer_alignment(aux) < 16 || ldd % 8)) return false;
+    CudaKernels *kern = cuda_kernels();
+    LtPlan key = {};
+    key.ta = ta, key.tb = tb, key.m = m, key.n = n, key.k = k, key.lda = lda, key.ldb = ldb, key.ldd = ldd;
+    key.ab_type = ab_type, key.d_type = d_type, key.epi = epi;
+    key.align[0] = pointer_alignment(A), key.align[1] = pointer_alignment(B);
+    key.align[2] = key.align[3] = pointer_alignment(D);
+    LtPlan *plan = NULL, local;
+    for (int i = 0; i < lt_cache_used && !plan; i++)
+        if (plan_matches(&lt_cache[i], &key)) plan = &lt_cache[i];
+    if (!plan) {
+        plan = lt_cache_used < LT_CACHE_SIZE ? &lt_cache[lt_cache_used++] : &local;
+        *plan = key;
+        plan_create(plan, kern);
+    }
+    const bool ok = plan->ok;
+    if (ok) {
+        const float one = 1.0f;
+        if (bias)
+            cublasCheck(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                       sizeof bias));
+        if (aux)
+            cublasCheck(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
+                                                       sizeof aux));
+        cublasCheck(cublasLtMatmul(kern->cublaslt, plan->desc, &one, A, plan->a_layout, B, plan->b_layout, &beta, D,
+                                   plan->d_layout, D, plan->d_layout, &plan->algo, kern->workspace,
+                                   kern->workspace_bytes, stream));
+    }
+    if (plan == &local) plan_destroy(&local);
+    return ok;
+}
+
+// D (m,n; ldd) = op(A) op(B) + beta D [+ bias (m)], fp32 compute: cuBLASLt for bf16 inputs
+// (fused bias), else (or when cuBLASLt has no algorithm) cublasGemmEx with the bias broadcast first.
 static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
                  const void *B, int ldb, void *D, int ldd, cudaDataType ab_type, cudaDataType d_type, float beta,
                  const void *bias, cudaStream_t stream) {
@@ -124,35 +184,9 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
         else if (beta == 0.0f) cudaCheck(cudaMemset2DAsync(D, (size_t)ldd * elt, 0, (size_t)m * elt, n, stream));
         return;
     }
-    // bf16 inputs: cuBLASLt (fused bias). The epilogue bias wants a 16-byte aligned vector.
-    const bool try_lt = ab_type == CUDA_R_16BF && (!bias || pointer_alignment(bias) >= 16);
-    if (try_lt) {
-        LtPlan key = {};
-        key.ta = ta, key.tb = tb, key.m = m, key.n = n, key.k = k, key.lda = lda, key.ldb = ldb, key.ldd = ldd;
-        key.ab_type = ab_type, key.d_type = d_type, key.has_bias = bias != NULL;
-        key.align[0] = pointer_alignment(A), key.align[1] = pointer_alignment(B);
-        key.align[2] = key.align[3] = pointer_alignment(D);
-        LtPlan *plan = NULL, local;
-        for (int i = 0; i < lt_cache_used && !plan; i++)
-            if (plan_matches(&lt_cache[i], &key)) plan = &lt_cache[i];
-        if (!plan) {
-            plan = lt_cache_used < LT_CACHE_SIZE ? &lt_cache[lt_cache_used++] : &local;
-            *plan = key;
-            plan_create(plan, kern);
-        }
-        const bool ok = plan->ok;
-        if (ok) {
-            if (bias)
-                cublasCheck(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                           sizeof bias));
-            cublasCheck(cublasLtMatmul(kern->cublaslt, plan->desc, &one, A, plan->a_layout, B, plan->b_layout, &beta,
-                                       D, plan->d_layout, D, plan->d_layout, &plan->algo, kern->workspace,
-                                       kern->workspace_bytes, stream));
-        }
-        if (plan == &local) plan_destroy(&local);
-        if (ok) return;
-    }
-    // cublasGemmEx: the bias first, then accumulate onto it.
+    if (gemm_lt(ta, tb, m, n, k, A, lda, B, ldb, D, ldd, ab_type, d_type, beta, bias ? EPI_BIAS : EPI_NONE, bias,
+                NULL, stream))
+        return;
     if (bias) {
         if (d_type == CUDA_R_16BF) bias_broadcast((bf16_t *)D, (const bf16_t *)bias, m, n, ldd, stream);
         else bias_broadcast((float *)D, (const float *)bias, m, n, ldd, stream);
@@ -172,7 +206,49 @@ static void matmul_backward_t(T *dinp, float *dweight, float *dbias, const T *do
     if (dbias) cuda_colsum_accumulate<T>(dbias, dout, N, OC, stream);
 }
 
+// The MLP's GELU around its two products (bf16). Forward: pre = inp @ weight^T + bias, out =
+// gelu(pre). Backward of the product after the GELU: dpre = gelu'(pre) (dout @ weight), written
+// (not accumulated), then that product's dweight and dbias as matmul_backward_t.
+static bool gelu_in_epilogue(int N, int C, int OC) { return gelu_epilogue && N > 0 && C > 0 && OC > 0; }
+
+void cuda_matmul_apply_env(void) {
+    const char *e = getenv("LSST_GELU");
+    gelu_epilogue = e && !strcmp(e, "epilogue");
+}
+
 extern "C" {
+
+void cuda_matmul_gelu_select(int epilogue) { gelu_epilogue = epilogue != 0; }
+long cuda_matmul_gelu_fallbacks(void) { return gelu_fallbacks; }
+
+void cuda_matmul_gelu_forward_bf16(bf16 *out, bf16 *pre, const bf16 *inp, const bf16 *weight, const bf16 *bias,
+                                   int N, int C, int OC, cudaStream_t stream) {
+    if (gelu_in_epilogue(N, C, OC) && bias) {  // (GELU_AUX without a bias: not needed, not offered)
+        if (gemm_lt(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_16BF, 0.0f,
+                    EPI_GELU_AUX_BIAS, bias, pre, stream))
+            return;
+        gelu_fallbacks++;
+    }
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, pre, OC, CUDA_R_16BF, CUDA_R_16BF, 0.0f, bias, stream);
+    cuda_gelu_forward_bf16(out, pre, (long)N * OC, stream);
+}
+
+void cuda_matmul_backward_dgelu_bf16(bf16 *dpre, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
+                                     const bf16 *weight, const bf16 *pre, int N, int C, int OC,
+                                     cudaStream_t stream) {
+    bool done = false;
+    if (gelu_in_epilogue(N, C, OC)) {
+        done = gemm_lt(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dpre, C, CUDA_R_16BF, CUDA_R_16BF,
+                       0.0f, EPI_DGELU, NULL, (void *)pre, stream);
+        if (!done) gelu_fallbacks++;
+    }
+    if (!done) {
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dpre, C, CUDA_R_16BF, CUDA_R_16BF, 0.0f, NULL,
+             stream);
+        cuda_gelu_backward_inplace_bf16(dpre, pre, (long)N * C, stream);
+    }
+    matmul_backward_t<bf16_t>(NULL, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_16BF, stream);
+}
 
 void cuda_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC,
                          cudaStream_t stream) {

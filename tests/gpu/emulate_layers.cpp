@@ -193,6 +193,14 @@ template <typename T> static void test_elementwise() {
         emu::launch(grid(3), BLOCK, [&] { gelu_backward_kernel<T, vec16<T>()>(gi_v.data(), xd.data(), yd.data(), n); });
         report(std::string("gelu vec ") + P<T>::name, {{"out", host(out_v)}, {"dinp", host(gi_v)}}, {ref, rg},
                P<T>::tol);
+        // In place: d = gelu'(x) d (the backward after a product that wrote d), scalar and vector.
+        vector<float> rd(n, 0.0f);
+        gelu_backward(rd.data(), x.data(), y.data(), n);
+        vector<T> d1 = dev<T>(y), dv = dev<T>(y);
+        emu::launch(grid(2), BLOCK, [&] { gelu_backward_inplace_kernel<T, 1>(d1.data(), xd.data(), n); });
+        emu::launch(grid(3), BLOCK, [&] { gelu_backward_inplace_kernel<T, vec16<T>()>(dv.data(), xd.data(), n); });
+        report(std::string("gelu in place ") + P<T>::name, {{"d", host(d1)}, {"d (vec)", host(dv)}}, {rd, rd},
+               P<T>::tol);
     }
     if (want(std::string("residual ") + P<T>::name)) {
         vector<float> ref(n);

@@ -397,6 +397,58 @@ template <typename T> static void test_matmul(bool with_bias, int bias_offset) {
     }
 }
 
+// The MLP's GELU around its products (bf16), with the GELU kernels (epilogue 0) or in cuBLASLt's
+// epilogues (1): against matmul + gelu on the CPU. Rows of 8-multiple widths must take the
+// epilogue (no fallback counted); odd widths must fall back to the kernels, not fail.
+static void test_matmul_gelu(int epilogue, int C, int OC) {
+    const int N = quick ? 40 : 257;
+    const bool aligned = C % 8 == 0 && OC % 8 == 0;
+    char extra[64];
+    snprintf(extra, sizeof extra, "%s C=%d OC=%d", epilogue ? "epilogue" : "kernels", C, OC);
+    const std::string fwd = tname("matmul_gelu_forward", "bf16", extra);
+    const std::string bwd = tname("matmul_backward_dgelu", "bf16", extra);
+    const double tol = 2e-2;
+    cuda_matmul_gelu_select(epilogue);
+    if (selected(fwd)) {  // x (N,C) -> pre, out (N,OC)
+        vector<float> x = rounded(random_vec((long)N * C)), w = rounded(random_vec((long)OC * C)),
+                      b = rounded(random_vec(OC));
+        vector<float> pre((long)N * OC), out((long)N * OC);
+        matmul_forward(pre.data(), x.data(), w.data(), b.data(), N, C, OC);
+        gelu_forward(out.data(), pre.data(), (long)N * OC);
+        Dev<bf16_t> dx((long)N * C), dw((long)OC * C), db(OC), dpre((long)N * OC), dout((long)N * OC);
+        upload(dx, x), upload(dw, w), upload(db, b);
+        dpre.poison(), dout.poison();
+        const long fb0 = cuda_matmul_gelu_fallbacks();
+        cuda_matmul_gelu_forward_bf16(dout.p, dpre.p, dx.p, dw.p, db.p, N, C, OC, stream);
+        const long fb = cuda_matmul_gelu_fallbacks() - fb0;
+        const bool path_ok = !epilogue || (aligned ? fb == 0 : fb == 1);
+        report(fwd, {{"out", compare(download(dout), out)}, {"pre", compare(download(dpre), pre)}}, tol, path_ok,
+               "(the epilogue path was not the one expected)");
+    }
+    if (selected(bwd)) {  // the product after the GELU: inp = gelu(pre) (N,C) -> dout (N,OC)
+        vector<float> pre = rounded(random_vec((long)N * C, -4.0f, 4.0f)), inp((long)N * C);
+        gelu_forward(inp.data(), pre.data(), (long)N * C);
+        inp = rounded(inp);
+        vector<float> w = rounded(random_vec((long)OC * C)), dout = rounded(random_vec((long)N * OC));
+        vector<float> dg((long)N * C, 0.0f), gw((long)OC * C, 0.0f), gb(OC, 0.0f), rdpre((long)N * C, 0.0f);
+        matmul_backward(dg.data(), gw.data(), gb.data(), dout.data(), inp.data(), w.data(), N, C, OC);
+        vector<float> w0 = accum_init(gw, false), b0 = accum_init(gb, false);
+        gelu_backward(rdpre.data(), pre.data(), dg.data(), (long)N * C);
+        Dev<bf16_t> dpre_in((long)N * C), dinp((long)N * C), dw((long)OC * C), dd((long)N * OC), ddpre((long)N * C);
+        Dev<float> gdw((long)OC * C), gdb(OC);
+        upload(dpre_in, pre), upload(dinp, inp), upload(dw, w), upload(dd, dout), upload(gdw, w0), upload(gdb, b0);
+        ddpre.poison();
+        const long fb0 = cuda_matmul_gelu_fallbacks();
+        cuda_matmul_backward_dgelu_bf16(ddpre.p, gdw.p, gdb.p, dd.p, dinp.p, dw.p, dpre_in.p, N, C, OC, stream);
+        const long fb = cuda_matmul_gelu_fallbacks() - fb0;
+        const bool path_ok = !epilogue || (aligned ? fb == 0 : fb == 1);
+        report(bwd, {{"dpre", compare(download(ddpre), rdpre)}, {"dweight", compare(download(gdw), plus(w0, gw))},
+                     {"dbias", compare(download(gdb), plus(b0, gb))}},
+               tol, path_ok, "(the epilogue path was not the one expected)");
+    }
+    cuda_matmul_gelu_select(0);
+}
+
 template <typename T> static void test_gelu_residual() {
     const long n = quick ? 5003 : 100003;
     const std::string gf = tname("gelu_forward", Prec<T>::name), gb = tname("gelu_backward", Prec<T>::name),
@@ -719,6 +771,8 @@ int main(int argc, char **argv) {
     for (int C : {quick ? 72 : 200, 70}) test_layernorm<float>(C), test_layernorm<bf16_t>(C);
     for (int bias = 0; bias < 2; bias++) test_matmul<float>(bias, 0), test_matmul<bf16_t>(bias, 0);
     test_matmul<float>(true, 1), test_matmul<bf16_t>(true, 1);
+    for (int epilogue = 0; epilogue < 2; epilogue++)
+        test_matmul_gelu(epilogue, quick ? 48 : 192, quick ? 80 : 320), test_matmul_gelu(epilogue, 100, 76);
     test_gelu_residual<float>(), test_gelu_residual<bf16_t>();
     for (int V : {256, 77}) test_softmax_xent<float>(V), test_softmax_xent<bf16_t>(V);
     test_optimizer();

@@ -10,6 +10,7 @@ TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
   evaluation (valid split, steps 25 and 50):  the same bounds
   resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
   --plan:                                     equal to the reported mem_peak (device bytes)
+  LSST_GELU=epilogue / LSST_ATTN_BWD=fused:   1 rank vs cpu, 2 ranks (both set) vs cuda 1 rank: as above
   comm: nccl (the runs named in $NCCL_RUNS):  1 rank: loss and grad_norm bitwise equal to comm: mpi
                                               (no collective runs); more ranks: as multi-rank above
 """
@@ -55,6 +56,11 @@ cpu, cuda = steps("cpu-1"), steps("cuda-1")
 compare("cuda vs cpu, 1 rank, 50 steps", cuda, cpu)
 for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg-2x1", "cuda-mg-4x1", "cuda-mg-2x2"]:
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
+if os.environ.get("BACKEND", "cuda") == "cuda":
+    for run, what in [("cuda-1-gelu-epilogue", "LSST_GELU=epilogue"), ("cuda-1-fused-bwd", "LSST_ATTN_BWD=fused")]:
+        compare(f"{run} ({what}) vs cpu, 1 rank", steps(run), cpu)
+    for run in ["cuda-2x1-opt", "cuda-mg-2x1-opt"]:
+        compare(f"{run} (both) vs cuda 1 rank", steps(run), cuda)
 for run in os.environ.get("NCCL_RUNS", "").split():
     if run == "cuda-1-nccl":
         a, b = steps(run), cuda

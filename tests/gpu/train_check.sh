@@ -6,6 +6,8 @@
 #   - evaluation (steps 25, 50) within the same tolerance;
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
 #   - learning: the loss falls;
+#   - the non-default kernel choices (LSST_GELU=epilogue, LSST_ATTN_BWD=fused, both; 1 rank and
+#     lss 2x1 / megatron-sp 2x1) within the same tolerance of cpu / of cuda 1 rank;
 #   - comm: nccl: 1 rank bitwise equal to comm: mpi; with 2+ GPUs lss 2x1 (+ zigzag/regather)
 #     and megatron-sp 2x1 (2x2 of both with 4+ GPUs), one GPU per rank, equal 1 rank; with one
 #     GPU, 2 ranks with comm: nccl are refused with a clear message.
@@ -63,6 +65,14 @@ run cuda-mg-4x1 4 "${cuda[@]}" $(mg 4 1)
 # shellcheck disable=SC2046
 run cuda-mg-2x2 4 "${cuda[@]}" $(mg 2 2)
 run cuda-1-resumed 1 "${cuda[@]}" --resume "$W/cuda-1/checkpoints/step-000025.h5"
+if [ "${BACKEND:-cuda}" = cuda ]; then   # train_check.py compares these by name (cuda-1-*, cuda-*-opt)
+  LSST_GELU=epilogue run cuda-1-gelu-epilogue 1 "${cuda[@]}"
+  LSST_ATTN_BWD=fused run cuda-1-fused-bwd 1 "${cuda[@]}"
+  # shellcheck disable=SC2046
+  LSST_GELU=epilogue LSST_ATTN_BWD=fused run cuda-2x1-opt 2 "${cuda[@]}" $(lss 2 1)
+  # shellcheck disable=SC2046
+  LSST_GELU=epilogue LSST_ATTN_BWD=fused run cuda-mg-2x1-opt 2 "${cuda[@]}" $(mg 2 1)
+fi
 NCCL_RUNS=
 nccl() {  # nccl NAME RANKS [--set ...]: a comm: nccl run, compared with cuda-1 by train_check.py
   local name=$1; shift

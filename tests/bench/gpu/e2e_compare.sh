@@ -29,16 +29,18 @@ env -u LD_LIBRARY_PATH python3 tests/bench/gpu/torch_peer.py --layers $L --dim $
   --steps "$STEPS" --warmup $WARM 2>&1 | tee "$OUT/e2e_torch.log"
 torch_line=$(grep '^torch-compile' "$OUT/e2e_torch.log" | tail -1)
 
-# ---- lsst-run, backend: cuda: the default kernels, then the fused attention backward -------------
+# ---- lsst-run, backend: cuda: the default kernels, then the non-default choices (environment) -----
 bin=$BUILD/bin/lsst-run
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="${CUDA_ARCH:-${arch:-90}}" -j"$(nproc)" all > "$OUT/e2e_build.log" 2>&1 ||
   echo "e2e: make CUDA=1 all failed (see e2e_build.log)"
 lsst_lines=()
-# lsst_run NAME ATTN_BWD: one training run; appends "NAME,ms,tokens/s,MFU" to lsst_lines.
+# lsst_run NAME [VAR=VALUE...]: one training run with those environment settings (LSST_ATTN_BWD,
+# LSST_GELU: kernels/cuda/README.md); appends "NAME,ms,tokens/s,MFU" to lsst_lines.
 lsst_run() {
   local name=$1 log=$OUT/e2e_$1.log ms
-  LSST_ATTN_BWD=$2 "$bin" --config "$OUT/e2e_run.yaml" --set output.dir="$BUILD/e2e-$name" 2>&1 | tee "$log"
+  shift
+  env "$@" "$bin" --config "$OUT/e2e_run.yaml" --set output.dir="$BUILD/e2e-$name" 2>&1 | tee "$log"
   # "[prefix]step N/M | loss ... | X ms | ... tok/s": median step time over the steps after the warmup.
   ms=$(grep -E '^step [0-9]+/' "$log" |
        awk -F'|' -v w=$WARM '{split($1, a, "[ /]"); if (a[2] + 0 > w) {gsub(/ ms/, "", $5); print $5 + 0}}' |
@@ -59,8 +61,10 @@ train:    {steps: $((STEPS + WARM)), lr: 3.0e-4, warmup: 0, seed: 1, eval_every:
 backend:  cuda
 output:   {dir: $BUILD/e2e-run}
 EOF
-  lsst_run lsst-cuda split
-  lsst_run lsst-cuda-fused-bwd fused
+  lsst_run lsst-cuda
+  lsst_run lsst-cuda-fused-bwd LSST_ATTN_BWD=fused
+  lsst_run lsst-cuda-gelu-epilogue LSST_GELU=epilogue
+  lsst_run lsst-cuda-fused-both LSST_ATTN_BWD=fused LSST_GELU=epilogue
 else
   echo "e2e: $bin was built without CUDA (make CUDA=1): lsst side skipped"
 fi
