@@ -45,6 +45,9 @@ static bool aligned16(const void *a, const void *b, const void *c) {
     return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
 }
 
+// Grid of the column partial sums (layers_kernels.h): 32*V columns per block, REDUCE_CHUNKS row chunks.
+static dim3 colsum_grid(int cols, int V) { return dim3(ceil_div_u(cols, 32 * V), REDUCE_CHUNKS); }
+
 template <typename T>
 static void layernorm_forward_t(T *out, float *mean, float *rstd, const T *inp, const float *weight, const float *bias,
                                 int N, int C, cudaStream_t stream) {
@@ -68,8 +71,12 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
     cudaCheckLaunch();
     float *partial = reduction_scratch(C);
     float *partial_w = partial, *partial_b = partial + (size_t)REDUCE_CHUNKS * C;
-    layernorm_backward_partial_kernel<T><<<dim3(ceil_div_u(C, COLSUM_COLS), REDUCE_CHUNKS), BLOCK, 0, stream>>>(
-        partial_w, partial_b, dout, inp, mean, rstd, N, C);
+    if (C % vec16<T>() == 0 && aligned16(dout, inp, inp))
+        layernorm_backward_partial_kernel<T, vec16<T>()><<<colsum_grid(C, vec16<T>()), BLOCK, 0, stream>>>(
+            partial_w, partial_b, dout, inp, mean, rstd, N, C);
+    else
+        layernorm_backward_partial_kernel<T, 1><<<colsum_grid(C, 1), BLOCK, 0, stream>>>(partial_w, partial_b, dout,
+                                                                                           inp, mean, rstd, N, C);
     cudaCheckLaunch();
     reduce_partials_kernel<<<ceil_div_u(C, BLOCK), BLOCK, 0, stream>>>(dweight, dbias, partial_w, partial_b, C);
     cudaCheckLaunch();
@@ -79,8 +86,10 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
 template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, int N, int OC, cudaStream_t stream) {
     if (N <= 0 || OC <= 0) return;
     float *partial = reduction_scratch(OC);
-    colsum_partial_kernel<T><<<dim3(ceil_div_u(OC, COLSUM_COLS), REDUCE_CHUNKS), BLOCK, 0, stream>>>(partial, dout, N,
-                                                                                                   OC);
+    if (OC % vec16<T>() == 0 && aligned16(dout, dout, dout))
+        colsum_partial_kernel<T, vec16<T>()><<<colsum_grid(OC, vec16<T>()), BLOCK, 0, stream>>>(partial, dout, N, OC);
+    else
+        colsum_partial_kernel<T, 1><<<colsum_grid(OC, 1), BLOCK, 0, stream>>>(partial, dout, N, OC);
     cudaCheckLaunch();
     reduce_partials_kernel<<<ceil_div_u(OC, BLOCK), BLOCK, 0, stream>>>(dbias, nullptr, partial, nullptr, OC);
     cudaCheckLaunch();

@@ -150,12 +150,12 @@ __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *
 }
 
 // First passes of the column reductions (LayerNorm dweight/dbias, matmul dbias): partial sums
-// over chunk k = blockIdx.y of the rows, rows [k*rows, (k+1)*rows). A block takes COLSUM_COLS
-// adjacent columns (lane = column: a warp reads 32 adjacent values of a row) and its warps
-// split the chunk's rows (warp w: rows r0 + w, r0 + w + WARPS_PER_BLOCK, ...); warp 0 then adds
-// the warps' sums in warp order. Every order depends on the shapes only.
-enum { COLSUM_COLS = 32 };
-
+// over chunk k = blockIdx.y of the rows, rows [k*rows, (k+1)*rows). A block takes 32*V adjacent
+// columns, lane l the V columns from 32*V*blockIdx.x + V*l (V = vec16<T>() for 16-byte aligned
+// rows: one 16-byte load per lane and row, 512 contiguous bytes per warp; else V = 1), and its
+// warps split the chunk's rows (warp w: rows r0 + w, r0 + w + WARPS_PER_BLOCK, ...); warp 0 then
+// adds the warps' sums in warp order. Every column is summed in the same order for any V, so V
+// changes the speed, not the bits; every order depends on the shapes only.
 static __device__ __forceinline__ void chunk_rows(int N, long *r0, long *r1) {
     const long rows = (N + REDUCE_CHUNKS - 1) / REDUCE_CHUNKS;
     *r0 = blockIdx.y * rows;
@@ -176,35 +176,48 @@ template <int K> __device__ __forceinline__ void sum_over_warps(float (&acc)[K])
         }
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void layernorm_backward_partial_kernel(float *partial_w, float *partial_b, const T *dout, const T *inp,
                                                   const float *mean, const float *rstd, int N, int C) {
-    const int c = blockIdx.x * COLSUM_COLS + threadIdx.x % 32, w = threadIdx.x / 32;
+    const int c = (blockIdx.x * 32 + threadIdx.x % 32) * V, w = threadIdx.x / 32;
     long r0, r1;
     chunk_rows(N, &r0, &r1);
-    float acc[2] = {0.0f, 0.0f};   // dweight, dbias
+    float acc[2 * V];   // dweight of the V columns, then their dbias
+    for (int k = 0; k < 2 * V; k++) acc[k] = 0.0f;
     if (c < C)
+#pragma unroll 4
         for (long n = r0 + w; n < r1; n += WARPS_PER_BLOCK) {
-            const float d = to_float(dout[n * C + c]);
-            acc[0] += (to_float(inp[n * C + c]) - mean[n]) * rstd[n] * d;
-            acc[1] += d;
+            const VecN<T, V> dv = load_vec<T, V>(dout + n * C + c), xv = load_vec<T, V>(inp + n * C + c);
+            const float m = mean[n], s = rstd[n];
+            for (int k = 0; k < V; k++) {
+                const float d = to_float(dv.v[k]);
+                acc[k] += (to_float(xv.v[k]) - m) * s * d;
+                acc[V + k] += d;
+            }
         }
     sum_over_warps(acc);
-    if (w == 0 && c < C) {
-        partial_w[(long)blockIdx.y * C + c] = acc[0];
-        partial_b[(long)blockIdx.y * C + c] = acc[1];
-    }
+    if (w == 0 && c < C)
+        for (int k = 0; k < V; k++) {
+            partial_w[(long)blockIdx.y * C + c + k] = acc[k];
+            partial_b[(long)blockIdx.y * C + c + k] = acc[V + k];
+        }
 }
 
-template <typename T> __global__ void colsum_partial_kernel(float *partial, const T *x, int N, int C) {
-    const int c = blockIdx.x * COLSUM_COLS + threadIdx.x % 32, w = threadIdx.x / 32;
+template <typename T, int V> __global__ void colsum_partial_kernel(float *partial, const T *x, int N, int C) {
+    const int c = (blockIdx.x * 32 + threadIdx.x % 32) * V, w = threadIdx.x / 32;
     long r0, r1;
     chunk_rows(N, &r0, &r1);
-    float acc[1] = {0.0f};
+    float acc[V];
+    for (int k = 0; k < V; k++) acc[k] = 0.0f;
     if (c < C)
-        for (long n = r0 + w; n < r1; n += WARPS_PER_BLOCK) acc[0] += to_float(x[n * C + c]);
+#pragma unroll 4
+        for (long n = r0 + w; n < r1; n += WARPS_PER_BLOCK) {
+            const VecN<T, V> xv = load_vec<T, V>(x + n * C + c);
+            for (int k = 0; k < V; k++) acc[k] += to_float(xv.v[k]);
+        }
     sum_over_warps(acc);
-    if (w == 0 && c < C) partial[(long)blockIdx.y * C + c] = acc[0];
+    if (w == 0 && c < C)
+        for (int k = 0; k < V; k++) partial[(long)blockIdx.y * C + c + k] = acc[k];
 }
 
 // Second pass: out0[c] += sum_k partial0[k,c] (and out1 from partial1), k in order.

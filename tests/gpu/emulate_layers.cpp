@@ -81,6 +81,13 @@ static void report(const std::string &name, const vector<std::pair<const char *,
     printf("%s %d - %s (%s; tol %.0e)\n", ok ? "ok" : "not ok", n_pass + n_fail, name.c_str(), detail.c_str(), tol);
     fflush(stdout);
 }
+// Two results that must be the same bits (the same sums in the same order).
+static void check_bits(const std::string &name, const vector<float> &got, const vector<float> &ref) {
+    const bool ok = got.size() == ref.size() && !memcmp(got.data(), ref.data(), sizeof(float) * got.size());
+    (ok ? n_pass : n_fail)++;
+    printf("%s %d - %s (bitwise equal to the scalar kernel)\n", ok ? "ok" : "not ok", n_pass + n_fail, name.c_str());
+}
+
 static bool want(const std::string &name) { return !only || name.find(only) != std::string::npos; }
 static EmuDim3 grid(unsigned x, unsigned y = 1) {
     EmuDim3 g;
@@ -150,28 +157,42 @@ template <typename T> static void test_layernorm(int N) {
                                                   rstd.data(), N, C);
         });
         report(std::string("layernorm_backward vec ") + P<T>::name, {{"dinp", host(di_vec)}}, {ri}, P<T>::tol);
-        emu::launch(grid(cdiv(C, COLSUM_COLS), REDUCE_CHUNKS), BLOCK, [&] {
-            layernorm_backward_partial_kernel<T>(pw.data(), pb.data(), dd.data(), xd.data(), mean.data(), rstd.data(),
-                                                 N, C);
+        emu::launch(grid(cdiv(C, 32), REDUCE_CHUNKS), BLOCK, [&] {
+            layernorm_backward_partial_kernel<T, 1>(pw.data(), pb.data(), dd.data(), xd.data(), mean.data(),
+                                                    rstd.data(), N, C);
         });
         emu::launch(grid(cdiv(C, BLOCK)), BLOCK, [&] {
             reduce_partials_kernel(gw.data(), gb.data(), pw.data(), pb.data(), C);
         });
         report(std::string("layernorm_backward ") + P<T>::name, {{"dinp", host(di)}, {"dweight", gw}, {"dbias", gb}},
                {ri, rw, rb}, P<T>::tol);
+        // The vectorized column partials: the same sums in the same order, so the same bits.
+        constexpr int V = vec16<T>();
+        vector<float> pw_v((size_t)REDUCE_CHUNKS * C, NAN), pb_v((size_t)REDUCE_CHUNKS * C, NAN);
+        emu::launch(grid(cdiv(C, 32 * V), REDUCE_CHUNKS), BLOCK, [&] {
+            layernorm_backward_partial_kernel<T, V>(pw_v.data(), pb_v.data(), dd.data(), xd.data(), mean.data(),
+                                                    rstd.data(), N, C);
+        });
+        check_bits(std::string("layernorm_backward partials vec ") + P<T>::name, pw_v, pw);
+        check_bits(std::string("layernorm_backward partials vec (dbias) ") + P<T>::name, pb_v, pb);
     }
     if (want(std::string("colsum ") + P<T>::name)) {  // the matmul bias gradient
-        const int OC = 300;
+        const int OC = 296;   // a multiple of 8 (the vector kernel applies), not of 32*8 (a partial block)
         vector<float> d = act<T>(rnd((long)N * OC)), b0 = rnd(OC), ref = b0;
         for (int n = 0; n < N; n++)
             for (int o = 0; o < OC; o++) ref[o] += d[(long)n * OC + o];
         vector<T> dd = dev<T>(d);
         vector<float> part((size_t)REDUCE_CHUNKS * OC, NAN), got = b0;
-        emu::launch(grid(cdiv(OC, COLSUM_COLS), REDUCE_CHUNKS), BLOCK,
-                    [&] { colsum_partial_kernel<T>(part.data(), dd.data(), N, OC); });
+        emu::launch(grid(cdiv(OC, 32), REDUCE_CHUNKS), BLOCK,
+                    [&] { colsum_partial_kernel<T, 1>(part.data(), dd.data(), N, OC); });
         emu::launch(grid(cdiv(OC, BLOCK)), BLOCK,
                     [&] { reduce_partials_kernel(got.data(), nullptr, part.data(), nullptr, OC); });
         report(std::string("colsum ") + P<T>::name, {{"dbias", got}}, {ref}, P<T>::tol);
+        constexpr int V = vec16<T>();
+        vector<float> part_v((size_t)REDUCE_CHUNKS * OC, NAN);
+        emu::launch(grid(cdiv(OC, 32 * V), REDUCE_CHUNKS), BLOCK,
+                    [&] { colsum_partial_kernel<T, V>(part_v.data(), dd.data(), N, OC); });
+        check_bits(std::string("colsum partials vec ") + P<T>::name, part_v, part);
     }
 }
 
