@@ -27,9 +27,9 @@ enum { MIN_QBLOCK = 16 };
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
 // backward with 4 warps is 7-10% faster than with 8 at seq 4k-32k.
-// Candidates not yet measured (chosen for no register spills in ptxas -v, sm_90): forward hs 64
-// with 8 warps of 32 rows and with 32-key blocks; backward hs 128 with 16-query blocks (split
-// and fused), fused hs 128 with 8 warps, fused hs 64 with 32-query blocks.
+// Candidates not yet measured (chosen for no or few register spills in ptxas -v, sm_90): forward
+// hs 64 with 8 warps of 32 rows and with 32-key blocks; backward hs 128 with 16-query blocks
+// (split and fused), fused hs 128 with 8 warps, fused hs 64 with 32-query blocks.
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64) X(32, 1, 4, 64)                                                             \
     X(64, 2, 4, 64) X(64, 1, 8, 64) X(64, 1, 4, 64)                                             \
@@ -635,8 +635,9 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // ---- backward: dK, dV -----------------------------------------------------------------------
 // CTA: (b, h) = blockIdx.x, keys [k0, k0 + 16*NW), k0 = blockIdx.y * 16*NW (fused: the same
 // numbering, by ticket). Warp w owns keys k0 + 16w .. +15 (rows of S^T, dK, dV). Query blocks
-// of BQ rows that see the keys are visited in ascending order, double-buffered. KV_REGS keeps the warp's K and V fragments in
-// registers (small heads); otherwise they are re-read from shared memory per query block.
+// of BQ rows that see the keys are visited in ascending order (fused: descending),
+// double-buffered. KV_REGS keeps the warp's K and V fragments in registers (small heads);
+// otherwise they are re-read from shared memory per query block.
 // FUSED_DQ: dQ here too, no dQ kernel (5 tile products instead of 7). Per query block the CTA
 // puts dS in shared memory and computes its partial dQ = dS K over its keys; the partials of
 // the key blocks that see a query block (0 .. qmax / BKV) are summed in fp32 in dq_acc in
@@ -644,6 +645,12 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // order, so deterministic without float atomics. The last one adds the sum into dq (bf16).
 // Key block k waits only for key block k - 1 of its (b, h), whose CTA took its ticket earlier
 // (tiles are handed out in start order, key block by key block), so every wait ends.
+// Why descending: a query block's first contributor is key block 0 and its last the diagonal
+// one. In ascending order key block k meets query block q at its (q - k)-th step and key block
+// k - 1 at its (q - k + 1)-th, so each CTA would idle one whole step per key block before it
+// (k steps for key block k, at the start). In descending order both meet q at the same step
+// (the blocks from the end), so k waits only for k - 1's add of that step: the resident CTAs of
+// a head run skewed by one add each, not by one step, and read the same Q / dO tiles together.
 template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -679,10 +686,15 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     const int C = a.NH * HS, Tq = a.Tq, Tk = a.Tk;
     const int nqb = (Tq + BQ - 1) / BQ;
 
-    // Query blocks that see key k0 or later (the table is uniform across the CTA).
-    int qb = 0;
-    while (qb < nqb && a.qmax[qb] < k0) qb++;
-    if (qb >= nqb) return;  // no query sees these keys: nothing to add
+    // The query blocks that see key k0 or later (the table is uniform across the CTA): ascending;
+    // fused, descending (STEP -1), see the comment above.
+    constexpr int STEP = FUSED_DQ ? -1 : 1;
+    auto seeing = [&](int blk) {   // blk, or the next block in STEP order that sees the keys; -1 or nqb: none
+        while (blk >= 0 && blk < nqb && a.qmax[blk] < k0) blk += STEP;
+        return blk;
+    };
+    int qb = seeing(FUSED_DQ ? nqb - 1 : 0);
+    if (qb < 0 || qb >= nqb) return;  // no query sees these keys: nothing to add
 
     const long stat0 = ((long)b * a.NH + h) * Tq;
     auto load_query_block = [&](int blk, int buf) {
@@ -724,10 +736,9 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     const int key_lo = k0 + warp * 16 + g;  // this lane's keys: key_lo, key_lo + 8
 
     int buf = 0;
-    while (qb < nqb) {
-        int next = qb + 1;
-        while (next < nqb && a.qmax[next] < k0) next++;
-        if (next < nqb) load_query_block(next, buf ^ 1);
+    while (qb >= 0 && qb < nqb) {
+        const int next = seeing(qb + STEP);
+        if (next >= 0 && next < nqb) load_query_block(next, buf ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
