@@ -52,8 +52,11 @@ template <typename T>
 static void layernorm_forward_t(T *out, float *mean, float *rstd, const T *inp, const float *weight, const float *bias,
                                 int N, int C, cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
-    layernorm_forward_kernel<T><<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(out, mean, rstd, inp, weight,
-                                                                                       bias, N, C);
+    const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
+    if (C % vec16<T>() == 0 && aligned16(out, inp, inp))
+        layernorm_forward_kernel<T, vec16<T>()><<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+    else
+        layernorm_forward_kernel<T, 1><<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
     cudaCheckLaunch();
 }
 

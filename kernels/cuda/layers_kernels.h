@@ -89,9 +89,11 @@ __global__ void embedding_backward_wpe_kernel(float *dwpe, const T *dout, int B,
 }
 
 // ---- layernorm --------------------------------------------------------------------------
-// One warp per row; two passes over the row for the variance, as the CPU twin.
+// One warp per row; two passes over the row for the variance, as the CPU twin. Lane j of the
+// row's warp takes the V-element groups j, j+32, ... (V = 1 or vec16<T>(): C a multiple of V,
+// rows 16-byte aligned).
 
-template <typename T>
+template <typename T, int V>
 __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const T *inp, const float *weight,
                                          const float *bias, int N, int C) {
     const long row = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
@@ -99,24 +101,34 @@ __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const
     if (row >= N) return;
     const T *x = inp + row * C;
     float sum = 0.0f;
-    for (int c = lane; c < C; c += 32) sum += to_float(x[c]);
+    for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
+        const VecN<T, V> xv = load_vec<T, V>(x + c0);
+        for (int k = 0; k < V; k++) sum += to_float(xv.v[k]);
+    }
     const float m = warp_sum(sum) / C;
     float var = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        const float d = to_float(x[c]) - m;
-        var += d * d;
+    for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
+        const VecN<T, V> xv = load_vec<T, V>(x + c0);
+        for (int k = 0; k < V; k++) {
+            const float d = to_float(xv.v[k]) - m;
+            var += d * d;
+        }
     }
     const float s = 1.0f / sqrtf(warp_sum(var) / C + 1e-5f);
     T *o = out + row * C;
-    for (int c = lane; c < C; c += 32) o[c] = from_float<T>((to_float(x[c]) - m) * s * weight[c] + bias[c]);
+    for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
+        const VecN<T, V> xv = load_vec<T, V>(x + c0);
+        VecN<T, V> ov;
+        for (int k = 0; k < V; k++)
+            ov.v[k] = from_float<T>((to_float(xv.v[k]) - m) * s * weight[c0 + k] + bias[c0 + k]);
+        store_vec<T, V>(o + c0, ov);
+    }
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = s;
     }
 }
 
-// Lane j of the row's warp takes the V-element groups j, j+32, ... (V = 1 or vec16<T>(): C a
-// multiple of V, rows 16-byte aligned).
 template <typename T, int V>
 __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *inp, const float *weight,
                                                const float *mean, const float *rstd, int N, int C) {

@@ -136,10 +136,18 @@ template <typename T> static void test_layernorm(int N) {
         vector<T> out = poisoned<T>((long)N * C);
         vector<float> m(N, NAN), r(N, NAN);
         emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
-            layernorm_forward_kernel<T>(out.data(), m.data(), r.data(), xd.data(), w.data(), b.data(), N, C);
+            layernorm_forward_kernel<T, 1>(out.data(), m.data(), r.data(), xd.data(), w.data(), b.data(), N, C);
         });
         report(std::string("layernorm_forward ") + P<T>::name, {{"out", host(out)}, {"mean", m}, {"rstd", r}},
                {ref, mean, rstd}, P<T>::tol);
+        vector<T> out_v = poisoned<T>((long)N * C);   // C = 72: the vectorized kernel applies too
+        vector<float> m_v(N, NAN), r_v(N, NAN);
+        emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
+            layernorm_forward_kernel<T, vec16<T>()>(out_v.data(), m_v.data(), r_v.data(), xd.data(), w.data(),
+                                                    b.data(), N, C);
+        });
+        report(std::string("layernorm_forward vec ") + P<T>::name,
+               {{"out", host(out_v)}, {"mean", m_v}, {"rstd", r_v}}, {ref, mean, rstd}, P<T>::tol);
     }
     if (want(std::string("layernorm_backward ") + P<T>::name)) {
         vector<float> dout = act<T>(rnd((long)N * C)), i0 = act<T>(rnd((long)N * C)), w0 = rnd(C), b0 = rnd(C);
