@@ -62,12 +62,12 @@ template <typename K> static void set_smem(K kernel, size_t bytes) {
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-template <int HS, int MT, int NW, int BC> static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
+template <int HS, int MT, int NW, int BC, bool QR> static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
     constexpr int BR = 16 * MT * NW;
     const size_t smem = (size_t)(BR + 4 * BC) * HS * sizeof(bf16_t);
-    set_smem(attn_fwd_kernel<HS, MT, NW, BC>, smem);
+    set_smem(attn_fwd_kernel<HS, MT, NW, BC, QR>, smem);
     const dim3 grid((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BR));
-    attn_fwd_kernel<HS, MT, NW, BC><<<grid, NW * 32, smem, stream>>>(a);
+    attn_fwd_kernel<HS, MT, NW, BC, QR><<<grid, NW * 32, smem, stream>>>(a);
     cudaCheckLaunch();
 }
 
@@ -113,8 +113,8 @@ struct BwdVariant {
     const char *name;
     bool fused;   // dQ in the dK/dV kernel (NWQ = 0): needs dq_acc and dq_sem in the scratch
 };
-#define FWD_ENTRY(HS, MT, NW, BC) \
-    {HS, launch_fwd<HS, MT, NW, BC>, "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC},
+#define FWD_ENTRY(HS, MT, NW, BC, QR) \
+    {HS, launch_fwd<HS, MT, NW, BC, QR>, "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")"},
 #define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR)                                                \
     {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR>,                                           \
      NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR   \

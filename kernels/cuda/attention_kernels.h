@@ -19,8 +19,9 @@ enum { MIN_QBLOCK = 16 };
 
 // The tensor-core configurations, in one list for attention.cu's tables and for the CPU
 // emulator. The first entry of a head size is its default (variant 0).
-//   forward  (HS, MT, NW, BC): NW warps x 16*MT query rows each (block of 16*MT*NW queries),
-//            key blocks of BC.
+//   forward  (HS, MT, NW, BC, Q_REGS): NW warps x 16*MT query rows each (block of 16*MT*NW
+//            queries), key blocks of BC; Q fragments in registers (Q_REGS) or re-read from
+//            shared memory per key block.
 //   backward (HS, NW, BQ, KV_REGS, NWQ, BK, QO_REGS): dK/dV kernel with 16*NW keys per CTA and
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
@@ -28,13 +29,16 @@ enum { MIN_QBLOCK = 16 };
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
 // backward with 4 warps is 7-10% faster than with 8 at seq 4k-32k.
 // Candidates not yet measured (chosen for no or few register spills in ptxas -v, sm_90): forward
-// hs 64 with 8 warps of 32 rows and with 32-key blocks; backward hs 128 with 16-query blocks
-// (split and fused), fused hs 128 with 8 warps, fused hs 64 with 32-query blocks.
+// hs 64 with 8 warps of 32 rows, with 32-key blocks, and with Q from shared memory (0 spills
+// where the default spills 8 bytes); hs 128 with 4 warps of 32 rows (FlashAttention-2's
+// 128-query block) and Q from shared memory (48 bytes of spills; with Q in registers 520);
+// backward hs 128 with 16-query blocks (split and fused), fused hs 128 with 8 warps, fused
+// hs 64 with 32-query blocks.
 #define ATTN_FWD_VARIANTS(X)                                                                    \
-    X(16, 1, 4, 64) X(32, 1, 4, 64)                                                             \
-    X(64, 2, 4, 64) X(64, 1, 8, 64) X(64, 1, 4, 64)                                             \
-    X(128, 1, 8, 64) X(128, 1, 4, 64) X(128, 1, 8, 32)                                          \
-    X(64, 2, 8, 64) X(64, 2, 4, 32)
+    X(16, 1, 4, 64, true) X(32, 1, 4, 64, true)                                                 \
+    X(64, 2, 4, 64, true) X(64, 1, 8, 64, true) X(64, 1, 4, 64, true)                           \
+    X(128, 1, 8, 64, true) X(128, 1, 4, 64, true) X(128, 1, 8, 32, true)                        \
+    X(64, 2, 8, 64, true) X(64, 2, 4, 32, true) X(64, 2, 4, 64, false) X(128, 2, 4, 32, false)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
     X(16, 4, 64, true, 4, 64, true) X(32, 4, 64, true, 4, 64, true)                             \
     X(64, 4, 64, true, 4, 64, true) X(64, 8, 64, true, 8, 64, true)                             \
@@ -349,7 +353,7 @@ struct AttnArgs {
 // ---- forward ------------------------------------------------------------------------------
 // CTA: (b, h) = blockIdx.x, query block gridDim.y - 1 - blockIdx.y (later blocks see more keys:
 // launched first). Warp w owns rows [w*16*MT, (w+1)*16*MT) of the block.
-template <int HS, int MT, int NW, int BC>
+template <int HS, int MT, int NW, int BC, bool Q_REGS = true>
 __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -411,12 +415,18 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     cp_async_wait<0>();
     __syncthreads();
 
-    uint32_t qf[MT][KQ][4];
+    // The warp's Q fragments: in registers for the whole kernel (Q_REGS), or re-read from the
+    // shared tile at each k-step of every key block (fewer registers: wide heads with MT = 2).
+    constexpr int QF = Q_REGS ? KQ : 1;
+    uint32_t qf[MT][QF][4];
+    auto load_qf = [&](int mt, int ks, uint32_t(&dst)[4]) {
+        ldsm_x4(dst, smem_addr(sQ + swz<HS>(row0 + mt * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+    };
+    if (Q_REGS)
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int ks = 0; ks < KQ; ks++)
-            ldsm_x4(qf[mt][ks], smem_addr(sQ + swz<HS>(row0 + mt * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+            for (int ks = 0; ks < QF; ks++) load_qf(mt, ks, qf[mt][ks]);
 
     float o[MT][NO][4];
     float m_run[MT][2], l_run[MT][2];
@@ -448,7 +458,11 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 #pragma unroll
             for (int nt = 0; nt < NS; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
 #pragma unroll
-        for (int ks = 0; ks < KQ; ks++)
+        for (int ks = 0; ks < KQ; ks++) {
+            if (!Q_REGS)
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) load_qf(mt, ks, qf[mt][0]);
+            const int kq = Q_REGS ? ks : 0;
 #pragma unroll
             for (int np = 0; np < NS / 2; np++) {
                 uint32_t kf[4];
@@ -456,10 +470,11 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
                                                    ks * 16 + ((lane >> 3) & 1) * 8)));
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_bf16(s[mt][2 * np], qf[mt][ks], kf[0], kf[1]);
-                    mma_bf16(s[mt][2 * np + 1], qf[mt][ks], kf[2], kf[3]);
+                    mma_bf16(s[mt][2 * np], qf[mt][kq], kf[0], kf[1]);
+                    mma_bf16(s[mt][2 * np + 1], qf[mt][kq], kf[2], kf[3]);
                 }
             }
+        }
 
         // Online softmax, base 2, per row (a row's values live in the 4 lanes of a quad).
         const bool need_mask = k0 + BC > kfull;

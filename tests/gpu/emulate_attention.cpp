@@ -185,8 +185,8 @@ static const char *mode_name() {
     return emu::copy_mode == emu::EAGER ? "eager" : "lazy";
 }
 
-template <int HS, int MT, int NW, int BC> static void run_fwd_variant(const Problem &p, vector<float> &out,
-                                                                      vector<float> &lse) {
+template <int HS, int MT, int NW, int BC, bool QR>
+static void run_fwd_variant(const Problem &p, vector<float> &out, vector<float> &lse) {
     const Case &c = *p.c;
     vector<bf16_t> outb((long)c.B * c.Tq * p.C, __float2bfloat16(NAN));
     lse.assign((long)c.B * c.NH * c.Tq, NAN);
@@ -195,18 +195,19 @@ template <int HS, int MT, int NW, int BC> static void run_fwd_variant(const Prob
     memset(attn_smem, 0xFF, sizeof attn_smem);  // stale shared memory is NaN, as poison
     EmuDim3 grid;
     grid.x = c.B * c.NH, grid.y = cdiv(c.Tq, 16 * MT * NW), grid.z = 1;
-    emu::launch(grid, 32 * NW, [&] { attn_fwd_kernel<HS, MT, NW, BC>(a); });
+    emu::launch(grid, 32 * NW, [&] { attn_fwd_kernel<HS, MT, NW, BC, QR>(a); });
     out = to_float(outb);
 }
 
-template <int HS, int MT, int NW, int BC> static void test_fwd_variant() {
+template <int HS, int MT, int NW, int BC, bool QR> static void test_fwd_variant() {
     for (const Case &c : cases()) {
         char name[200];
-        snprintf(name, sizeof name, "fwd hs=%d MT=%d NW=%d BC=%d %s [%s]", HS, MT, NW, BC, c.name, mode_name());
+        snprintf(name, sizeof name, "fwd hs=%d MT=%d NW=%d BC=%d QR=%d %s [%s]", HS, MT, NW, BC, (int)QR, c.name,
+                 mode_name());
         if (only && !strstr(name, only)) continue;
         const Problem p = make_problem(c, HS);
         vector<float> out, lse;
-        run_fwd_variant<HS, MT, NW, BC>(p, out, lse);
+        run_fwd_variant<HS, MT, NW, BC, QR>(p, out, lse);
         report(name, {{"out", out}, {"lse", lse}}, {p.out_ref, p.lse_ref});
     }
 }
@@ -220,7 +221,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR> static vo
         const Problem p = make_problem(c, HS);
         // Forward with the default variant of the head size gives out (bf16) and lse, as on the GPU.
         vector<float> out_f, lse;
-        run_fwd_variant<HS, (HS == 64 ? 2 : 1), (HS == 128 ? 8 : 4), 64>(p, out_f, lse);
+        run_fwd_variant<HS, (HS == 64 ? 2 : 1), (HS == 128 ? 8 : 4), 64, true>(p, out_f, lse);
         const vector<bf16_t> outb = to_bf16(out_f);
         vector<float> dsum((long)c.B * c.NH * c.Tq, NAN);
         vector<int> qmax((c.Tq + MIN_QBLOCK - 1) / MIN_QBLOCK, -7);
@@ -301,7 +302,7 @@ static void test_generic(int hs) {
     }
 }
 
-#define RUN_FWD(HS, MT, NW, BC) test_fwd_variant<HS, MT, NW, BC>();
+#define RUN_FWD(HS, MT, NW, BC, QR) test_fwd_variant<HS, MT, NW, BC, QR>();
 #define RUN_BWD(HS, NW, BQ, KVR, NWQ, BK, QOR) test_bwd_variant<HS, NW, BQ, KVR, NWQ, BK, QOR>();
 
 int main(int argc, char **argv) {
