@@ -10,31 +10,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-_Noreturn void mpi_fail_(int err, const char *call, const char *file, int line) {
-    char msg[MPI_MAX_ERROR_STRING] = "unknown MPI error";
-    int len = 0, rank = -1;
-    MPI_Error_string(err, msg, &len);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    fflush(stdout);
-    // One fprintf, so lines of several failing ranks do not interleave on a shared stderr.
-    fprintf(stderr, "%s: error: rank %d: %s:%d: %s failed: %s\n", lsst_prog, rank, file, line, call, msg);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    _Exit(1);   // MPI_Abort does not return; keeps _Noreturn honest if it ever does
-}
-
-// A misuse of this interface (not an MPI error): same treatment, the job goes down.
-__attribute__((format(printf, 1, 2))) _Noreturn static void comm_fail(const char *fmt, ...) {
-    int rank = -1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    char what[256];
+// One line "PROG: error: rank R: MESSAGE" (one fprintf, so lines of several failing ranks do
+// not interleave on a shared stderr), then the whole job goes down: a rank that exited alone
+// would leave its peers waiting in a collective. Before MPI_Init or after MPI_Finalize: this
+// process only.
+_Noreturn void comm_abort(const char *fmt, ...) {
+    int rank = -1, up = 0, down = 0;
+    MPI_Initialized(&up);
+    MPI_Finalized(&down);
+    const bool live = up && !down;
+    if (live) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    char what[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     fflush(stdout);
     fprintf(stderr, "%s: error: rank %d: %s\n", lsst_prog, rank, what);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    _Exit(1);
+    if (live) MPI_Abort(MPI_COMM_WORLD, 1);
+    _Exit(1);   // MPI_Abort does not return; keeps _Noreturn honest if it ever does
+}
+
+_Noreturn void mpi_fail_(int err, const char *call, const char *file, int line) {
+    char msg[MPI_MAX_ERROR_STRING] = "unknown MPI error";
+    int len = 0;
+    MPI_Error_string(err, msg, &len);
+    comm_abort("%s:%d: %s failed: %s", file, line, call, msg);
 }
 
 int comm_init(Comm *c, MPI_Comm world, int sp_size, int dp_size, char *err, size_t errlen) {
@@ -98,7 +99,7 @@ int64_t comm_model_bytes(CommColl op, int n, int64_t bytes) {
 
 // MPI counts are int: per-rank blocks of all-gather / reduce-scatter must fit one.
 static void check_block(const char *fn, long count) {
-    if (count < 0 || count > INT_MAX) comm_fail("%s: count %ld outside [0, %d]", fn, count, INT_MAX);
+    if (count < 0 || count > INT_MAX) comm_abort("%s: count %ld outside [0, %d]", fn, count, INT_MAX);
 }
 
 // The blocking all-gather is the non-blocking one, waited for at once (same copy on a
@@ -124,7 +125,7 @@ void comm_reduce_scatter(Comm *c, CommGroup g, const float *send, float *recv, l
 // In-place sum over the group, in pieces of at most max_chunk elements.
 static void allreduce_sum(Comm *c, CommGroup g, void *buf, long count, MPI_Datatype type, size_t size) {
     int n = comm_group_size(c, g);
-    if (count < 0) comm_fail("comm_allreduce_sum: count %ld < 0", count);
+    if (count < 0) comm_abort("comm_allreduce_sum: count %ld < 0", count);
     if (n == 1) return;
     double t0 = MPI_Wtime();
     for (long done = 0; done < count;) {
@@ -146,8 +147,8 @@ void comm_allreduce_sum_double(Comm *c, CommGroup g, double *buf, long count) {
 
 void comm_broadcast(Comm *c, CommGroup g, void *buf, long bytes, int root) {
     int n = comm_group_size(c, g), r = comm_group_rank(c, g);
-    if (root < 0 || root >= n) comm_fail("comm_broadcast: root %d outside a group of %d ranks", root, n);
-    if (bytes < 0) comm_fail("comm_broadcast: bytes %ld < 0", bytes);
+    if (root < 0 || root >= n) comm_abort("comm_broadcast: root %d outside a group of %d ranks", root, n);
+    if (bytes < 0) comm_abort("comm_broadcast: bytes %ld < 0", bytes);
     if (n == 1) return;
     double t0 = MPI_Wtime();
     for (long done = 0; done < bytes;) {

@@ -123,3 +123,6 @@ void comm_count(Comm *c, int64_t bytes, double seconds);
         if (mpi_err_ != MPI_SUCCESS) mpi_fail_(mpi_err_, #call, __FILE__, __LINE__);    \
     } while (0)
 _Noreturn void mpi_fail_(int err, const char *call, const char *file, int line);
+// A failure that must take the whole job down (MPI_Abort), printed as one line with the world
+// rank; also for the CUDA and NCCL checks of runtime/gpu*.c.
+__attribute__((format(printf, 1, 2))) _Noreturn void comm_abort(const char *fmt, ...);

@@ -12,8 +12,9 @@
 #ifdef LSST_CUDA
 #include "gpu_impl.h"
 
+// A CUDA error mid-step takes the whole job down, as an MPI or NCCL one does (comm_abort).
 void gpu_check_(cudaError_t e, const char *call, const char *file, int line) {
-    if (e != cudaSuccess) lsst_die(1, "%s:%d: %s: %s", file, line, call, cudaGetErrorString(e));
+    if (e != cudaSuccess) comm_abort("%s:%d: %s failed: %s", file, line, call, cudaGetErrorString(e));
 }
 
 // ---- arenas: one allocation per kind, tensors carved at 256-byte boundaries -------------------

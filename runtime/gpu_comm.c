@@ -31,13 +31,7 @@
 #include "gpu_impl.h"
 
 static _Noreturn void nccl_fail(ncclResult_t r, const char *call, const char *file, int line) {
-    int rank = -1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    fflush(stdout);
-    fprintf(stderr, "%s: error: rank %d: %s:%d: %s failed: %s (%s)\n", lsst_prog, rank, file, line, call,
-            ncclGetErrorString(r), ncclGetLastError(NULL));
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    _Exit(1);
+    comm_abort("%s:%d: %s failed: %s (%s)", file, line, call, ncclGetErrorString(r), ncclGetLastError(NULL));
 }
 #define NC(call)                                                                    \
     do {                                                                            \
