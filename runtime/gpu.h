@@ -50,9 +50,10 @@ bool gpu_nccl(const Gpu *g);
 // 0 with comm: mpi). Not part of gpu_mem_bytes / mem_peak, which count lsst's own allocations.
 size_t gpu_nccl_bytes(const Gpu *g);
 void gpu_allreduce_grads(Gpu *g, Comm *comm, CommGroup grp, size_t off, size_t n);
-// Adds the device seconds of the NCCL collectives queued since the last call to comm's
-// statistics (waits for them); nothing with comm: mpi, whose collectives count themselves.
-void gpu_comm_flush(Gpu *g, Comm *comm);
+// Waits for all the device work queued (the end of a step: its time includes the optimizer's
+// kernels) and adds the device seconds of the NCCL collectives since the last call to comm's
+// statistics (comm: mpi's collectives count themselves).
+void gpu_sync(Gpu *g, Comm *comm);
 
 // As model_forward / model_backward, on the device (tokens and targets from the host Model).
 double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss);

@@ -14,7 +14,7 @@
 //        One collective is in flight at a time; all ranks queue them in the same order.
 //        Counted like the MPI ones (comm_model_bytes); the seconds are the device time
 //        between events around each call (waiting for peers included), added to comm's
-//        statistics as the events complete (a ring of them) and by gpu_comm_flush.
+//        statistics as the events complete (a ring of them) and by gpu_sync.
 //
 // Both ways exchange the same layout, built on the device either way: the n ranks' (B, T, W)
 // blocks in group-rank order in s.wide_full, placed into / taken from the whole sequence
@@ -98,7 +98,7 @@ size_t gpu_nccl_bytes(const Gpu *g) { return g->nccl_bytes; }
 
 // ---- NCCL: fences and timing ----------------------------------------------------------------
 // The start/end events of collective k are ring slot k % GPU_TIMED_COLLECTIVES. A slot is read
-// when it is reused (its collective is that many calls old: long done) or at gpu_comm_flush.
+// when it is reused (its collective is that many calls old: long done) or at gpu_sync.
 static void add_time(Gpu *g, Comm *comm, long k) {
     cudaEvent_t *ev = g->ev_time + 2 * (k % GPU_TIMED_COLLECTIVES);
     float ms = 0.0f;
@@ -107,7 +107,8 @@ static void add_time(Gpu *g, Comm *comm, long k) {
     comm->stats.seconds += ms / 1e3;
 }
 
-void gpu_comm_flush(Gpu *g, Comm *comm) {
+void gpu_sync(Gpu *g, Comm *comm) {
+    CU(cudaStreamSynchronize(g->stream));
     if (!g->nccl) return;
     long first = g->n_timed > GPU_TIMED_COLLECTIVES ? g->n_timed - GPU_TIMED_COLLECTIVES : 0;
     for (long k = first; k < g->n_timed; k++) add_time(g, comm, k);
@@ -207,7 +208,7 @@ static _Noreturn void not_built(void) { lsst_die(1, "internal error: CUDA backen
 void gpu_comm_open(Gpu *g, Model *m, Comm *comm) { (void)g, (void)m, (void)comm; not_built(); }
 bool gpu_nccl(const Gpu *g) { (void)g; not_built(); }
 size_t gpu_nccl_bytes(const Gpu *g) { (void)g; not_built(); }
-void gpu_comm_flush(Gpu *g, Comm *comm) { (void)g, (void)comm; not_built(); }
+void gpu_sync(Gpu *g, Comm *comm) { (void)g, (void)comm; not_built(); }
 void gpu_allreduce_grads(Gpu *g, Comm *comm, CommGroup grp, size_t off, size_t n) {
     (void)g, (void)comm, (void)grp, (void)off, (void)n;
     not_built();

@@ -65,7 +65,7 @@ struct Gpu {
     ncclComm_t nccl_seq, nccl_data;
     cudaStream_t comm_stream;
     cudaEvent_t ev_ready, ev_done, ev_time[2 * GPU_TIMED_COLLECTIVES];
-    long n_timed;          // collectives timed since the last gpu_comm_flush (ring slot: % GPU_TIMED_COLLECTIVES)
+    long n_timed;          // collectives timed since the last gpu_sync (ring slot: % GPU_TIMED_COLLECTIVES)
     size_t nccl_bytes;     // device memory NCCL took for the communicators (measured; not in the arenas)
 };
 

@@ -161,8 +161,8 @@ static void optimizer_step(Trainer *tr, double lr, int64_t step) {
 static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     Model *m = &tr->model;
     const RunConfig *c = &tr->cfg;
+    if (tr->gpu) gpu_sync(tr->gpu, &tr->comm);   // the evaluation before (and its NCCL time): not this step's
     double t0 = now_seconds();
-    if (tr->gpu) gpu_comm_flush(tr->gpu, &tr->comm);   // NCCL time of the evaluation before: not this step's
     comm_stats_reset(&tr->comm);
     if (load_train_batch(tr, step) != 0) return -1;
     float dloss = (float)(1.0 / ((double)c->batch * (double)c->seq_len));
@@ -178,7 +178,7 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     }
     double lr = lr_at(c, step);
     optimizer_step(tr, lr, step);
-    if (tr->gpu) gpu_comm_flush(tr->gpu, &tr->comm);
+    if (tr->gpu) gpu_sync(tr->gpu, &tr->comm);
     double t_step = now_seconds() - t0;
 
     memset(row, 0, sizeof *row);
