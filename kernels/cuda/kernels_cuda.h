@@ -180,8 +180,6 @@ void cuda_adamw_update(float *params, bf16 *params_bf16, const float *grads, flo
                        float beta1, float beta2, float eps, float weight_decay, int t, cudaStream_t stream);
 // Rounds fp32 params to their bf16 copy (after init or a checkpoint load).
 void cuda_copy_to_bf16(bf16 *dst, const float *src, long n, cudaStream_t stream);
-// Widens bf16 to fp32 (exact): a bf16 tensor summed across ranks is reduced in fp32.
-void cuda_copy_to_float(float *dst, const bf16 *src, long n, cudaStream_t stream);
 // Sum of squares in double with a fixed tree (same bits for the same n on any GPU), written
 // to *result (device pointer); the _host variant synchronizes the stream and returns it.
 void cuda_sum_squares(double *result, const float *x, long n, cudaStream_t stream);

@@ -233,10 +233,6 @@ void cuda_copy_to_bf16(bf16 *dst, const float *src, long n, cudaStream_t stream)
     ELEMENTWISE(copy_to_bf16_kernel, n, dst, src, n);
 }
 
-void cuda_copy_to_float(float *dst, const bf16 *src, long n, cudaStream_t stream) {
-    ELEMENTWISE(copy_to_float_kernel, n, dst, src, n);
-}
-
 void cuda_seq_place_rows_bf16(bf16 *full, const bf16 *xchg, const int *pos_of_rank, int n, int B, int T, int W,
                               cudaStream_t stream) {
     const long count = (long)n * B * T * W;

@@ -393,11 +393,6 @@ __global__ void copy_to_bf16_kernel(bf16_t *dst, const float *src, long n) {
         dst[i] = __float2bfloat16_rn(src[i]);
 }
 
-__global__ void copy_to_float_kernel(float *dst, const bf16_t *src, long n) {
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
-        dst[i] = __bfloat162float(src[i]);
-}
-
 // ---- sequence-group rows: the layouts of the NCCL exchanges ------------------------------
 // xchg (n, B, T, W): the n ranks' rows in group-rank order (what an all-gather returns, what a
 // reduce-scatter takes); full (B, S = n*T, W) in global order. Row t of rank r is the global

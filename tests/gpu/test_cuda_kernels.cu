@@ -559,15 +559,6 @@ static void test_optimizer() {
         cuda_copy_to_bf16(out.p, dx.p, n, stream);
         report("copy_to_bf16 (exact)", {{"out", compare(download(out), rounded(x))}}, 0.0);
     }
-    if (selected("copy_to_float")) {
-        vector<float> x = rounded(random_vec(n, -100.0f, 100.0f));
-        Dev<bf16_t> dx(n);
-        Dev<float> out(n);
-        upload(dx, x);
-        out.poison();
-        cuda_copy_to_float(out.p, dx.p, n, stream);
-        report("copy_to_float (exact)", {{"out", compare(download(out), x)}}, 0.0);
-    }
     if (selected("scale_inplace")) {
         vector<float> x = random_vec(n), ref = x;
         scale_inplace(ref.data(), n, 0.37f);
