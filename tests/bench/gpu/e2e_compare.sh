@@ -7,7 +7,8 @@
 # tokens/s from the median step time after WARM steps, MFU against the card's dense bf16 peak.
 #
 #   BUILD=build-gpu OUT=... bash tests/bench/gpu/e2e_compare.sh [STEPS]
-# Needs: the device kit sourced (MPI, HDF5, libyaml for lsst-run), python3 with torch.
+# Needs: the device kit sourced (MPI, HDF5, libyaml for lsst-run), python3 with torch. NO_BUILD=1:
+# lsst-run is already built (tests/gpu/run.sh). Exit status 1 when any run gave no step time.
 set -u
 cd "$(dirname "$0")/../../.." || exit 2
 BUILD=${BUILD:-build-gpu}
@@ -28,12 +29,15 @@ esac
 env -u LD_LIBRARY_PATH python3 tests/bench/gpu/torch_peer.py --layers $L --dim $C --heads $NH --seq $T \
   --steps "$STEPS" --warmup $WARM 2>&1 | tee "$OUT/e2e_torch.log"
 torch_line=$(grep '^torch-compile' "$OUT/e2e_torch.log" | tail -1)
+rc=0
+[ -n "$torch_line" ] || { echo "e2e: torch.compile gave no result (see e2e_torch.log)"; rc=1; }
 
 # ---- lsst-run, backend: cuda: the default kernels, then the non-default choices (environment) -----
 bin=$BUILD/bin/lsst-run
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
-make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="${CUDA_ARCH:-${arch:-90}}" -j"$(nproc)" all > "$OUT/e2e_build.log" 2>&1 ||
-  echo "e2e: make CUDA=1 all failed (see e2e_build.log)"
+[ "${NO_BUILD:-0}" = 1 ] ||
+  make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="${CUDA_ARCH:-${arch:-90}}" -j"$(nproc)" all \
+    > "$OUT/e2e_build.log" 2>&1 || echo "e2e: make CUDA=1 all failed (see e2e_build.log)"
 lsst_lines=()
 # lsst_run NAME [VAR=VALUE...]: one training run with those environment settings (LSST_ATTN_BWD,
 # LSST_GELU: kernels/cuda/README.md); appends "NAME,ms,tokens/s,MFU" to lsst_lines.
@@ -41,17 +45,19 @@ lsst_run() {
   local name=$1 log=$OUT/e2e_$1.log ms
   shift
   env "$@" "$bin" --config "$OUT/e2e_run.yaml" --set output.dir="$BUILD/e2e-$name" 2>&1 | tee "$log"
-  # "[prefix]step N/M | loss ... | X ms | ... tok/s": median step time over the steps after the warmup.
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "e2e: $name: lsst-run failed (see $log)"; rc=1; }
+  # "step N/M | loss ... | X ms | ... tok/s" (one rank, no prefix): median step time after the warmup.
   ms=$(grep -E '^step [0-9]+/' "$log" |
        awk -F'|' -v w=$WARM '{split($1, a, "[ /]"); if (a[2] + 0 > w) {gsub(/ ms/, "", $5); print $5 + 0}}' |
        sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
-  [ -n "$ms" ] && lsst_lines+=("$(awk -v n="$name" -v ms="$ms" -v T=$T -v f=$flops_per_token -v p=$peak \
+  [ -n "$ms" ] || { echo "e2e: $name: no step times (see $log)"; rc=1; return; }
+  lsst_lines+=("$(awk -v n="$name" -v ms="$ms" -v T=$T -v f=$flops_per_token -v p=$peak \
     'BEGIN {tok = T / (ms / 1e3); printf "%s,%.3f,%.0f,%s", n, ms, tok, (p > 0 ? sprintf("%.4f", f * tok / p) : "nan")}')")
 }
 if [ -x "$bin" ] && nm "$bin" 2> /dev/null | grep -q ' T cuda_attention_forward_bf16$'; then
   data=$BUILD/e2e-data
   corpus=.device-data/enwik8-head-1MiB   # carried to the device machine (../shared does not travel)
-  [ -f "$corpus" ] || corpus=../shared/data/enwik8/enwik8-head-4MB
+  [ -f "$corpus" ] || corpus=../shared/data/enwik8/enwik8-head-1MiB
   [ -f "$data/manifest.yaml" ] || "$BUILD/bin/lsst-prep" --force "$corpus" "$data" > /dev/null
   cat > "$OUT/e2e_run.yaml" <<EOF
 data:     {dir: $data, seq_len: $T, batch: 1}
@@ -67,6 +73,7 @@ EOF
   lsst_run lsst-cuda-fused-both LSST_ATTN_BWD=fused LSST_GELU=epilogue
 else
   echo "e2e: $bin was built without CUDA (make CUDA=1): lsst side skipped"
+  rc=1
 fi
 
 # ---- table ------------------------------------------------------------------------------------------
@@ -85,3 +92,4 @@ for line in "${lsst_lines[@]}"; do
   [ -n "${torch_tok:-}" ] && awk -v n="$impl" -v a="$tok" -v b="$torch_tok" \
     'BEGIN {printf "%s / torch.compile tokens/s: %.2f (goal >= 1.00: %s)\n", n, a / b, (a >= b ? "met" : "NOT met")}'
 done
+exit $rc
