@@ -11,7 +11,9 @@
 // actually computes 3.5 x forward (scores recomputed in both of its kernels); that cost is ours.
 // Time: CUDA events around each call, median over --iters after --warmup calls.
 // Output: one CSV line per (hs, T, variant) on stdout:
-//   impl,hs,seq,batch,heads,variant,fwd_ms,bwd_ms,fwd_tflops,bwd_tflops,total_tflops
+//   impl,hs,seq,batch,heads,variant,fwd_ms,bwd_ms,fwd_tflops,bwd_tflops,total_tflops,fwd_variant,bwd_variant
+// (--variants: row vN pairs forward variant N and backward variant N; where a head size has fewer
+// of one kind, that side is variant 0 again: fwd_variant / bwd_variant say which ran).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -77,7 +79,8 @@ int main(int argc, char **argv) {
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0));
     CHECK(cudaEventCreate(&e1));
-    printf("impl,hs,seq,batch,heads,variant,fwd_ms,bwd_ms,fwd_tflops,bwd_tflops,total_tflops\n");
+    printf("impl,hs,seq,batch,heads,variant,fwd_ms,bwd_ms,fwd_tflops,bwd_tflops,total_tflops,fwd_variant,"
+           "bwd_variant\n");
     fflush(stdout);
 
     for (int hs : hss)
@@ -124,9 +127,9 @@ int main(int argc, char **argv) {
                     if (it >= warmup) tb.push_back(ms);
                 }
                 const float mf = median(tf), mb = median(tb);
-                printf("lsst,%d,%d,%d,%d,v%d,%.4f,%.4f,%.2f,%.2f,%.2f\n", hs, T, B, NH, var, mf, mb,
+                printf("lsst,%d,%d,%d,%d,v%d,%.4f,%.4f,%.2f,%.2f,%.2f,v%d,v%d\n", hs, T, B, NH, var, mf, mb,
                        fwd_flops / (mf * 1e-3) / 1e12, bwd_flops / (mb * 1e-3) / 1e12,
-                       (fwd_flops + bwd_flops) / ((mf + mb) * 1e-3) / 1e12);
+                       (fwd_flops + bwd_flops) / ((mf + mb) * 1e-3) / 1e12, fv, bv);
                 fflush(stdout);
                 fprintf(stderr, "#   hs=%d T=%d v%d: %s | %s\n", hs, T, var, fv == var ? fname : "(default fwd)",
                         bv == var ? bname : "(default bwd)");

@@ -55,8 +55,10 @@ def main():
             x = best_total / float(flash["total_tflops"])
             worst = x if worst is None else min(worst, x)
             ratio = f"{x:.2f}"
-        best_s = (f"{float(bf['fwd_tflops']):.0f} ({bf['variant']}) / {float(bb['bwd_tflops']):.0f} "
-                  f"({bb['variant']}) / {best_total:.0f}") if best_total else "-"
+        # The variants that actually ran (a row vN repeats variant 0 where hs has fewer of a kind).
+        best_s = (f"{float(bf['fwd_tflops']):.0f} ({bf.get('fwd_variant') or bf['variant']}) / "
+                  f"{float(bb['bwd_tflops']):.0f} ({bb.get('bwd_variant') or bb['variant']}) / "
+                  f"{best_total:.0f}") if best_total else "-"
         cudnn_s = f"{float(cudnn['total_tflops']):.0f}" if cudnn else "-"
         print(f"| {hs} | {T} | {any_row['batch']} x {any_row['heads']} | {fmt(v0)} | {best_s} | {fmt(flash)} | "
               f"{cudnn_s} | {ratio} |")
