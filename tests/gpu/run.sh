@@ -3,12 +3,13 @@
 # against its CPU twin, lsst-run backend: cuda against backend: cpu (tests/gpu/train_check.sh), the
 # end-to-end speed against torch.compile, the attention benchmark against PyTorch SDPA,
 # compute-sanitizer (memcheck, racecheck) on the kernel test, and prints a summary table LAST. Logs go to
-# build-gpu/logs; $OUT (the device machine's output folder; default build-gpu/out) gets summary.md and logs.tar.gz.
+# build-gpu/logs; $OUT (the device machine's output folder; default build-gpu/out) gets summary.md and
+# logs.tar.gz, rewritten after every phase (so a call cut short still returns what ran).
 #
 #   device: bash tests/gpu/run.sh           (carry .device-kit: see tests/gpu/README.md)
 #   here:   bash tests/gpu/run.sh           (no GPU: builds, then every GPU phase reports "skip")
 #
-# Knobs: GPU_BUDGET_S (default 450: the whole script, build included; a phase that no longer fits
+# Knobs: GPU_BUDGET_S (default 300: the whole script, build included; a phase that no longer fits
 # is skipped and says so), GPU_E2E=0 (skips tests/bench/gpu/e2e_compare.sh, ~1 min), GPU_PROFILE=0
 # (skips tests/bench/gpu/profile.sh, ~1-2 min),
 # BUILD (default build-gpu), CUDA_ARCH (default: the GPU's compute capability).
@@ -19,9 +20,9 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/build-gpu/out}
 BUILD=${BUILD:-build-gpu}
 # Phase logs go to LOGS; OUT gets summary.md and logs.tar.gz (a device call returns few files).
-LOGS=$ROOT/$BUILD/logs
+case $BUILD in /*) LOGS=$BUILD/logs ;; *) LOGS=$ROOT/$BUILD/logs ;; esac
 rm -rf "$LOGS"; mkdir -p "$LOGS"
-BUDGET=${GPU_BUDGET_S:-450}
+BUDGET=${GPU_BUDGET_S:-300}
 mkdir -p "$OUT"
 T0=$(date +%s)
 NAMES=() RESULTS=() SECONDS_=() NOTES=()
@@ -29,10 +30,17 @@ FAILED=0
 
 elapsed() { echo $(( $(date +%s) - T0 )); }
 left() { echo $(( BUDGET - $(elapsed) )); }
-record() {  # name result seconds note
+summary() {  # the table of the phases so far
+  echo "| phase | result | s | note |"
+  echo "|---|---|---:|---|"
+  for i in "${!NAMES[@]}"; do echo "| ${NAMES[$i]} | ${RESULTS[$i]} | ${SECONDS_[$i]} | ${NOTES[$i]} |"; done
+}
+record() {  # name result seconds note; then $OUT gets the table and the logs so far
   NAMES+=("$1") RESULTS+=("$2") SECONDS_+=("$3") NOTES+=("$4")
   [ "$2" = FAIL ] && FAILED=1
   printf '=== %-14s %-5s %4ss  %s\n' "$1" "$2" "$3" "$4"
+  summary > "$OUT/summary.md"
+  tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . 2> /dev/null
 }
 # run NAME LIMIT_S MIN_S CMD...: runs CMD (a program, or a function exported with export -f) with a
 # timeout of min(LIMIT, time left), output to $LOGS/NAME.log and the terminal, unless less than
@@ -88,12 +96,10 @@ else
   record kit skip 0 "no GPU here or no .device-kit: the installed libraries are used"
 fi
 
-# ---- 3. build: the kernel library, the test and the benchmark ----------------------------------
+# ---- 3. build: the kernel library with the test and the benchmark, then the whole project ---------
 JOBS=$(nproc 2>/dev/null || echo 4)
-run build-lib 240 60 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" "$BUILD/libkernels.a"
-if [ "$RC" = 0 ]; then record build-lib ok "$LAST_S" "$BUILD/libkernels.a (sm $ARCH)"; else record build-lib FAIL "${LAST_S:-0}" "rc=$RC"; fi
-run build-tests 180 30 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" gpu-tests
-if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "test_cuda_kernels, attn_bench"; else record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
+run build-tests 240 60 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" gpu-tests
+if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "libkernels.a (sm $ARCH), test_cuda_kernels, attn_bench"; else record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
 TEST=$BUILD/tests/gpu/test_cuda_kernels BENCH=$BUILD/tests/bench/gpu/attn_bench
 
 # the whole project: lsst-run with the CUDA backend and the kit's MPI, HDF5, libyaml
@@ -112,45 +118,7 @@ else
   record kernel-tests skip 0 "no GPU or no test binary"
 fi
 
-# ---- 5. lsst-run backend: cuda against backend: cpu, multi-rank on one GPU, memcheck --------------
-if [ "$HAVE_GPU" = 1 ] && [ -x "$BUILD/bin/lsst-run" ]; then
-  run train-check 240 60 env BIN="$BUILD/bin" bash tests/gpu/train_check.sh /tmp/lsst-train-check
-  counts=$(tap_counts train-check)
-  if [ "$RC" = 0 ]; then record train-check ok "$LAST_S" "$counts"
-  elif [ "$RC" != skip ]; then record train-check FAIL "$LAST_S" "rc=$RC ${counts:-no summary}; $(grep -c '^not ok' "$LOGS/train-check.log") not ok"; fi
-else
-  record train-check skip 0 "no GPU or no lsst-run"
-fi
-
-# ---- 6. end-to-end training speed vs torch.compile (GPU_E2E=0 skips) -----------------------------
-if [ "${GPU_E2E:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
-  run e2e 240 120 env BUILD="$BUILD" OUT="$LOGS" bash tests/bench/gpu/e2e_compare.sh 15
-  if [ "$RC" = 0 ]; then record e2e ok "$LAST_S" "$(grep -E '^\| (torch|lsst)' "$LOGS/e2e.log" | tr '\n' ' ')"
-  elif [ "$RC" != skip ]; then record e2e FAIL "$LAST_S" "rc=$RC"; fi
-else
-  record e2e skip 0 "no GPU, or GPU_E2E=0"
-fi
-
-# ---- 6b. where the step time goes: per-kernel times of one e2e-sized step (GPU_PROFILE=0 skips) ------
-if [ "${GPU_PROFILE:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ] && [ -x "$BUILD/bin/lsst-run" ]; then
-  run profile 150 60 env BIN="$BUILD/bin" bash tests/bench/gpu/profile.sh /tmp/lsst-profile 1
-  if [ "$RC" = 0 ]; then record profile ok "$LAST_S" "$(grep -m1 'ms of kernels per step' "$LOGS/profile.log")"
-  elif [ "$RC" != skip ]; then record profile FAIL "$LAST_S" "rc=$RC"; fi
-fi
-
-# ---- 7. attention benchmark: lsst vs PyTorch SDPA (same GPU, same run) -----------------------------
-if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
-  run attn-lsst 150 40 "$BENCH" --variants
-  if [ "$RC" = 0 ]; then grep -v '^#' "$LOGS/attn-lsst.log" | grep -E '^(impl|lsst),' > "$LOGS/attn_lsst.csv"; record attn-lsst ok "$LAST_S" "attn_lsst.csv"
-  elif [ "$RC" != skip ]; then record attn-lsst FAIL "$LAST_S" "rc=$RC"; fi
-  run attn-sdpa 150 40 env -u LD_LIBRARY_PATH python3 tests/bench/gpu/sdpa_peer.py
-  if [ "$RC" = 0 ]; then grep -E '^(impl|sdpa-)' "$LOGS/attn-sdpa.log" > "$LOGS/attn_sdpa.csv"; record attn-sdpa ok "$LAST_S" "attn_sdpa.csv"
-  elif [ "$RC" != skip ]; then record attn-sdpa FAIL "$LAST_S" "rc=$RC"; fi
-else
-  record attn-bench skip 0 "no GPU or no benchmark binary"
-fi
-
-# ---- 8. compute-sanitizer on a short run ----------------------------------------------------------
+# ---- 4b. compute-sanitizer on the kernel test (early: the budget cuts the benchmarks, not these) -----
 SAN=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
 sanitize() {  # name tool args...
   local name=$1 tool=$2; shift 2
@@ -171,13 +139,52 @@ sanitize memcheck memcheck "$TEST" --quick
 # (self-attention, 200 tokens: 4 key tiles, 4 query blocks) — the shared-memory hazards to catch.
 sanitize racecheck racecheck "$TEST" --only "bf16 self"
 
+# ---- 5. lsst-run backend: cuda against backend: cpu, multi-rank on one GPU, memcheck --------------
+if [ "$HAVE_GPU" = 1 ] && [ -x "$BUILD/bin/lsst-run" ]; then
+  run train-check 240 60 env BIN="$BUILD/bin" bash tests/gpu/train_check.sh /tmp/lsst-train-check
+  counts=$(tap_counts train-check)
+  if [ "$RC" = 0 ]; then record train-check ok "$LAST_S" "$counts"
+  elif [ "$RC" != skip ]; then record train-check FAIL "$LAST_S" "rc=$RC ${counts:-no summary}; $(grep -c '^not ok' "$LOGS/train-check.log") not ok"; fi
+else
+  record train-check skip 0 "no GPU or no lsst-run"
+fi
+
+# ---- 6. end-to-end training speed vs torch.compile (GPU_E2E=0 skips) -----------------------------
+if [ "${GPU_E2E:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
+  run e2e 240 120 env BUILD="$BUILD" OUT="$LOGS" NO_BUILD=1 bash tests/bench/gpu/e2e_compare.sh 15
+  if [ "$RC" = 0 ]; then record e2e ok "$LAST_S" "$(grep -E '^\| (torch|lsst)' "$LOGS/e2e.log" | tr '\n' ' ')"
+  elif [ "$RC" != skip ]; then record e2e FAIL "$LAST_S" "rc=$RC"; fi
+else
+  record e2e skip 0 "no GPU, or GPU_E2E=0"
+fi
+
+# ---- 6b. where the step time goes: per-kernel times of one e2e-sized step (GPU_PROFILE=0 skips) ------
+if [ "${GPU_PROFILE:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ] && [ -x "$BUILD/bin/lsst-run" ]; then
+  profile_cfg=(); [ -f "$LOGS/e2e_run.yaml" ] && profile_cfg=(CONFIG="$LOGS/e2e_run.yaml")   # e2e's model and data
+  run profile 150 60 env BIN="$BUILD/bin" "${profile_cfg[@]}" bash tests/bench/gpu/profile.sh /tmp/lsst-profile 1
+  if [ "$RC" = 0 ]; then record profile ok "$LAST_S" "$(grep -m1 'ms of kernels per step' "$LOGS/profile.log")"
+  elif [ "$RC" != skip ]; then record profile FAIL "$LAST_S" "rc=$RC"; fi
+else
+  record profile skip 0 "no GPU, or GPU_PROFILE=0"
+fi
+
+# ---- 7. attention benchmark: lsst vs PyTorch SDPA (same GPU, same run) -----------------------------
+if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
+  run attn-lsst 150 40 "$BENCH" --variants
+  if [ "$RC" = 0 ]; then grep -v '^#' "$LOGS/attn-lsst.log" | grep -E '^(impl|lsst),' > "$LOGS/attn_lsst.csv"; record attn-lsst ok "$LAST_S" "attn_lsst.csv"
+  elif [ "$RC" != skip ]; then record attn-lsst FAIL "$LAST_S" "rc=$RC"; fi
+  run attn-sdpa 150 40 env -u LD_LIBRARY_PATH python3 tests/bench/gpu/sdpa_peer.py
+  if [ "$RC" = 0 ]; then grep -E '^(impl|sdpa-)' "$LOGS/attn-sdpa.log" > "$LOGS/attn_sdpa.csv"; record attn-sdpa ok "$LAST_S" "attn_sdpa.csv"
+  elif [ "$RC" != skip ]; then record attn-sdpa FAIL "$LAST_S" "rc=$RC"; fi
+else
+  record attn-bench skip 0 "no GPU or no benchmark binary"
+fi
+
 # ---- summary: printed last ---------------------------------------------------------------------
 {
   echo
   echo "== tests/gpu/run.sh summary: $GPU_NAME, CUDA_ARCH=$ARCH, $(elapsed)s of ${BUDGET}s =="
-  echo "| phase | result | s | note |"
-  echo "|---|---|---:|---|"
-  for i in "${!NAMES[@]}"; do echo "| ${NAMES[$i]} | ${RESULTS[$i]} | ${SECONDS_[$i]} | ${NOTES[$i]} |"; done
+  summary
   if [ -s "$LOGS/attn_lsst.csv" ]; then
     echo
     env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py "$LOGS/attn_lsst.csv" "$LOGS/attn_sdpa.csv" 2>&1

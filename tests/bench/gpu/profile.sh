@@ -10,11 +10,12 @@ OUTDIR=${1:?usage: profile.sh OUTDIR [STEPS]}
 STEPS=${2:-2}
 BIN=${BIN:-build-gpu/bin}
 mkdir -p "$OUTDIR"
-corpus=.device-data/enwik8-head-1MiB
-[ -f "$corpus" ] || corpus=../shared/data/enwik8/enwik8-head-4MB
-"$BIN/lsst-prep" --quiet --force "$corpus" "$OUTDIR/data"
 cfg=${CONFIG:-$OUTDIR/profile.yaml}
-[ -n "${CONFIG:-}" ] || cat > "$cfg" <<YAML
+if [ -z "${CONFIG:-}" ]; then   # CONFIG names a config with its data prepared (tests/gpu/run.sh: e2e's)
+  corpus=.device-data/enwik8-head-1MiB
+  [ -f "$corpus" ] || corpus=../shared/data/enwik8/enwik8-head-1MiB
+  "$BIN/lsst-prep" --quiet --force "$corpus" "$OUTDIR/data"
+  cat > "$cfg" <<YAML
 data:     {dir: $OUTDIR/data, seq_len: 8192, batch: 1}
 model:    {layers: 12, dim: 768, heads: 12, mlp: 3072, vocab: 256}
 parallel: {scheme: none}
@@ -22,10 +23,12 @@ train:    {steps: $STEPS, lr: 3.0e-4, warmup: 0, seed: 1, eval_every: 0, ckpt_ev
 backend:  cuda
 output:   {dir: $OUTDIR/run}
 YAML
+fi
+rm -rf "$OUTDIR/run"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 "$NCU" --csv --print-units base --print-kernel-base function --clock-control none \
   --metrics gpu__time_duration.sum --log-file "$OUTDIR/kernels.csv" \
-  "$BIN/lsst-run" --config "$cfg" > "$OUTDIR/run.log" 2>&1
+  "$BIN/lsst-run" --config "$cfg" --set train.steps="$STEPS" --set output.dir="$OUTDIR/run" > "$OUTDIR/run.log" 2>&1
 env -u LD_LIBRARY_PATH python3 - "$OUTDIR/kernels.csv" "$STEPS" <<'PY'
 import csv, sys, collections
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
