@@ -668,9 +668,7 @@ static void make_tmp_dir(Prep *p) {
 }
 
 static void fsync_path(const char *path, const char *display) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) fail(EXIT_RUNTIME, "%s: cannot sync to disk: %s", display, strerror(errno));
-    close(fd);
+    if (fsync_file(path) != 0) fail(EXIT_RUNTIME, "%s: cannot sync to disk: %s", display, strerror(errno));
 }
 
 // Make the temp dir durable, then move it to OUTDIR in one rename (replace_dir). With

@@ -83,18 +83,6 @@ static int put_html(const void *ctx, FILE *f) {
     return rc;
 }
 
-// dir/name holding text; synced, not renamed: its directory is published whole.
-static void write_synced(const char *dir, const char *name, const char *text) {
-    char *path = path_join(dir, name);
-    FILE *f = fopen(path, "wbx");
-    if (!f) lsst_die(EXIT_RUNTIME, "%s: cannot create: %s", path, strerror(errno));
-    bool ok = fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int e = errno;
-    if (fclose(f) != 0 && ok) ok = false, e = errno;
-    if (!ok) lsst_die(EXIT_RUNTIME, "%s: cannot write: %s", path, strerror(e ? e : EIO));
-    free(path);
-}
-
 // OUT/plots/*.svg: written into a fresh directory that then replaces the old one,
 // so no plot of an earlier report stays behind.
 static void write_plots(const char *out, const PlotSet *ps) {
@@ -102,11 +90,15 @@ static void write_plots(const char *out, const PlotSet *ps) {
     char *tmp = xasprintf("%s.tmp.%ld", final, (long)getpid()), *old = xasprintf("%s.old.%ld", final, (long)getpid());
     rm_rf(tmp);
     if (mkdir_p(tmp, 0755) != 0) lsst_die(EXIT_RUNTIME, "%s: cannot create: %s", tmp, strerror(errno));
-    for (int i = 0; i < ps->n; i++) {
+    for (int i = 0; i < ps->n; i++) {   // synced, not renamed: the directory is published whole
         if (!ps->plots[i].svg) continue;
-        char *name = xasprintf("%s.svg", ps->plots[i].name);
-        write_synced(tmp, name, ps->plots[i].svg);
-        free(name);
+        char *path = xasprintf("%s/%s.svg", tmp, ps->plots[i].name);
+        if (write_new_file(path, ps->plots[i].svg, strlen(ps->plots[i].svg), 0666) != 0) {
+            int e = errno;
+            rm_rf(tmp);   // no partial plots left behind
+            lsst_die(EXIT_RUNTIME, "%s: cannot write: %s", path, strerror(e));
+        }
+        free(path);
     }
     char *leftover = NULL, err[1024];
     int rc = replace_dir(tmp, final, old, true, &leftover, err, sizeof err);

@@ -149,28 +149,14 @@ static char *absolute(const char *path) {
 }
 
 // The files of a run directory are written inside its temporary directory, which is renamed
-// into place whole (submit_run): a plain create + fsync of each file, and one fsync of each
-// directory before the rename, is enough; no file needs its own rename. (Like atomic_commit,
+// into place whole (submit_run, replace_dir): a plain create + fsync of each file, and one fsync
+// of each directory before the rename, is enough; no file needs its own rename. (Like atomic_commit,
 // a failed directory fsync is not reported: the files in it are complete.)
-static int write_new(const char *dir, const char *name, const char *text, size_t len, mode_t mode, char *err,
+static int write_new(const char *dir, const char *name, const char *text, size_t len, unsigned mode, char *err,
                      size_t errlen) {
     char *path = path_join(dir, name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    int rc = fd < 0 ? -1 : 0;
-    for (size_t done = 0; !rc && done < len;) {
-        ssize_t n = write(fd, text + done, len - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n == 0) errno = EIO;
-        if (n <= 0) rc = -1;
-        else done += (size_t)n;
-    }
-    if (!rc) rc = fsync(fd);
-    int e = errno;
-    if (fd >= 0 && close(fd) && !rc) {
-        rc = -1;
-        e = errno;
-    }
-    if (rc) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(e));
+    int rc = write_new_file(path, text, len, mode);
+    if (rc) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
     free(path);
     return rc;
 }
@@ -253,8 +239,7 @@ static int write_run_files(const char *dir, const Workflow *wf, const Site *site
         fsync_dir(sdir);
         free(sdir);
     }
-    fsync_dir(dir); // then the rename in submit_run
-    return 0;
+    return 0;   // DIR itself is synced by replace_dir in submit_run
 }
 
 // ---- submission to Slurm / LSF ----
@@ -517,12 +502,12 @@ static int submit_run(const Workflow *wf, const Site *site, WfContext *cx, const
         rm_rf(tmp);
         lsst_die(EXIT_RUNTIME, "%s", err);
     }
-    if (rename(tmp, final_dir)) {
-        int e = errno;
-        rm_rf(tmp);
-        lsst_die(EXIT_RUNTIME, "%s: cannot rename %s into place: %s", final_dir, tmp, strerror(e));
+    char *leftover = NULL;   // replace_dir: never over an existing run directory (RENAME_NOREPLACE)
+    if (replace_dir(tmp, final_dir, NULL, false, &leftover, err, sizeof err)) {
+        if (leftover) rm_rf(leftover);
+        lsst_die(EXIT_RUNTIME, "%s", err);
     }
-    fsync_dir(parent);
+    free(leftover);
     free(tmp);
     free(parent);
 

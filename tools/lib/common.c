@@ -179,12 +179,30 @@ int atomic_commit(AtomicFile *af) {
 }
 
 // fsync a closed file by name (data written through another handle: stdio, HDF5, libarchive).
-static int fsync_file(const char *path) {
+int fsync_file(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     int rc = fsync(fd);
     int e = errno;
     close(fd);
+    errno = e;
+    return rc;
+}
+
+int write_new_file(const char *path, const void *data, size_t n, unsigned mode) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0) return -1;
+    int rc = 0;
+    for (size_t done = 0; !rc && done < n;) {
+        ssize_t w = write(fd, (const char *)data + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w == 0) errno = EIO;
+        if (w <= 0) rc = -1;
+        else done += (size_t)w;
+    }
+    if (!rc) rc = fsync(fd);
+    int e = errno;
+    if (close(fd) != 0 && !rc) rc = -1, e = errno;
     errno = e;
     return rc;
 }
@@ -263,7 +281,7 @@ int replace_dir(const char *tmp, const char *final, const char *aside, bool repl
     }
     bool exchange = replace && path_exists(final);
     // Test hook: behave as on a file system without renameat2 flags. Not for users.
-    bool have_flags = !getenv("LSST_PREP_TEST_NO_RENAMEAT2");
+    bool have_flags = !getenv("LSST_TEST_NO_RENAMEAT2");
     errno = EINVAL;
     if (have_flags &&
         renameat2(AT_FDCWD, tmp, AT_FDCWD, final, exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE) == 0) {

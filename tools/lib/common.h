@@ -59,10 +59,16 @@ int commit_tmp_file(const char *tmp, const char *path, char *err, size_t errlen)
 // (renameat2), so a complete FINAL is always there. Without renameat2 flags: FINAL to ASIDE, TMP
 // in, ASIDE back on failure. Then FINAL's directory is synced. *leftover (malloc'd or NULL) is the
 // directory to remove afterwards, also on failure: TMP unpublished, or the old FINAL. 0, or -1 + err.
+// Without `replace` an existing FINAL is an error, not replaced, and ASIDE is not used (may be NULL).
 int replace_dir(const char *tmp, const char *final, const char *aside, bool replace, char **leftover, char *err,
                 size_t errlen);
-// fsync a directory (after a rename inside it); 0 or -1.
+// fsync a directory (after a rename inside it), a file; 0 or -1 (errno).
 int fsync_dir(const char *dir);
+int fsync_file(const char *path);
+// Create PATH (it must not exist) with MODE (umask applies) holding DATA, synced to disk: a file
+// inside a private temporary directory that is then published whole (replace_dir), so it needs
+// no rename of its own. 0, or -1 (errno; PATH may be left partial: remove the directory).
+int write_new_file(const char *path, const void *data, size_t n, unsigned mode);
 // Write a whole buffer atomically.
 int write_file_atomic(const char *path, const void *data, size_t n);
 
