@@ -260,9 +260,8 @@ char *wf_render_array(const Workflow *wf, const Site *site, const WfContext *cx,
 // ---- the plan ----
 
 // ":<prep/0>:<train[]>": what job j waits for (wf_job_deps, as the real submission), each
-// named as the plan names it. "" when nothing.
-static void deps_text(WfBuf *b, const Workflow *wf, int j, const bool *selected) {
-    int *deps = xcalloc((size_t)wf->njobs + 1, sizeof(int));
+// named as the plan names it. "" when nothing. deps: room for njobs + 1 job indices.
+static void deps_text(WfBuf *b, const Workflow *wf, int j, const bool *selected, int *deps) {
     int ndeps = wf_job_deps(wf, j, selected, deps);
     for (int d = 0; d < ndeps; d++) {
         const WfJob *dep = &wf->jobs[deps[d]];
@@ -270,7 +269,6 @@ static void deps_text(WfBuf *b, const Workflow *wf, int j, const bool *selected)
         if (st->array) wfb_addf(b, ":<%s[]>", st->name);
         else wfb_addf(b, ":<%s>", dep->key);
     }
-    free(deps);
 }
 
 static int selected_points(const WfStage *st, const bool *selected) {
@@ -306,7 +304,7 @@ void wf_print_plan(FILE *fp, const Workflow *wf, const Site *site, const char *r
         fprintf(fp, "%s\n", st->nafter ? "" : "-");
     }
     fprintf(fp, "submission (all held, then released together):\n");
-    int *order = workflow_job_order(wf);
+    int *order = workflow_job_order(wf), *dep_buf = xcalloc((size_t)wf->njobs + 1, sizeof(int));
     const char *cmd = site->scheduler == SCHED_SLURM ? "sbatch --parsable --hold"
                       : site->scheduler == SCHED_LSF ? "bsub -H"
                                                      : "run";
@@ -315,7 +313,7 @@ void wf_print_plan(FILE *fp, const Workflow *wf, const Site *site, const char *r
         const WfStage *st = &wf->stages[job->stage];
         if (!wf_submits(wf, order[k], selected)) continue; // unselected, or an array's later task
         WfBuf deps = {0};
-        deps_text(&deps, wf, order[k], selected);
+        deps_text(&deps, wf, order[k], selected, dep_buf);
         const char *script = st->array ? "array.sh" : "job.sh";
         char where[512];
         if (st->array) snprintf(where, sizeof where, "%s/%s", st->name, script);
@@ -342,4 +340,5 @@ void wf_print_plan(FILE *fp, const Workflow *wf, const Site *site, const char *r
         wfb_free(&deps);
     }
     free(order);
+    free(dep_buf);
 }
