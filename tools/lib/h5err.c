@@ -1,6 +1,7 @@
 #include "h5err.h"
 
 #include <hdf5.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -35,4 +36,13 @@ const char *h5_cause(void) {
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_innermost, &c);
     H5Eclear2(H5E_DEFAULT);
     return c.have ? c.text : NULL;
+}
+
+void h5_errf(char *err, size_t errlen, const char *fmt, ...) {
+    const char *cause = h5_cause();
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    if (cause && n >= 0 && (size_t)n < errlen) snprintf(err + n, errlen - (size_t)n, ": %s", cause);
 }

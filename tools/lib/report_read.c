@@ -25,12 +25,6 @@ typedef struct {
     double bpc;
 } EvalRead;
 
-static void set_err(char *err, size_t errlen, const char *what) {
-    const char *cause = h5_cause();
-    if (cause) snprintf(err, errlen, "%s: %s", what, cause);
-    else snprintf(err, errlen, "%s", what);
-}
-
 RankReader *rank_reader_new(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     RankReader *rd = xcalloc(1, sizeof *rd);
@@ -151,13 +145,13 @@ static const char *const EVAL_FIELDS[] = {"step", "split", "bpc", NULL};
 static hid_t open_table(hid_t file, const char *name, hsize_t *n, size_t *file_row_size, char *err, size_t errlen) {
     hid_t ds = H5Dopen2(file, name, H5P_DEFAULT), space = -1, type = -1;
     if (ds < 0) {
-        set_err(err, errlen, name[0] == 's' ? "no /steps table" : "no /eval table");
+        h5_errf(err, errlen, "%s", name[0] == 's' ? "no /steps table" : "no /eval table");
         return -1;
     }
     if ((space = H5Dget_space(ds)) < 0 || H5Sget_simple_extent_ndims(space) != 1 ||
         H5Sget_simple_extent_dims(space, n, NULL) < 0 || (type = H5Dget_type(ds)) < 0 ||
         H5Tget_class(type) != H5T_COMPOUND) {
-        set_err(err, errlen, name[0] == 's' ? "/steps is not a 1-D compound table" : "/eval is not a 1-D compound table");
+        h5_errf(err, errlen, "%s", name[0] == 's' ? "/steps is not a 1-D compound table" : "/eval is not a 1-D compound table");
         if (space >= 0) H5Sclose(space);
         if (type >= 0) H5Tclose(type);
         H5Dclose(ds);
@@ -188,9 +182,9 @@ static int read_steps(RankReader *rd, hid_t file, RankFile *out, char *err, size
     int rc = -1;
     reserve_rows(rd, (size_t)n);
     if (reserve_conv(rd, (size_t)n, row_size) != 0) {
-        set_err(err, errlen, "cannot set the conversion buffers");
+        h5_errf(err, errlen, "%s", "cannot set the conversion buffers");
     } else if (n && H5Dread(ds, rd->row_type, H5S_ALL, H5S_ALL, rd->dxpl, rd->rows) < 0) {
-        set_err(err, errlen, "cannot read /steps");
+        h5_errf(err, errlen, "%s", "cannot read /steps");
     } else {
         rc = 0;
         for (hsize_t i = 0; i < n; i++) {
@@ -220,9 +214,9 @@ static int read_eval(RankReader *rd, hid_t file, RankFile *out, char *err, size_
     EvalRead *rows = xmalloc((n ? n : 1) * sizeof *rows);
     int rc = -1;
     if (reserve_conv(rd, (size_t)n, row_size) != 0) {
-        set_err(err, errlen, "cannot set the conversion buffers");
+        h5_errf(err, errlen, "%s", "cannot set the conversion buffers");
     } else if (n && H5Dread(ds, rd->eval_type, H5S_ALL, H5S_ALL, rd->dxpl, rows) < 0) {
-        set_err(err, errlen, "cannot read /eval (step, split, bpc)");
+        h5_errf(err, errlen, "%s", "cannot read /eval (step, split, bpc)");
     } else {
         rc = 0;
         out->valid = xmalloc((n ? n : 1) * sizeof *out->valid);
@@ -249,7 +243,7 @@ int rank_reader_read(RankReader *rd, const char *path, bool want_config, bool wa
         file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     }
     if (file < 0) {
-        set_err(err, errlen, "not a readable HDF5 file");
+        h5_errf(err, errlen, "%s", "not a readable HDF5 file");
         return -1;
     }
     static const char *const int_names[] = {"rank", "world", "sp_rank", "dp_rank", "sp_size", "dp_size", "seq_len"};
@@ -259,7 +253,7 @@ int rank_reader_read(RankReader *rd, const char *path, bool want_config, bool wa
         if (read_int_attr(file, int_names[i], ints[i]) != 0) {
             char what[64];
             snprintf(what, sizeof what, "no integer attribute '%s'", int_names[i]);
-            set_err(err, errlen, what);
+            h5_errf(err, errlen, "%s", what);
             goto done;
         }
     }
@@ -268,7 +262,7 @@ int rank_reader_read(RankReader *rd, const char *path, bool want_config, bool wa
         goto done;
     }
     if (!(out->host = read_str_attr(file, "host"))) {
-        set_err(err, errlen, "no string attribute 'host'");
+        h5_errf(err, errlen, "%s", "no string attribute 'host'");
         goto done;
     }
     if (want_config) {
@@ -278,7 +272,7 @@ int rank_reader_read(RankReader *rd, const char *path, bool want_config, bool wa
             if (!(*strs[i] = read_str_attr(file, names[i]))) {
                 char what[64];
                 snprintf(what, sizeof what, "no string attribute '%s'", names[i]);
-                set_err(err, errlen, what);
+                h5_errf(err, errlen, "%s", what);
                 goto done;
             }
         }
@@ -288,7 +282,7 @@ int rank_reader_read(RankReader *rd, const char *path, bool want_config, bool wa
     rc = 0;
 done:
     if (H5Fclose(file) < 0 && rc == 0) {
-        set_err(err, errlen, "cannot close");
+        h5_errf(err, errlen, "%s", "cannot close");
         rc = -1;
     }
     if (rc != 0) {

@@ -125,17 +125,10 @@ typedef struct {
     int64_t mem_peak;
 } RankRowH5;
 
-// err = "PATH: WHAT", then ": CAUSE" when HDF5 left one ("No space left on device").
-static void set_h5_err(char *err, size_t errlen, const char *path, const char *what) {
-    const char *cause = h5_cause();
-    if (cause) snprintf(err, errlen, "%s: %s: %s", path, what, cause);
-    else snprintf(err, errlen, "%s: %s", path, what);
-}
-
 #define TRY(call, what)                               \
     do {                                              \
         if ((call) < 0) {                             \
-            set_h5_err(err, errlen, path, (what));    \
+            h5_errf(err, errlen, "%s: %s", path, (what));    \
             goto fail;                                \
         }                                             \
     } while (0)
@@ -315,7 +308,7 @@ int report_write_h5(const Report *r, const char *path, char *err, size_t errlen)
         if (write_job(file, &r->jobs[i], i) < 0) {
             char what[48];
             snprintf(what, sizeof what, "cannot write /job-%03d", i + 1);
-            set_h5_err(err, errlen, path, what);
+            h5_errf(err, errlen, "%s: %s", path, what);
             goto fail;
         }
     }
