@@ -144,15 +144,17 @@ static int check_name(const YNode *v, char *msg, size_t len) {
     return -1;
 }
 
-// "{{name}}" alone: the value comes from a var or matrix axis (checked later, per job).
+// "{{name}}" alone: the value comes from a var or matrix axis (checked later, per job). ref:
+// the reference found (may be NULL).
 static bool single_ref(const char *s, WfRef *ref) {
+    WfRef local;
+    if (!ref) ref = &local;
     return wf_next_ref(s, ref) == 1 && ref->start == s && !*ref->end && wf_identifier(ref->name, ref->name_len);
 }
 
 static int check_count(const YNode *v, char *msg, size_t len) {
     long long x;
-    WfRef ref;
-    if (single_ref(v->value, &ref)) return 0;
+    if (single_ref(v->value, NULL)) return 0;
     if (!yn_as_int(v, &x)) {
         snprintf(msg, len, "expected an integer or a {{name}}, got '%s'", v->value);
         return -1;
@@ -165,8 +167,7 @@ static int check_count(const YNode *v, char *msg, size_t len) {
 }
 
 static int check_time(const YNode *v, char *msg, size_t len) {
-    WfRef ref;
-    if (single_ref(v->value, &ref) || wf_parse_time(v->value) >= 0) return 0;
+    if (single_ref(v->value, NULL) || wf_parse_time(v->value) >= 0) return 0;
     snprintf(msg, len, "expected a time HH:MM:SS or a {{name}}, got '%s'", v->value);
     return -1;
 }
