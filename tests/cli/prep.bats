@@ -292,12 +292,12 @@ assert m["source"]["recognized"] == "none"
 
 @test "--force without renameat2 (rename aside, rename in, remove old); an interrupted one is restored" {
   "$PREP" -q --split 80%,10%,10% "$IN1M" "$T/o"
-  run env LSST_PREP_TEST_NO_RENAMEAT2=1 "$PREP" -q --force "$IN1M" "$T/o"
+  run env LSST_TEST_NO_RENAMEAT2=1 "$PREP" -q --force "$IN1M" "$T/o"
   [ "$status" -eq 0 ]
   grep -q "tokens: 943720" "$T/o/manifest.yaml"     # the new 90% one
   [ "$(ls -A "$T" | grep -c lsst-prep)" -eq 0 ]      # the old one, set aside, is gone
   "$PREP" -q --verify "$T/o"
-  LSST_PREP_TEST_NO_RENAMEAT2=1 "$PREP" -q "$IN1M" "$T/fresh"   # plain rename() when OUTDIR is new
+  LSST_TEST_NO_RENAMEAT2=1 "$PREP" -q "$IN1M" "$T/fresh"   # plain rename() when OUTDIR is new
   "$PREP" -q --verify "$T/fresh"
   rm -rf "$T/fresh"
   # A run killed between its two renames leaves OUTDIR missing and the old output

@@ -151,9 +151,9 @@ static void test_replace_dir(void) {
               !path_exists(tmp),
           "a new FINAL: renamed into place, nothing left over (%s)", err);
     replace_once(tmp, final, aside, "b", "a", tmp, "renameat2 exchange");
-    setenv("LSST_PREP_TEST_NO_RENAMEAT2", "1", 1);
+    setenv("LSST_TEST_NO_RENAMEAT2", "1", 1);
     replace_once(tmp, final, aside, "c", "b", aside, "rename aside");
-    unsetenv("LSST_PREP_TEST_NO_RENAMEAT2");
+    unsetenv("LSST_TEST_NO_RENAMEAT2");
     make_dir_with(tmp, "d", "d");
     CHECK(replace_dir(tmp, final, aside, false, &left, err, sizeof err) == -1 && left && !strcmp(left, tmp) &&
               dir_has(final, "c"),
