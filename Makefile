@@ -22,6 +22,7 @@ endif
 MPI_PKG   ?= ompi-c
 CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
+# 90 builds sm_90a (H100/H200 with Hopper's wgmma attention kernels; an sm_90a binary runs on sm_90 only).
 CUDA_ARCH ?= 80 90
 # Output folders (overridable so several builds can share one checkout).
 BUILD     ?= build
@@ -56,7 +57,7 @@ CU_SRC    := $(wildcard kernels/cuda/*.cu)
 CU_OBJ    := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC))
 ALL_CFLAGS += -DLSST_CUDA -I$(CUDA_HOME)/include
 LDLIBS    += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lnccl -lstdc++
-NVFLAGS   := -O3 -std=c++17 $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+NVFLAGS   := -O3 -std=c++17 $(foreach a,$(CUDA_ARCH:90=90a),-gencode arch=compute_$(a),code=sm_$(a)) \
              -Ikernels -Xcompiler -Wall,-Wextra,-Werror
 endif
 

@@ -109,6 +109,13 @@ size_t gpu_mem_bytes(const Gpu *g) {
 
 const char *gpu_device_name(const Gpu *g) { return g->name; }
 
+void gpu_kernels_line(const Model *m, char *buf, size_t n) {
+    const int hs = m->C / m->NH, f = cuda_attention_selected(hs, 0), b = cuda_attention_selected(hs, 1);
+    snprintf(buf, n, "attention (head size %d): forward v%d %s | backward v%d %s | GELU: %s", hs, f,
+             cuda_attention_variant_name(hs, f, 0), b, cuda_attention_variant_name(hs, b, 1),
+             cuda_matmul_gelu_selected() ? "cuBLASLt epilogues" : "kernels");
+}
+
 // ---- open / close ---------------------------------------------------------------------------
 // This rank's index among the processes of its node: the launcher's variable, else MPI's view
 // (node_rank, in the node communicator).
@@ -408,6 +415,7 @@ void gpu_close(Gpu *g) { if (g) not_built(); }
 size_t gpu_plan_bytes(const Model *m) { (void)m; not_built(); }
 size_t gpu_mem_bytes(const Gpu *g) { (void)g; not_built(); }
 const char *gpu_device_name(const Gpu *g) { (void)g; not_built(); }
+void gpu_kernels_line(const Model *m, char *buf, size_t n) { (void)m, (void)buf, (void)n; not_built(); }
 void gpu_state_to_device(Gpu *g, const Model *m) { (void)g, (void)m; not_built(); }
 void gpu_state_to_host(Gpu *g, Model *m) { (void)g, (void)m; not_built(); }
 void gpu_grads_to_host(Gpu *g, Model *m) { (void)g, (void)m; not_built(); }

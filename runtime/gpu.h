@@ -37,6 +37,9 @@ void gpu_close(Gpu *g);
 size_t gpu_plan_bytes(const Model *m);
 size_t gpu_mem_bytes(const Gpu *g);
 const char *gpu_device_name(const Gpu *g);   // "cuda:0 NVIDIA H200"
+// The kernels this run uses, one line for the log: the attention variants for the model's head
+// size and where the MLP's GELU runs (kernels/cuda/README.md).
+void gpu_kernels_line(const Model *m, char *buf, size_t n);
 
 // Host <-> device: parameters and AdamW moments (checkpoints, initialization); gradients
 // (summed over MPI on the host with comm: mpi).

@@ -446,6 +446,11 @@ int trainer_run(Trainer *tr) {
     if (tr->step == 0)
         say(tr, stdout, "lsst-run: %s, %d x %d ranks, %zu params/rank, seq %d, batch %d, %d steps", scheme_name(c->scheme),
             c->sequence, c->data, tr->model.num_params, c->seq_len, c->batch, c->steps);
+    if (tr->gpu) {
+        char line[512];
+        gpu_kernels_line(&tr->model, line, sizeof line);
+        say(tr, stdout, "%s: %s", gpu_device_name(tr->gpu), line);
+    }
     if (tr->step == 0 && tr->gpu && gpu_nccl(tr->gpu))
         say(tr, stdout, "NCCL communicators: %.1f MiB of device memory on rank 0's GPU (not in mem_peak)",
             (double)gpu_nccl_bytes(tr->gpu) / (1 << 20));

@@ -62,25 +62,30 @@ template <typename K> static void set_smem(K kernel, size_t bytes) {
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-template <int HS, int MT, int NW, int BC, bool QR> static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
+// wgmma kernels (WG) align their tiles to 1024 bytes inside the dynamic shared memory.
+static size_t wg_pad(bool wg) { return wg ? 1024 : 0; }
+
+template <int HS, int MT, int NW, int BC, bool QR, bool WG>
+static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
     constexpr int BR = 16 * MT * NW;
-    const size_t smem = (size_t)(BR + 4 * BC) * HS * sizeof(bf16_t);
-    set_smem(attn_fwd_kernel<HS, MT, NW, BC, QR>, smem);
+    const size_t smem = (size_t)(BR + 4 * BC) * HS * sizeof(bf16_t) + wg_pad(WG);
+    set_smem(attn_fwd_kernel<HS, MT, NW, BC, QR, WG>, smem);
     const dim3 grid((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BR));
-    attn_fwd_kernel<HS, MT, NW, BC, QR><<<grid, NW * 32, smem, stream>>>(a);
+    attn_fwd_kernel<HS, MT, NW, BC, QR, WG><<<grid, NW * 32, smem, stream>>>(a);
     cudaCheckLaunch();
 }
 
-template <int HS, int NWQ, int BK, bool QO_REGS> static void launch_bwd_dq(const AttnArgs &a, cudaStream_t stream) {
+template <int HS, int NWQ, int BK, bool QO_REGS, bool WG>
+static void launch_bwd_dq(const AttnArgs &a, cudaStream_t stream) {
     constexpr int BQ2 = 16 * NWQ;
-    const size_t smem_q = (size_t)(2 * BQ2 + 4 * BK) * HS * sizeof(bf16_t);
-    set_smem(attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS>, smem_q);
-    attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS>
+    const size_t smem_q = (size_t)(2 * BQ2 + 4 * BK) * HS * sizeof(bf16_t) + wg_pad(WG);
+    set_smem(attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS, WG>, smem_q);
+    attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS, WG>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BQ2)), NWQ * 32, smem_q, stream>>>(a);
     cudaCheckLaunch();
 }
 
-template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS>
+template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS, bool WG>
 static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     // Position ranges of the dK/dV kernel's query blocks, then the two kernels (or the fused one).
     int *qmax = const_cast<int *>(a.qmax);
@@ -90,14 +95,14 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     constexpr int BKV = 16 * NW;
     constexpr bool FUSED = NWQ == 0;
     const size_t smem_kv = (size_t)(2 * BKV + 4 * BQ) * HS * sizeof(bf16_t) + (size_t)6 * BQ * sizeof(float) +
-                           (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0);
+                           (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) + wg_pad(WG);
     // The fused kernel's ticket counter and semaphores (one int before the semaphores), zeroed.
     if (FUSED) cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb) * sizeof(int), stream));
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED>
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, WG>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, WG>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
-    if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS>(a, stream);
+    if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG>(a, stream);
 }
 
 typedef void (*AttnLaunch)(const AttnArgs &, cudaStream_t);
@@ -106,22 +111,27 @@ struct FwdVariant {
     int hs;
     AttnLaunch launch;
     const char *name;
+    bool wg;      // wgmma (sm_90a)
 };
 struct BwdVariant {
     int hs;
     AttnLaunchBwd launch;
     const char *name;
     bool fused;   // dQ in the dK/dV kernel (NWQ = 0): needs dq_acc and dq_sem in the scratch
+    bool wg;      // wgmma (sm_90a)
 };
-#define FWD_ENTRY(HS, MT, NW, BC, QR) \
-    {HS, launch_fwd<HS, MT, NW, BC, QR>, "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")"},
-#define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR)                                                \
-    {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR>,                                           \
-     NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR   \
-                "), dq summed in key-block order"                                              \
-              : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ \
-                " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")",                   \
-     NWQ == 0},
+#define WG_SUFFIX_true ", wgmma"
+#define WG_SUFFIX_false ""
+#define FWD_ENTRY(HS, MT, NW, BC, QR, WG)                                                               \
+    {HS, launch_fwd<HS, MT, NW, BC, QR, WG>,                                                            \
+     "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG},
+#define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR, WG)                                                   \
+    {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR, WG>,                                              \
+     NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR          \
+                "), dq summed in key-block order" WG_SUFFIX_##WG                                      \
+              : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
+                " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
+     NWQ == 0, WG},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
 enum {
@@ -152,21 +162,60 @@ static int table_index(int hs) {
     return -1;
 }
 
-// LSST_ATTN_BWD=fused: every head size with a fused backward variant uses its first one; split
-// (or unset): the defaults. For measuring one against the other in a whole training run.
+// Whether the wgmma variants run here: an sm_90 GPU and kernels built for sm_90a (the probe
+// kernel's sm_90a build sets the flag; its other builds leave it 0).
+__device__ int attn_wgmma_built;
+__global__ void attn_wgmma_probe_kernel() {
+#ifdef ATTN_WGMMA
+    attn_wgmma_built = 1;
+#endif
+}
+static bool wgmma_ok;
+
+static bool variant_runs(bool wg) { return !wg || wgmma_ok; }
+static bool variant_fused(const FwdVariant &) { return false; }
+static bool variant_fused(const BwdVariant &v) { return v.fused; }
+
+// The first variant of head size hs (index among its entries, -1: none) that runs here and
+// matches: wgmma if `wg`, for the backward also fused or split if `fused` is 0 or 1 (-1: either).
+template <typename V> static int first_variant(const V *table, int n, int hs, bool wg, int fused) {
+    for (int i = 0, v = 0; i < n; i++) {
+        if (table[i].hs != hs) continue;
+        const bool kind_ok = fused < 0 || fused == (int)variant_fused(table[i]);
+        if (variant_runs(table[i].wg) && (!wg || table[i].wg) && kind_ok) return v;
+        v++;
+    }
+    return -1;
+}
+
+// At init: the wgmma probe, then the environment's choice of kernels, for timing a whole training
+// run with a non-default choice (tests/bench/gpu/e2e_compare.sh). LSST_ATTN_BWD=fused|split: each
+// head size uses its first fused (split) backward variant that runs here; LSST_ATTN_WGMMA=1: its
+// first wgmma forward and backward variants (of that kind), where it has them and they run here.
+// Unset: the defaults (variant 0).
 void cuda_attention_apply_env(void) {
-    const char *e = getenv("LSST_ATTN_BWD");
-    if (!e || !*e || !strcmp(e, "split")) return;
-    cudaRequire(!strcmp(e, "fused"), "LSST_ATTN_BWD=%s: expected fused or split", e);
-    for (int ti = 0; ti < 4; ti++)
-        for (int i = 0, v = 0; i < N_BWD; i++) {
-            if (bwd_variants[i].hs != head_sizes[ti]) continue;
-            if (bwd_variants[i].fused) {
-                selected_bwd[ti] = v;
-                break;
-            }
-            v++;
-        }
+    if (cuda_kernels()->sm_major == 9) {
+        attn_wgmma_probe_kernel<<<1, 1>>>();
+        cudaCheckLaunch();
+        int built = 0;
+        cudaCheck(cudaMemcpyFromSymbol(&built, attn_wgmma_built, sizeof built));
+        wgmma_ok = built != 0;
+    }
+    const char *e = getenv("LSST_ATTN_BWD"), *w = getenv("LSST_ATTN_WGMMA");
+    int fused = -1;
+    if (e && *e) {
+        cudaRequire(!strcmp(e, "fused") || !strcmp(e, "split"), "LSST_ATTN_BWD=%s: expected fused or split", e);
+        fused = !strcmp(e, "fused");
+    }
+    const bool wg = w && *w && strcmp(w, "0");
+    if (fused < 0 && !wg) return;
+    for (int ti = 0; ti < 4; ti++) {
+        const int hs = head_sizes[ti];
+        const int f = wg ? first_variant(fwd_variants, N_FWD, hs, true, -1) : -1;
+        const int b = first_variant(bwd_variants, N_BWD, hs, wg, fused);
+        if (f >= 0) selected_fwd[ti] = f;
+        if (b >= 0) selected_bwd[ti] = b;
+    }
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -231,18 +280,29 @@ void cuda_attention_select(int hs, int fwd_variant, int bwd_variant) {
     cudaRequire(ti >= 0, "cuda_attention_select: no tensor-core kernels for head size %d", hs);
     cudaRequire(fwd_variant >= -1 && fwd_variant < nf && bwd_variant >= -1 && bwd_variant < nb,
                 "cuda_attention_select: head size %d has %d forward and %d backward variants", hs, nf, nb);
+    const FwdVariant *f = find_variant(fwd_variants, N_FWD, hs, fwd_variant);
+    const BwdVariant *b = find_variant(bwd_variants, N_BWD, hs, bwd_variant);
+    cudaRequire(variant_runs(f && f->wg) && variant_runs(b && b->wg),
+                "cuda_attention_select: head size %d, variants %d/%d: wgmma kernels need an sm_90 GPU and an "
+                "sm_90a build", hs, fwd_variant, bwd_variant);
     selected_fwd[ti] = fwd_variant;
     selected_bwd[ti] = bwd_variant;
+}
+
+int cuda_attention_selected(int hs, int backward) {
+    const int ti = table_index(hs);
+    if (ti < 0 || cuda_kernels()->sm_major < 8) return -1;
+    return backward ? selected_bwd[ti] : selected_fwd[ti];
 }
 
 const char *cuda_attention_variant_name(int hs, int variant, int backward) {
     if (variant < 0) return "cuda-core";
     if (backward) {
         const BwdVariant *v = find_variant(bwd_variants, N_BWD, hs, variant);
-        return v ? v->name : "none";
+        return v && variant_runs(v->wg) ? v->name : "none";
     }
     const FwdVariant *v = find_variant(fwd_variants, N_FWD, hs, variant);
-    return v ? v->name : "none";
+    return v && variant_runs(v->wg) ? v->name : "none";
 }
 
 // The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, where head

@@ -19,13 +19,15 @@ enum { MIN_QBLOCK = 16 };
 
 // The tensor-core configurations, in one list for attention.cu's tables and for the CPU
 // emulator. The first entry of a head size is its default (variant 0).
-//   forward  (HS, MT, NW, BC, Q_REGS): NW warps x 16*MT query rows each (block of 16*MT*NW
+//   forward  (HS, MT, NW, BC, Q_REGS, WG): NW warps x 16*MT query rows each (block of 16*MT*NW
 //            queries), key blocks of BC; Q fragments in registers (Q_REGS) or re-read from
 //            shared memory per key block.
-//   backward (HS, NW, BQ, KV_REGS, NWQ, BK, QO_REGS): dK/dV kernel with 16*NW keys per CTA and
+//   backward (HS, NW, BQ, KV_REGS, NWQ, BK, QO_REGS, WG): dK/dV kernel with 16*NW keys per CTA and
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
+//   WG: the products as Hopper wgmma of one warpgroup (sm_90a only: attention.cu skips these
+//   variants elsewhere; hs 64, 4 warps, 64 x 64 tiles).
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
 // backward with 4 warps is 7-10% faster than with 8 at seq 4k-32k.
 // Candidates not yet measured (chosen for no or few register spills in ptxas -v, sm_90): forward
@@ -33,20 +35,25 @@ enum { MIN_QBLOCK = 16 };
 // where the default spills 8 bytes); hs 128 with 4 warps of 32 rows (FlashAttention-2's
 // 128-query block) and Q from shared memory (48 bytes of spills; with Q in registers 520);
 // backward hs 128 with 16-query blocks (split and fused), fused hs 128 with 8 warps, fused
-// hs 64 with 32-query blocks.
+// hs 64 with 32-query blocks; the wgmma variants of hs 64 (forward with 1 and 2 row tiles per
+// warp, split and fused backward).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
-    X(16, 1, 4, 64, true) X(32, 1, 4, 64, true)                                                 \
-    X(64, 2, 4, 64, true) X(64, 1, 8, 64, true) X(64, 1, 4, 64, true)                           \
-    X(128, 1, 8, 64, true) X(128, 1, 4, 64, true) X(128, 1, 8, 32, true)                        \
-    X(64, 2, 8, 64, true) X(64, 2, 4, 32, true) X(64, 2, 4, 64, false) X(128, 2, 4, 32, false)
+    X(16, 1, 4, 64, true, false) X(32, 1, 4, 64, true, false)                                   \
+    X(64, 2, 4, 64, true, false) X(64, 1, 8, 64, true, false) X(64, 1, 4, 64, true, false)      \
+    X(128, 1, 8, 64, true, false) X(128, 1, 4, 64, true, false) X(128, 1, 8, 32, true, false)   \
+    X(64, 2, 8, 64, true, false) X(64, 2, 4, 32, true, false) X(64, 2, 4, 64, false, false)     \
+    X(128, 2, 4, 32, false, false)                                                              \
+    X(64, 1, 4, 64, true, true) X(64, 2, 4, 64, true, true)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
-    X(16, 4, 64, true, 4, 64, true) X(32, 4, 64, true, 4, 64, true)                             \
-    X(64, 4, 64, true, 4, 64, true) X(64, 8, 64, true, 8, 64, true)                             \
-    X(128, 8, 32, false, 8, 64, false) X(128, 4, 32, false, 4, 32, false)                     \
-    X(64, 4, 64, true, 0, 0, false) X(64, 8, 64, true, 0, 0, false)                             \
-    X(128, 4, 32, false, 0, 0, false)                                                           \
-    X(128, 4, 16, false, 4, 32, false) X(128, 4, 16, false, 0, 0, false)                        \
-    X(128, 8, 32, false, 0, 0, false) X(64, 4, 32, true, 0, 0, false) X(64, 8, 32, true, 0, 0, false)
+    X(16, 4, 64, true, 4, 64, true, false) X(32, 4, 64, true, 4, 64, true, false)               \
+    X(64, 4, 64, true, 4, 64, true, false) X(64, 8, 64, true, 8, 64, true, false)               \
+    X(128, 8, 32, false, 8, 64, false, false) X(128, 4, 32, false, 4, 32, false, false)         \
+    X(64, 4, 64, true, 0, 0, false, false) X(64, 8, 64, true, 0, 0, false, false)               \
+    X(128, 4, 32, false, 0, 0, false, false)                                                    \
+    X(128, 4, 16, false, 4, 32, false, false) X(128, 4, 16, false, 0, 0, false, false)          \
+    X(128, 8, 32, false, 0, 0, false, false) X(64, 4, 32, true, 0, 0, false, false)             \
+    X(64, 8, 32, true, 0, 0, false, false)                                                      \
+    X(64, 4, 64, true, 4, 64, true, true) X(64, 4, 64, true, 0, 0, false, true)
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
@@ -282,13 +289,148 @@ static __device__ __forceinline__ void attn_post_turn(int *sem, int turn) {
     asm volatile("st.global.release.gpu.b32 [%0], %1;\n" ::"l"(sem), "r"(turn) : "memory");
 #endif
 }
+
+// ---- Hopper warpgroup MMA (sm_90a: wgmma.mma_async) ------------------------------------------
+// A warpgroup (4 consecutive warps, 128 threads) computes a 64 x 64 product per k-step of 16 with
+// B (and optionally A) read from shared memory through a matrix descriptor, once for the whole
+// warpgroup: with mma.sync every warp loads the same B fragments itself (4x the shared-memory
+// reads). The register layouts are those of mma.sync (PTX ISA, "wgmma .m64nNk16 register
+// fragments"): warp w of the group holds rows 16w..16w+15 of A (as mma's A fragment) and of D
+// (as mma's C fragments of the 8 n-tiles, in order), so the kernels' softmax and packing code is
+// the same for both. Shared tiles: 128-byte rows (hs 64 bf16) with the 16-byte chunks of row r
+// XOR-swizzled by r mod 8 = swz<64>, which is the 128-byte swizzle wgmma applies to addresses
+// (bits 4-6 ^= bits 7-9), provided each tile starts on a 1024-byte boundary.
+//   K-major operand (mn x 16 k, k contiguous; B of S = Q K^T): element (mn, k) at start +
+//     (mn / 8) * SBO + (mn % 8) * 128 + 2k, SBO = 1024; the k-step advances start by 32 bytes.
+//   MN-major operand (16 k x mn, mn contiguous; B of O = P V, "transposed"): element (k, mn) at
+//     start + (mn / 64) * LBO + 2 (mn % 64) + (k % 8) * 128 + (k / 8) * SBO, SBO = 1024; the
+//     k-step advances start by 16 rows (2048 bytes).
+// Protocol: wgmma_fence before a batch (registers written since), the mma_asyncs, commit, wait;
+// then wg_fence_acc on the accumulators so the compiler cannot move their reads above the wait.
+// Operands that ordinary code wrote just before (packed P or dS, rescaled O) go through
+// wg_fence_a / wg_fence_acc BEFORE wgmma_fence, so those writes cannot sink below it (as
+// CUTLASS's warpgroup_fence_operand); operands loaded by ldmatrix (asm volatile) need nothing.
+// Shared memory written by threads (st.shared, cp.async) is read by wgmma through the async
+// proxy: fence_proxy_async in the writing threads, then a barrier.
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ATTN_WGMMA 1
+#endif
+static __device__ __forceinline__ void wgmma_fence() {
+#ifdef ATTN_WGMMA
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#endif
+}
+static __device__ __forceinline__ void wgmma_commit() {
+#ifdef ATTN_WGMMA
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int N> static __device__ __forceinline__ void wgmma_wait() {
+#ifdef ATTN_WGMMA
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
+static __device__ __forceinline__ void fence_proxy_async() {
+#ifdef ATTN_WGMMA
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// The 32 accumulator operands of a m64n64k16 wgmma, %0..%31 in the asm templates below.
+#define WG_D_REGS                                                                                   \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+    "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define WG_D_ROW(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+#define WG_D_OPS \
+    WG_D_ROW(0), WG_D_ROW(1), WG_D_ROW(2), WG_D_ROW(3), WG_D_ROW(4), WG_D_ROW(5), WG_D_ROW(6), WG_D_ROW(7)
+// d (64 x 64 over the warpgroup) = (acc ? d : 0) + A (registers, mma A layout) * B (descriptor).
+template <bool TRANS_B>
+static __device__ __forceinline__ void wgmma_rs(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b, bool acc) {
+#ifdef ATTN_WGMMA
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D_REGS
+                 ", {%32, %33, %34, %35}, %36, p, 1, 1, %37;\n}\n"
+                 : WG_D_OPS
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
+#endif
+}
+// d = (acc ? d : 0) + A (descriptor, K-major) * B (descriptor).
+template <bool TRANS_B>
+static __device__ __forceinline__ void wgmma_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, bool acc) {
+#ifdef ATTN_WGMMA
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %35, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D_REGS
+                 ", %32, %33, p, 1, 1, 0, %34;\n}\n"
+                 : WG_D_OPS
+                 : "l"(desc_a), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
+#endif
+}
 #endif  // ATTN_EMULATE
+
+// Matrix descriptor of a 128-byte-swizzled shared operand (smem_addr of its first element).
+static __device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32 | 1ull << 62;
+}
+// K-major tile at p (rows of 128 bytes), the k-step at column 16 ks; MN-major, at row 16 ks.
+static __device__ __forceinline__ uint64_t wg_desc_k(const bf16_t *p, int ks) {
+    return wgmma_desc(smem_addr(p) + 32 * ks, 16, 1024);
+}
+static __device__ __forceinline__ uint64_t wg_desc_mn(const bf16_t *p, int ks) {
+    return wgmma_desc(smem_addr(p) + 2048 * ks, 8192, 1024);
+}
+// d (+)= sum over k-steps ks of A[ks] * B(tile, k-step ks); acc = false: the first step overwrites d.
+template <bool TRANS_B, int KS>
+static __device__ __forceinline__ void wg_rs_k(float (&d)[8][4], const uint32_t (&a)[KS][4], const bf16_t *tile,
+                                               bool acc) {
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++)
+        wgmma_rs<TRANS_B>(d, a[ks], TRANS_B ? wg_desc_mn(tile, ks) : wg_desc_k(tile, ks), acc || ks > 0);
+}
+static __device__ __forceinline__ void wg_commit_wait() {
+    wgmma_commit();
+    wgmma_wait<0>();
+}
+template <int K> static __device__ __forceinline__ void wg_fence_a(uint32_t (&a)[K][4]) {
+#ifndef ATTN_EMULATE
+#pragma unroll
+    for (int i = 0; i < K; i++)
+        asm volatile("" : "+r"(a[i][0]), "+r"(a[i][1]), "+r"(a[i][2]), "+r"(a[i][3])::"memory");
+#else
+    (void)a;
+#endif
+}
+// Around a batch: ties the accumulators to the fence before it and to the wait after it.
+template <int N> static __device__ __forceinline__ void wg_fence_acc(float (&d)[N][4]) {
+#ifndef ATTN_EMULATE
+#pragma unroll
+    for (int i = 0; i < N; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) asm volatile("" : "+f"(d[i][j])::"memory");
+#else
+    (void)d;
+#endif
+}
+// The dynamic shared memory from a 1024-byte boundary when ALIGN (wgmma kernels: their
+// launchers ask for 1024 bytes more).
+template <bool ALIGN> static __device__ __forceinline__ unsigned char *attn_smem_base() {
+    return ALIGN ? attn_smem + ((1024u - (smem_addr(attn_smem) & 1023u)) & 1023u) : attn_smem;
+}
 
 static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
     uint32_t u;
     memcpy(&u, &v, sizeof u);
     return u;
+}
+
+// The C fragments of two n-tiles (c0: columns 0-7, c1: 8-15) as one A fragment (bf16), see
+// attention.cu: the scores of k-step kk are pack_a(a, s[2 kk], s[2 kk + 1]).
+static __device__ __forceinline__ void pack_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
 }
 
 // dst[0..1] += (a, b), bf16 pair read-modify-write (dst 4-byte aligned).
@@ -352,8 +494,9 @@ struct AttnArgs {
 
 // ---- forward ------------------------------------------------------------------------------
 // CTA: (b, h) = blockIdx.x, query block gridDim.y - 1 - blockIdx.y (later blocks see more keys:
-// launched first). Warp w owns rows [w*16*MT, (w+1)*16*MT) of the block.
-template <int HS, int MT, int NW, int BC, bool Q_REGS = true>
+// launched first). Warp w owns rows [w*16*MT, (w+1)*16*MT) of the block; with WG (wgmma, one
+// warpgroup) rows 16w + 64 mt, the rows of the mt-th 64-row product.
+template <int HS, int MT, int NW, int BC, bool Q_REGS = true, bool WG = false>
 __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -363,7 +506,8 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     constexpr int KQ = HS / 16;  // k-steps of Q K^T
     constexpr int NO = HS / 8;   // n-tiles of O (head dim)
     static_assert(BC % 16 == 0 && HS % 16 == 0, "tile shapes");
-    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem);
+    static_assert(!WG || (NW == 4 && HS == 64 && BC == 64 && Q_REGS), "wgmma: one warpgroup, 64 x 64 tiles");
+    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
     bf16_t *sK = sQ + BR * HS;      // 2 buffers
     bf16_t *sV = sK + 2 * BC * HS;  // 2 buffers
     __shared__ int s_max, s_min;
@@ -372,7 +516,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     const int b = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
     const int q0 = (gridDim.y - 1 - blockIdx.y) * BR;
     const int C = a.NH * HS, Tq = a.Tq, Tk = a.Tk;
-    const int row0 = warp * 16 * MT;  // first row of this warp in the block
+    auto rowof = [&](int mt) { return WG ? mt * 64 + warp * 16 : (warp * MT + mt) * 16; };  // tile mt's first row
 
     int lim[MT][2];
     int my_max = -1, my_min = INT_MAX;
@@ -380,7 +524,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
-            const int r = q0 + row0 + mt * 16 + g + 8 * hh;
+            const int r = q0 + rowof(mt) + g + 8 * hh;
             lim[mt][hh] = r < Tq ? min(a.q_pos[r], Tk - 1) : -1;
             if (r < Tq) my_max = max(my_max, lim[mt][hh]), my_min = min(my_min, lim[mt][hh]);
         }
@@ -394,7 +538,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
-                const int r = q0 + row0 + mt * 16 + g + 8 * hh;
+                const int r = q0 + rowof(mt) + g + 8 * hh;
                 if (r >= Tq) continue;
                 bf16_t *orow = a.out + ((long)b * Tq + r) * C + h * HS;
 #pragma unroll
@@ -420,7 +564,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     constexpr int QF = Q_REGS ? KQ : 1;
     uint32_t qf[MT][QF][4];
     auto load_qf = [&](int mt, int ks, uint32_t(&dst)[4]) {
-        ldsm_x4(dst, smem_addr(sQ + swz<HS>(row0 + mt * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+        ldsm_x4(dst, smem_addr(sQ + swz<HS>(rowof(mt) + (lane & 15), ks * 16 + (lane >> 4) * 8)));
     };
     if (Q_REGS)
 #pragma unroll
@@ -447,31 +591,41 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         }
         cp_async_commit();  // possibly empty: keeps the group count uniform
         cp_async_wait<1>();
+        if constexpr (WG) fence_proxy_async();
         __syncthreads();
         const bf16_t *cK = sK + buf * BC * HS, *cV = sV + buf * BC * HS;
         const int k0 = kb * BC;
 
         // S = Q K^T (raw scores)
         float s[MT][NS][4];
+        if constexpr (WG) {
+            wgmma_fence();
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++)
+            for (int mt = 0; mt < MT; mt++) wg_rs_k<false>(s[mt], qf[mt], cK, false);
+            wg_commit_wait();
 #pragma unroll
-            for (int nt = 0; nt < NS; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
+            for (int mt = 0; mt < MT; mt++) wg_fence_acc(s[mt]);
+        } else {
 #pragma unroll
-        for (int ks = 0; ks < KQ; ks++) {
-            if (!Q_REGS)
+            for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) load_qf(mt, ks, qf[mt][0]);
-            const int kq = Q_REGS ? ks : 0;
+                for (int nt = 0; nt < NS; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
 #pragma unroll
-            for (int np = 0; np < NS / 2; np++) {
-                uint32_t kf[4];
-                ldsm_x4(kf, smem_addr(cK + swz<HS>(np * 16 + (lane & 7) + (lane >> 4) * 8,
-                                                   ks * 16 + ((lane >> 3) & 1) * 8)));
+            for (int ks = 0; ks < KQ; ks++) {
+                if (!Q_REGS)
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    mma_bf16(s[mt][2 * np], qf[mt][kq], kf[0], kf[1]);
-                    mma_bf16(s[mt][2 * np + 1], qf[mt][kq], kf[2], kf[3]);
+                    for (int mt = 0; mt < MT; mt++) load_qf(mt, ks, qf[mt][0]);
+                const int kq = Q_REGS ? ks : 0;
+#pragma unroll
+                for (int np = 0; np < NS / 2; np++) {
+                    uint32_t kf[4];
+                    ldsm_x4(kf, smem_addr(cK + swz<HS>(np * 16 + (lane & 7) + (lane >> 4) * 8,
+                                                       ks * 16 + ((lane >> 3) & 1) * 8)));
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma_bf16(s[mt][2 * np], qf[mt][kq], kf[0], kf[1]);
+                        mma_bf16(s[mt][2 * np + 1], qf[mt][kq], kf[2], kf[3]);
+                    }
                 }
             }
         }
@@ -514,24 +668,38 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
             }
 
         // O += P V
+        if constexpr (WG) {
+            uint32_t pa[MT][BC / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < BC / 16; kk++) {
-            uint32_t pa[MT][4];
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < BC / 16; kk++) pack_a(pa[mt][kk], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
-                pa[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                pa[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                pa[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                pa[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                wg_fence_a(pa[mt]);
+                wg_fence_acc(o[mt]);
             }
+            wgmma_fence();
 #pragma unroll
-            for (int np = 0; np < NO / 2; np++) {
-                uint32_t vf[4];
-                ldsm_x4_trans(vf, smem_addr(cV + swz<HS>(kk * 16 + (lane & 15), np * 16 + (lane >> 4) * 8)));
+            for (int mt = 0; mt < MT; mt++) wg_rs_k<true>(o[mt], pa[mt], cV, true);
+            wg_commit_wait();
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    mma_bf16(o[mt][2 * np], pa[mt], vf[0], vf[1]);
-                    mma_bf16(o[mt][2 * np + 1], pa[mt], vf[2], vf[3]);
+            for (int mt = 0; mt < MT; mt++) wg_fence_acc(o[mt]);
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; kk++) {
+                uint32_t pa[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) pack_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
+#pragma unroll
+                for (int np = 0; np < NO / 2; np++) {
+                    uint32_t vf[4];
+                    ldsm_x4_trans(vf, smem_addr(cV + swz<HS>(kk * 16 + (lane & 15), np * 16 + (lane >> 4) * 8)));
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma_bf16(o[mt][2 * np], pa[mt], vf[0], vf[1]);
+                        mma_bf16(o[mt][2 * np + 1], pa[mt], vf[2], vf[3]);
+                    }
                 }
             }
         }
@@ -545,7 +713,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
             float l = l_run[mt][hh];
             l += __shfl_xor_sync(0xffffffffu, l, 1);
             l += __shfl_xor_sync(0xffffffffu, l, 2);
-            const int r = q0 + row0 + mt * 16 + g + 8 * hh;
+            const int r = q0 + rowof(mt) + g + 8 * hh;
             if (r >= Tq) continue;
             const float inv = l > 0.0f ? 1.0f / l : 0.0f;
             bf16_t *orow = a.out + ((long)b * Tq + r) * C + h * HS;
@@ -563,36 +731,47 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 // x = A B^T and y = A2 B2^T over the head dimension, for the warp's 16 rows (A, A2) against the
 // N rows of two shared tiles (B, B2): S^T, dP^T in the dK/dV kernel (A = K, A2 = V, B = Q, B2 = dO),
 // S, dP in the dQ kernel (A = Q, A2 = dO, B = K, B2 = V). The A fragments come from registers
-// (af, a2f, REGS) or from the shared tiles sa, sa2 at the lane's row arow.
-template <int HS, int N, bool REGS, int F>
+// (af, a2f, REGS) or from the shared tiles sa, sa2 at the lane's row arow. WG: one warpgroup's
+// wgmma products (A from registers, B from the K-major tiles).
+template <int HS, int N, bool REGS, int F, bool WG = false>
 static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float (&y)[N / 8][4],
                                                      const uint32_t (&af)[F][4], const uint32_t (&a2f)[F][4],
                                                      const bf16_t *sa, const bf16_t *sa2, int arow, const bf16_t *b,
                                                      const bf16_t *b2, int lane) {
+    if constexpr (WG) {
+        static_assert(REGS && N == 64 && HS == 64, "wgmma: 64 x 64 tiles, A in registers");
+        wgmma_fence();
+        wg_rs_k<false>(x, af, b, false);
+        wg_rs_k<false>(y, a2f, b2, false);
+        wg_commit_wait();
+        wg_fence_acc(x);
+        wg_fence_acc(y);
+    } else {
 #pragma unroll
-    for (int nt = 0; nt < N / 8; nt++)
+        for (int nt = 0; nt < N / 8; nt++)
 #pragma unroll
-        for (int i = 0; i < 4; i++) x[nt][i] = y[nt][i] = 0.0f;
+            for (int i = 0; i < 4; i++) x[nt][i] = y[nt][i] = 0.0f;
 #pragma unroll
-    for (int ks = 0; ks < HS / 16; ks++) {
-        uint32_t a[4], a2[4];
-        if (REGS) {
+        for (int ks = 0; ks < HS / 16; ks++) {
+            uint32_t a[4], a2[4];
+            if (REGS) {
 #pragma unroll
-            for (int i = 0; i < 4; i++) a[i] = af[REGS ? ks : 0][i], a2[i] = a2f[REGS ? ks : 0][i];
-        } else {
-            ldsm_x4(a, smem_addr(sa + swz<HS>(arow, ks * 16 + (lane >> 4) * 8)));
-            ldsm_x4(a2, smem_addr(sa2 + swz<HS>(arow, ks * 16 + (lane >> 4) * 8)));
-        }
+                for (int i = 0; i < 4; i++) a[i] = af[REGS ? ks : 0][i], a2[i] = a2f[REGS ? ks : 0][i];
+            } else {
+                ldsm_x4(a, smem_addr(sa + swz<HS>(arow, ks * 16 + (lane >> 4) * 8)));
+                ldsm_x4(a2, smem_addr(sa2 + swz<HS>(arow, ks * 16 + (lane >> 4) * 8)));
+            }
 #pragma unroll
-        for (int np = 0; np < N / 16; np++) {
-            const int r = np * 16 + (lane & 7) + (lane >> 4) * 8, c = ks * 16 + ((lane >> 3) & 1) * 8;
-            uint32_t bb[4], bb2[4];
-            ldsm_x4(bb, smem_addr(b + swz<HS>(r, c)));
-            mma_bf16(x[2 * np], a, bb[0], bb[1]);
-            mma_bf16(x[2 * np + 1], a, bb[2], bb[3]);
-            ldsm_x4(bb2, smem_addr(b2 + swz<HS>(r, c)));
-            mma_bf16(y[2 * np], a2, bb2[0], bb2[1]);
-            mma_bf16(y[2 * np + 1], a2, bb2[2], bb2[3]);
+            for (int np = 0; np < N / 16; np++) {
+                const int r = np * 16 + (lane & 7) + (lane >> 4) * 8, c = ks * 16 + ((lane >> 3) & 1) * 8;
+                uint32_t bb[4], bb2[4];
+                ldsm_x4(bb, smem_addr(b + swz<HS>(r, c)));
+                mma_bf16(x[2 * np], a, bb[0], bb[1]);
+                mma_bf16(x[2 * np + 1], a, bb[2], bb[3]);
+                ldsm_x4(bb2, smem_addr(b2 + swz<HS>(r, c)));
+                mma_bf16(y[2 * np], a2, bb2[0], bb2[1]);
+                mma_bf16(y[2 * np + 1], a2, bb2[2], bb2[3]);
+            }
         }
     }
 }
@@ -600,8 +779,9 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
 // ---- backward: the fused kernel's dQ of one query block ----------------------------------------
 // dQ_part (BQ x HS) = dS (BQ x BKV, shared, [query][key]) @ K (BKV x HS, shared), then the ordered
 // sum into dq_acc / dq (see attn_bwd_dkdv_kernel). Warp w computes row tile w % (BQ/16) of the
-// block, columns [c0, c0 + HS / (NW / (BQ/16))).
-template <int HS, int NW, int BQ>
+// block, columns [c0, c0 + HS / (NW / (BQ/16))). WG: one warpgroup, both operands from shared
+// memory (dS K-major, K MN-major), warp w computing rows 16w.. as with mma.sync.
+template <int HS, int NW, int BQ, bool WG = false>
 static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
                                                     int h, int kb, int qb, int nqb) {
     constexpr int BKV = 16 * NW, RT = BQ / 16, WC = HS / (NW / RT), NOW = WC / 8;
@@ -609,18 +789,27 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
     const int rt = warp % RT, c0 = (warp / RT) * WC;
     float dq[NOW][4];
+    if constexpr (WG) {   // the first k-step overwrites dq
+        static_assert(NW == 4 && BQ == 64 && HS == 64, "wgmma: one warpgroup, 64 x 64 tiles");
+        wgmma_fence();
 #pragma unroll
-    for (int no = 0; no < NOW; no++) dq[no][0] = dq[no][1] = dq[no][2] = dq[no][3] = 0.0f;
+        for (int ks = 0; ks < BKV / 16; ks++) wgmma_ss<true>(dq, wg_desc_k(sdS, ks), wg_desc_mn(sK, ks), ks > 0);
+        wg_commit_wait();
+        wg_fence_acc(dq);
+    } else {
 #pragma unroll
-    for (int ks = 0; ks < BKV / 16; ks++) {
-        uint32_t da[4];
-        ldsm_x4(da, smem_addr(sdS + swz<BKV>(rt * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+        for (int no = 0; no < NOW; no++) dq[no][0] = dq[no][1] = dq[no][2] = dq[no][3] = 0.0f;
 #pragma unroll
-        for (int np = 0; np < NOW / 2; np++) {
-            uint32_t bk[4];
-            ldsm_x4_trans(bk, smem_addr(sK + swz<HS>(ks * 16 + (lane & 15), c0 + np * 16 + (lane >> 4) * 8)));
-            mma_bf16(dq[2 * np], da, bk[0], bk[1]);
-            mma_bf16(dq[2 * np + 1], da, bk[2], bk[3]);
+        for (int ks = 0; ks < BKV / 16; ks++) {
+            uint32_t da[4];
+            ldsm_x4(da, smem_addr(sdS + swz<BKV>(rt * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+#pragma unroll
+            for (int np = 0; np < NOW / 2; np++) {
+                uint32_t bk[4];
+                ldsm_x4_trans(bk, smem_addr(sK + swz<HS>(ks * 16 + (lane & 15), c0 + np * 16 + (lane >> 4) * 8)));
+                mma_bf16(dq[2 * np], da, bk[0], bk[1]);
+                mma_bf16(dq[2 * np + 1], da, bk[2], bk[3]);
+            }
         }
     }
     const int turn = kb, last = a.qmax[qb] / BKV;   // contributors: key blocks 0 .. last
@@ -666,7 +855,8 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // (k steps for key block k, at the start). In descending order both meet q at the same step
 // (the blocks from the end), so k waits only for k - 1's add of that step: the resident CTAs of
 // a head run skewed by one add each, not by one step, and read the same Q / dO tiles together.
-template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false>
+// WG: the products as wgmma of the CTA's one warpgroup (sm_90a; hs 64, 64 keys, query blocks of 64).
+template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false, bool WG = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -676,14 +866,15 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     constexpr int KH = HS / 16;  // k-steps over the head dim
     constexpr int NO = HS / 8;   // n-tiles of dK, dV (head dim)
     static_assert(BQ % 16 == 0 && BQ >= MIN_QBLOCK, "query block");
-    bf16_t *sK = reinterpret_cast<bf16_t *>(attn_smem);
+    static_assert(!WG || (NW == 4 && HS == 64 && BQ == 64 && KV_REGS), "wgmma: one warpgroup, 64 x 64 tiles");
+    bf16_t *sK = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
     bf16_t *sV = sK + BKV * HS;
     bf16_t *sQ = sV + BKV * HS;      // 2 buffers
     bf16_t *sdO = sQ + 2 * BQ * HS;  // 2 buffers
-    float *s_lse2 = reinterpret_cast<float *>(sdO + 2 * BQ * HS);  // 2 x BQ, lse * log2(e)
+    bf16_t *sdS = sdO + 2 * BQ * HS; // FUSED_DQ: BQ x BKV, dS [query][key]
+    float *s_lse2 = reinterpret_cast<float *>(sdS + (FUSED_DQ ? BQ * BKV : 0));  // 2 x BQ, lse * log2(e)
     float *s_D = s_lse2 + 2 * BQ;                                   // 2 x BQ
     int *s_pos = reinterpret_cast<int *>(s_D + 2 * BQ);             // 2 x BQ
-    bf16_t *sdS = reinterpret_cast<bf16_t *>(s_pos + 2 * BQ);      // FUSED_DQ: BQ x BKV, dS [query][key]
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
     // The CTA's tile: (b*NH + h, key block kb) = blockIdx. Fused: the tile of the CTA's ticket,
@@ -756,6 +947,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         if (next >= 0 && next < nqb) load_query_block(next, buf ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
+        if constexpr (WG) fence_proxy_async();
         __syncthreads();
         const bf16_t *cQ = sQ + buf * BQ * HS, *cdO = sdO + buf * BQ * HS;
         const float *cl = s_lse2 + buf * BQ, *cD = s_D + buf * BQ;
@@ -763,7 +955,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 
         // S^T = K Q^T and dP^T = V dO^T (16 keys x BQ queries per warp)
         float st[NQ][4], dpt[NQ][4];
-        bwd_recompute<HS, BQ, KV_REGS>(st, dpt, kf, vf, sK, sV, krow_a, cQ, cdO, lane);
+        bwd_recompute<HS, BQ, KV_REGS, KF, WG>(st, dpt, kf, vf, sK, sV, krow_a, cQ, cdO, lane);
         // P^T = exp2(S^T scale log2e - lse2) where visible; dS^T = P^T (dP^T - D)
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++)
@@ -781,27 +973,38 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                 }
             }
         // dV += P^T dO, dK += dS^T Q (k-steps over the block's queries)
+        if constexpr (WG) {
+            uint32_t pa[BQ / 16][4], da[BQ / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++) {
-            uint32_t pa[4], da[4];
-            pa[0] = pack_bf16(st[2 * kk][0], st[2 * kk][1]);
-            pa[1] = pack_bf16(st[2 * kk][2], st[2 * kk][3]);
-            pa[2] = pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]);
-            pa[3] = pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3]);
-            da[0] = pack_bf16(dpt[2 * kk][0], dpt[2 * kk][1]);
-            da[1] = pack_bf16(dpt[2 * kk][2], dpt[2 * kk][3]);
-            da[2] = pack_bf16(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
-            da[3] = pack_bf16(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+            for (int kk = 0; kk < BQ / 16; kk++) {
+                pack_a(pa[kk], st[2 * kk], st[2 * kk + 1]);
+                pack_a(da[kk], dpt[2 * kk], dpt[2 * kk + 1]);
+            }
+            wg_fence_a(pa);
+            wg_fence_a(da);
+            wgmma_fence();
+            wg_rs_k<true>(dV, pa, cdO, true);
+            wg_rs_k<true>(dK, da, cQ, true);
+            wg_commit_wait();
+            wg_fence_acc(dV);
+            wg_fence_acc(dK);
+        } else {
 #pragma unroll
-            for (int np = 0; np < NO / 2; np++) {
-                const int r = kk * 16 + (lane & 15), c = np * 16 + (lane >> 4) * 8;
-                uint32_t bo[4], bq[4];
-                ldsm_x4_trans(bo, smem_addr(cdO + swz<HS>(r, c)));
-                mma_bf16(dV[2 * np], pa, bo[0], bo[1]);
-                mma_bf16(dV[2 * np + 1], pa, bo[2], bo[3]);
-                ldsm_x4_trans(bq, smem_addr(cQ + swz<HS>(r, c)));
-                mma_bf16(dK[2 * np], da, bq[0], bq[1]);
-                mma_bf16(dK[2 * np + 1], da, bq[2], bq[3]);
+            for (int kk = 0; kk < BQ / 16; kk++) {
+                uint32_t pa[4], da[4];
+                pack_a(pa, st[2 * kk], st[2 * kk + 1]);
+                pack_a(da, dpt[2 * kk], dpt[2 * kk + 1]);
+#pragma unroll
+                for (int np = 0; np < NO / 2; np++) {
+                    const int r = kk * 16 + (lane & 15), c = np * 16 + (lane >> 4) * 8;
+                    uint32_t bo[4], bq[4];
+                    ldsm_x4_trans(bo, smem_addr(cdO + swz<HS>(r, c)));
+                    mma_bf16(dV[2 * np], pa, bo[0], bo[1]);
+                    mma_bf16(dV[2 * np + 1], pa, bo[2], bo[3]);
+                    ldsm_x4_trans(bq, smem_addr(cQ + swz<HS>(r, c)));
+                    mma_bf16(dK[2 * np], da, bq[0], bq[1]);
+                    mma_bf16(dK[2 * np + 1], da, bq[2], bq[3]);
+                }
             }
         }
         if constexpr (FUSED_DQ) {
@@ -811,8 +1014,9 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                 for (int i = 0; i < 4; i++)   // C fragment of dS^T: key row g + 8(i/2), query col 2t4 + i%2
                     sdS[swz<BKV>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1))] =
                         __float2bfloat16_rn(dpt[nt][i]);
+            if constexpr (WG) fence_proxy_async();
             __syncthreads();
-            fused_dq_add<HS, NW, BQ>(a, sdS, sK, b, h, kb, qb, nqb);
+            fused_dq_add<HS, NW, BQ, WG>(a, sdS, sK, b, h, kb, qb, nqb);
         }
         __syncthreads();  // buffer `buf` is refilled by the next iteration's prefetch
         buf ^= 1;
@@ -838,7 +1042,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 // CTA: (b, h) = blockIdx.x, queries [q0, q0 + 16*NW), heavy blocks first as in the forward.
 // Warp w owns 16 query rows. Key blocks of BK keys, double-buffered. QO_REGS keeps the warp's
 // Q and dO fragments in registers (small heads).
-template <int HS, int NW, int BK, bool QO_REGS>
+// WG: the products as wgmma of the CTA's one warpgroup (sm_90a; hs 64, 64 queries, key blocks of 64).
+template <int HS, int NW, int BK, bool QO_REGS, bool WG = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -846,7 +1051,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
     constexpr int BQ = 16 * NW, NT = 32 * NW;
     constexpr int NS = BK / 8, KH = HS / 16, NO = HS / 8;
     static_assert(BK % 16 == 0, "key block");
-    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem);
+    static_assert(!WG || (NW == 4 && HS == 64 && BK == 64 && QO_REGS), "wgmma: one warpgroup, 64 x 64 tiles");
+    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
     bf16_t *sdO = sQ + BQ * HS;
     bf16_t *sK = sdO + BQ * HS;     // 2 buffers
     bf16_t *sV = sK + 2 * BK * HS;  // 2 buffers
@@ -911,12 +1117,13 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
         }
         cp_async_commit();
         cp_async_wait<1>();
+        if constexpr (WG) fence_proxy_async();
         __syncthreads();
         const bf16_t *cK = sK + buf * BK * HS, *cV = sV + buf * BK * HS;
         const int k0 = kb * BK;
 
         float s[NS][4], dp[NS][4];   // S = Q K^T, dP = dO V^T
-        bwd_recompute<HS, BK, QO_REGS>(s, dp, qf, of, sQ, sdO, qrow_a, cK, cV, lane);
+        bwd_recompute<HS, BK, QO_REGS, QF, WG>(s, dp, qf, of, sQ, sdO, qrow_a, cK, cV, lane);
         const bool need_mask = k0 + BK > kfull;
 #pragma unroll
         for (int nt = 0; nt < NS; nt++)
@@ -930,19 +1137,27 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
                     s[nt][i] = p * (dp[nt][i] - dr[hh]);  // dS
                 }
         // dQ += dS K
+        if constexpr (WG) {
+            uint32_t da[BK / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            uint32_t da[4];
-            da[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            da[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            da[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            da[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            for (int kk = 0; kk < BK / 16; kk++) pack_a(da[kk], s[2 * kk], s[2 * kk + 1]);
+            wg_fence_a(da);
+            wgmma_fence();
+            wg_rs_k<true>(dQ, da, cK, true);
+            wg_commit_wait();
+            wg_fence_acc(dQ);
+        } else {
 #pragma unroll
-            for (int np = 0; np < NO / 2; np++) {
-                uint32_t bk[4];
-                ldsm_x4_trans(bk, smem_addr(cK + swz<HS>(kk * 16 + (lane & 15), np * 16 + (lane >> 4) * 8)));
-                mma_bf16(dQ[2 * np], da, bk[0], bk[1]);
-                mma_bf16(dQ[2 * np + 1], da, bk[2], bk[3]);
+            for (int kk = 0; kk < BK / 16; kk++) {
+                uint32_t da[4];
+                pack_a(da, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+                for (int np = 0; np < NO / 2; np++) {
+                    uint32_t bk[4];
+                    ldsm_x4_trans(bk, smem_addr(cK + swz<HS>(kk * 16 + (lane & 15), np * 16 + (lane >> 4) * 8)));
+                    mma_bf16(dQ[2 * np], da, bk[0], bk[1]);
+                    mma_bf16(dQ[2 * np + 1], da, bk[2], bk[3]);
+                }
             }
         }
         __syncthreads();

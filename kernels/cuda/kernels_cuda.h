@@ -114,6 +114,7 @@ void cuda_matmul_backward_dgelu_bf16(bf16 *dpre, float *dweight, float *dbias, c
 // cuBLASLt offers no algorithm, counted by cuda_matmul_gelu_fallbacks). LSST_GELU=epilogue in
 // the environment selects 1 at cuda_kernels_init.
 void cuda_matmul_gelu_select(int epilogue);
+int cuda_matmul_gelu_selected(void);   // 1: the epilogues (LSST_GELU=epilogue), 0: the kernels
 long cuda_matmul_gelu_fallbacks(void);
 
 // ---- GELU (tanh approximation) / residual ---------------------------------------------------
@@ -156,10 +157,15 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
 // Tuning and tests: which tile configuration the bf16 tensor-core kernels use for head size
 // hs (variant 0 = default; see attention.cu for the table); -1 forces the CUDA-core path.
 // cuda_attention_variants: the number of variants for hs (0: no tensor-core kernel for hs);
-// cuda_attention_variant_name: a short description of one ("fwd 128x64 8 warps", ...).
+// cuda_attention_variant_name: a short description of one ("fwd 128x64 8 warps", ...), "none"
+// where hs has no such variant or it cannot run here (wgmma variants: an sm_90 GPU and an sm_90a
+// build); cuda_attention_select refuses those.
 int cuda_attention_variants(int hs);
 void cuda_attention_select(int hs, int fwd_variant, int bwd_variant);
 const char *cuda_attention_variant_name(int hs, int variant, int backward);
+// The variant the bf16 calls use for hs now (-1: the CUDA-core kernel, also for head sizes without
+// tensor-core kernels).
+int cuda_attention_selected(int hs, int backward);
 
 // ---- output: fused softmax cross-entropy ---------------------------------------------------
 // logits (N,V); losses (N) fp32 nats; targets[n] < 0: loss 0, gradient 0. The backward

@@ -219,6 +219,7 @@ void cuda_matmul_apply_env(void) {
 extern "C" {
 
 void cuda_matmul_gelu_select(int epilogue) { gelu_epilogue = epilogue != 0; }
+int cuda_matmul_gelu_selected(void) { return gelu_epilogue; }
 long cuda_matmul_gelu_fallbacks(void) { return gelu_fallbacks; }
 
 void cuda_matmul_gelu_forward_bf16(bf16 *out, bf16 *pre, const bf16 *inp, const bf16 *weight, const bf16 *bias,

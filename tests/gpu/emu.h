@@ -2,7 +2,8 @@
 // (ucontext) of one OS thread, blocks run one after another. __syncthreads, warp shuffles, ballots,
 // ldmatrix and mma.sync are collectives: each lane posts its operands to a per-warp exchange area,
 // waits for the other lanes, and computes ITS OWN result with the semantics the PTX ISA gives (the
-// definitions are spelled out below, independently of the kernel code). cp.async runs in two
+// definitions are spelled out below, independently of the kernel code); wgmma.mma_async likewise
+// over its warpgroup, with shared-memory matrix descriptors and the 128-byte swizzle. cp.async runs in two
 // modes: EAGER copies at issue (catches a prefetch that overwrites a buffer other warps still
 // read), LAZY copies at the latest legal moment, cp.async.wait_group (catches a read that does not
 // wait for its data). Two schedules: round-robin (warps nearly in lockstep) and warp-greedy (one
@@ -62,12 +63,25 @@ struct Copy {
     int bytes;  // of 16; the rest zero-filled
 };
 
+// One thread's share of a wgmma.mma_async: its 32 accumulators d, the 16 x 16 A slice of its
+// warp (from registers, captured at issue) or A's descriptor, B's descriptor.
+struct WgOp {
+    float *d;
+    bool acc, a_smem, trans_b;
+    uint64_t desc_a, desc_b;
+    int warp_in_group, lane;
+    float a[16][16];
+};
+
 struct Fiber {
     ucontext_t ctx;
     EmuDim3 tid;
     bool done = false;
     std::vector<Copy> pending;        // LAZY mode: issued, not yet performed
     std::vector<size_t> group_ends;   // committed group boundaries in `pending`
+    std::vector<WgOp> wg_pending;     // wgmma: the same for the warpgroup MMAs
+    std::vector<size_t> wg_group_ends;
+    bool wg_fenced = false;           // wgmma.fence since the last wgmma.wait_group
 };
 
 struct Barrier {
@@ -92,6 +106,7 @@ static ucontext_t scheduler;
 static EmuDim3 block_idx, grid_dim, block_dim;
 static std::function<void()> kernel_body;
 static std::vector<Barrier> warp_barrier;
+static std::vector<Barrier> wg_barrier;  // per warpgroup (4 warps)
 static Barrier block_barrier;
 static std::vector<WarpX> warp_x;
 static long progress = 0;  // barrier arrivals + fiber exits: a round without any is a deadlock
@@ -123,6 +138,10 @@ static inline void perform(const Copy &c) {
 
 static inline void fiber_entry() {
     kernel_body();
+    if (!fibers[cur].wg_group_ends.empty()) {
+        fprintf(stderr, "emulate: thread %u ends with wgmma groups not waited for\n", fibers[cur].tid.x);
+        exit(5);
+    }
     fibers[cur].done = true;
     progress++;
     swapcontext(&fibers[cur].ctx, &scheduler);
@@ -201,6 +220,7 @@ static inline void launch(EmuDim3 grid, int threads, std::function<void()> body)
             block_idx.x = bx, block_idx.y = by, block_idx.z = 0;
             fibers.assign(threads, Fiber());
             warp_barrier.assign((threads + 31) / 32, Barrier());
+            wg_barrier.assign((threads + 127) / 128, Barrier());
             warp_x.assign((threads + 31) / 32, WarpX());
             block_barrier = Barrier();
             for (int t = 0; t < threads; t++) {
@@ -280,6 +300,9 @@ static inline void __threadfence() {}
 
 // ---- the PTX helpers of attention_kernels.h, with the PTX ISA's semantics ----------------------
 alignas(16) static unsigned char attn_smem[256 * 1024];  // the dynamic shared memory of a block
+// The shared-window address of attn_smem[0]: 16-byte aligned like a GPU's dynamic shared memory,
+// deliberately not 1024-byte aligned (wgmma's swizzle works on addresses: kernels must align).
+static const uint32_t SMEM_BIAS = 0x230;
 
 // The fused backward's semaphores. Blocks run in launch order (y-major, as a GPU dispatches
 // them), so the turn a block waits for must already be posted by an earlier block: anything
@@ -299,13 +322,19 @@ static inline uint32_t smem_addr(const void *p) {
         fprintf(stderr, "emulate_attention: smem_addr of a non-shared pointer\n");
         abort();
     }
-    return (uint32_t)(c - attn_smem);
+    return (uint32_t)(c - attn_smem) + SMEM_BIAS;
+}
+static inline unsigned char *smem_ptr(uint32_t addr, int bytes) {
+    if (addr < SMEM_BIAS || addr - SMEM_BIAS + bytes > sizeof attn_smem) {
+        fprintf(stderr, "emulate: shared address %u out of range\n", addr);
+        abort();
+    }
+    return attn_smem + (addr - SMEM_BIAS);
 }
 
 static inline uint16_t smem_u16(uint32_t addr) {
-    if (addr + 2 > sizeof attn_smem) abort();
     uint16_t v;
-    memcpy(&v, attn_smem + addr, 2);
+    memcpy(&v, smem_ptr(addr, 2), 2);
     return v;
 }
 
@@ -380,11 +409,13 @@ static inline void cp_async16(uint32_t dst, const void *src, int src_bytes) {
         fprintf(stderr, "emulate_attention: cp.async with a misaligned address\n");
         abort();
     }
-    const emu::Copy c = {attn_smem + dst, (const unsigned char *)src, src_bytes};
+    const emu::Copy c = {smem_ptr(dst, 16), (const unsigned char *)src, src_bytes};
     if (emu::copy_mode == emu::EAGER) emu::perform(c);
     else emu::fibers[emu::cur].pending.push_back(c);
 }
-static inline void cp_async_commit() { emu::fibers[emu::cur].group_ends.push_back(emu::fibers[emu::cur].pending.size()); }
+static inline void cp_async_commit() {
+    emu::fibers[emu::cur].group_ends.push_back(emu::fibers[emu::cur].pending.size());
+}
 // cp.async.wait_group N: all but the newest N committed groups of this thread are complete.
 template <int N> static void cp_async_wait() {
     emu::Fiber &f = emu::fibers[emu::cur];
@@ -397,3 +428,93 @@ template <int N> static void cp_async_wait() {
     f.group_ends.erase(f.group_ends.begin(), f.group_ends.begin() + (groups - N));
 }
 
+
+// ---- wgmma (sm_90a), m64n64k16 bf16 -> f32 ------------------------------------------------------
+// Collective over the warpgroup (all 4 warps must issue it). A from registers: warp w of the group
+// holds rows 16w.. of A in mma.sync's A layout; D: warp w's rows, the C fragments of 8 n-tiles.
+// Descriptor (PTX ISA "Matrix Descriptor Format"): start address >> 4 in bits 0-13, leading byte
+// offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, base offset in 49-51, swizzle in 62-63
+// (1 = 128-byte). Canonical 128-byte-swizzled layouts (CUTLASS's GMMA atoms), element offsets
+// before the swizzle: K-major (mn, k) -> (mn / 8) SBO + (mn % 8) 128 + 2k bytes; MN-major
+// (k, mn) -> (mn / 64) LBO + 2 (mn % 64) + (k % 8) 128 + (k / 8) SBO. The swizzle XORs address
+// bits 4-6 with bits 7-9. EAGER performs at issue; LAZY at wgmma.wait_group (so a read of D, or a
+// shared-memory write, before the wait shows).
+static inline uint32_t wg_address(uint64_t desc, int mn, int k, bool mn_major) {
+    const uint32_t start = (uint32_t)(desc & 0x3FFF) << 4, lbo = (uint32_t)((desc >> 16) & 0x3FFF) << 4;
+    const uint32_t sbo = (uint32_t)((desc >> 32) & 0x3FFF) << 4;
+    if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0) {
+        fprintf(stderr, "emulate: wgmma descriptor without 128-byte swizzle or with a base offset\n");
+        abort();
+    }
+    uint32_t a = start + (mn_major ? (mn / 64) * lbo + 2 * (mn % 64) + (k % 8) * 128 + (k / 8) * sbo
+                                   : (mn / 8) * sbo + (mn % 8) * 128 + 2 * k);
+    return a ^ (((a >> 7) & 7) << 4);
+}
+static inline float wg_operand(uint64_t desc, int mn, int k, bool mn_major) {
+    return bf16_bits_to_float(smem_u16(wg_address(desc, mn, k, mn_major)));
+}
+static inline void wg_perform(const emu::WgOp &op) {
+    const int g = op.lane / 4, t = op.lane % 4;
+    for (int j = 0; j < 32; j++) {
+        const int nt = j / 4, i = j % 4, r = g + 8 * (i >> 1), col = nt * 8 + 2 * t + (i & 1);
+        float acc = op.acc ? op.d[j] : 0.0f;
+        for (int k = 0; k < 16; k++) {
+            const float av = op.a_smem ? wg_operand(op.desc_a, 16 * op.warp_in_group + r, k, false) : op.a[r][k];
+            acc += av * wg_operand(op.desc_b, col, k, op.trans_b);
+        }
+        op.d[j] = acc;
+    }
+}
+static inline void wg_issue(float (&d)[8][4], const uint32_t *a, uint64_t desc_a, uint64_t desc_b, bool trans_b,
+                            bool acc) {
+    emu::Fiber &f = emu::fibers[emu::cur];
+    if (!f.wg_fenced) {
+        fprintf(stderr, "emulate: wgmma.mma_async without a wgmma.fence since the last wait\n");
+        exit(5);
+    }
+    if (emu::nthreads() % 128) {
+        fprintf(stderr, "emulate: wgmma in a block of %d threads (not whole warpgroups)\n", emu::nthreads());
+        exit(5);
+    }
+    emu::arrive_and_wait(emu::wg_barrier[emu::warp() / 4], 128);
+    emu::WgOp op;
+    op.d = &d[0][0], op.acc = acc, op.a_smem = a == NULL, op.trans_b = trans_b;
+    op.desc_a = desc_a, op.desc_b = desc_b, op.warp_in_group = emu::warp() % 4, op.lane = emu::lane();
+    if (a) {
+        emu::WarpX &x = emu::warp_x[emu::warp()];
+        for (int i = 0; i < 4; i++) x.a[op.lane][i] = a[i];
+        emu::warp_sync();
+        for (int r = 0; r < 16; r++)
+            for (int k = 0; k < 16; k++) op.a[r][k] = mma_a(x, r, k);
+        emu::warp_sync();
+    }
+    if (emu::copy_mode == emu::EAGER) wg_perform(op);
+    else f.wg_pending.push_back(op);
+}
+template <bool TRANS_B>
+static inline void wgmma_rs(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b, bool acc) {
+    wg_issue(d, a, 0, desc_b, TRANS_B, acc);
+}
+template <bool TRANS_B> static inline void wgmma_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, bool acc) {
+    wg_issue(d, NULL, desc_a, desc_b, TRANS_B, acc);
+}
+static inline void wgmma_fence() { emu::fibers[emu::cur].wg_fenced = true; }
+static inline void wgmma_commit() {
+    emu::Fiber &f = emu::fibers[emu::cur];
+    f.wg_group_ends.push_back(f.wg_pending.size());
+}
+// wgmma.wait_group N: all but the newest N committed groups of this thread are complete.
+template <int N> static void wgmma_wait() {
+    emu::Fiber &f = emu::fibers[emu::cur];
+    f.wg_fenced = false;
+    const size_t groups = f.wg_group_ends.size();
+    if (groups <= (size_t)N) return;
+    const size_t upto = f.wg_group_ends[groups - 1 - N];
+    for (size_t i = 0; i < upto; i++) wg_perform(f.wg_pending[i]);
+    f.wg_pending.erase(f.wg_pending.begin(), f.wg_pending.begin() + upto);
+    for (size_t &e : f.wg_group_ends) e = e > upto ? e - upto : 0;
+    f.wg_group_ends.erase(f.wg_group_ends.begin(), f.wg_group_ends.begin() + (groups - N));
+}
+// fence.proxy.async: orders this thread's generic shared-memory writes before later wgmma reads.
+// Nothing to do here (one memory); not checked.
+static inline void fence_proxy_async() {}

@@ -5,8 +5,8 @@
 //
 //   emulate_attention [--quick] [--only SUBSTRING]      (build: tests/gpu/emulate.sh)
 //
-// How: tests/gpu/emu.h (fibers for threads, PTX semantics for ldmatrix / mma.sync / cp.async,
-// several copy modes and schedules).
+// How: tests/gpu/emu.h (fibers for threads, PTX semantics for ldmatrix / mma.sync / cp.async /
+// wgmma, several copy modes and schedules).
 //
 // What it cannot check: real timing, bank conflicts, register limits, and whether the hardware
 // agrees with the PTX ISA text (the GPU test, tests/gpu/test_cuda_kernels.cu, does that).
@@ -185,7 +185,7 @@ static const char *mode_name() {
     return emu::copy_mode == emu::EAGER ? "eager" : "lazy";
 }
 
-template <int HS, int MT, int NW, int BC, bool QR>
+template <int HS, int MT, int NW, int BC, bool QR, bool WG>
 static void run_fwd_variant(const Problem &p, vector<float> &out, vector<float> &lse) {
     const Case &c = *p.c;
     vector<bf16_t> outb((long)c.B * c.Tq * p.C, __float2bfloat16(NAN));
@@ -195,33 +195,33 @@ static void run_fwd_variant(const Problem &p, vector<float> &out, vector<float> 
     memset(attn_smem, 0xFF, sizeof attn_smem);  // stale shared memory is NaN, as poison
     EmuDim3 grid;
     grid.x = c.B * c.NH, grid.y = cdiv(c.Tq, 16 * MT * NW), grid.z = 1;
-    emu::launch(grid, 32 * NW, [&] { attn_fwd_kernel<HS, MT, NW, BC, QR>(a); });
+    emu::launch(grid, 32 * NW, [&] { attn_fwd_kernel<HS, MT, NW, BC, QR, WG>(a); });
     out = to_float(outb);
 }
 
-template <int HS, int MT, int NW, int BC, bool QR> static void test_fwd_variant() {
+template <int HS, int MT, int NW, int BC, bool QR, bool WG> static void test_fwd_variant() {
     for (const Case &c : cases()) {
         char name[200];
-        snprintf(name, sizeof name, "fwd hs=%d MT=%d NW=%d BC=%d QR=%d %s [%s]", HS, MT, NW, BC, (int)QR, c.name,
-                 mode_name());
+        snprintf(name, sizeof name, "fwd hs=%d MT=%d NW=%d BC=%d QR=%d%s %s [%s]", HS, MT, NW, BC, (int)QR,
+                 WG ? " wgmma" : "", c.name, mode_name());
         if (only && !strstr(name, only)) continue;
         const Problem p = make_problem(c, HS);
         vector<float> out, lse;
-        run_fwd_variant<HS, MT, NW, BC, QR>(p, out, lse);
+        run_fwd_variant<HS, MT, NW, BC, QR, WG>(p, out, lse);
         report(name, {{"out", out}, {"lse", lse}}, {p.out_ref, p.lse_ref});
     }
 }
 
-template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR> static void test_bwd_variant() {
+template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, bool WG> static void test_bwd_variant() {
     for (const Case &c : cases()) {
         char name[200];
-        snprintf(name, sizeof name, "bwd hs=%d NW=%d BQ=%d KVR=%d NWQ=%d BK=%d QOR=%d %s [%s]", HS, NW, BQ, (int)KVR,
-                 NWQ, BK, (int)QOR, c.name, mode_name());
+        snprintf(name, sizeof name, "bwd hs=%d NW=%d BQ=%d KVR=%d NWQ=%d BK=%d QOR=%d%s %s [%s]", HS, NW, BQ,
+                 (int)KVR, NWQ, BK, (int)QOR, WG ? " wgmma" : "", c.name, mode_name());
         if (only && !strstr(name, only)) continue;
         const Problem p = make_problem(c, HS);
         // Forward with the default variant of the head size gives out (bf16) and lse, as on the GPU.
         vector<float> out_f, lse;
-        run_fwd_variant<HS, (HS == 64 ? 2 : 1), (HS == 128 ? 8 : 4), 64, true>(p, out_f, lse);
+        run_fwd_variant<HS, (HS == 64 ? 2 : 1), (HS == 128 ? 8 : 4), 64, true, false>(p, out_f, lse);
         const vector<bf16_t> outb = to_bf16(out_f);
         vector<float> dsum((long)c.B * c.NH * c.Tq, NAN);
         vector<int> qmax((c.Tq + MIN_QBLOCK - 1) / MIN_QBLOCK, -7);
@@ -247,12 +247,12 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR> static vo
         memset(attn_smem, 0xFF, sizeof attn_smem);
         EmuDim3 g3;
         g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
-        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, FUSED>(a); });
+        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, FUSED, WG>(a); });
         if constexpr (!FUSED) {
             memset(attn_smem, 0xFF, sizeof attn_smem);
             EmuDim3 g4;
             g4.x = c.B * c.NH, g4.y = cdiv(c.Tq, 16 * NWQ);
-            emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR>(a); });
+            emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR, WG>(a); });
         }
         if (c.packed) report(name, {{"dqkv", to_float(gq)}}, {p.gq_ref});
         else report(name, {{"dq", to_float(gq)}, {"dkv", to_float(gkv)}}, {p.gq_ref, p.gkv_ref});
@@ -302,8 +302,8 @@ static void test_generic(int hs) {
     }
 }
 
-#define RUN_FWD(HS, MT, NW, BC, QR) test_fwd_variant<HS, MT, NW, BC, QR>();
-#define RUN_BWD(HS, NW, BQ, KVR, NWQ, BK, QOR) test_bwd_variant<HS, NW, BQ, KVR, NWQ, BK, QOR>();
+#define RUN_FWD(HS, MT, NW, BC, QR, WG) test_fwd_variant<HS, MT, NW, BC, QR, WG>();
+#define RUN_BWD(HS, NW, BQ, KVR, NWQ, BK, QOR, WG) test_bwd_variant<HS, NW, BQ, KVR, NWQ, BK, QOR, WG>();
 
 int main(int argc, char **argv) {
     if (parse_test_args(argc, argv, &quick, &only)) return 2;

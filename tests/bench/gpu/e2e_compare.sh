@@ -40,7 +40,8 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | he
     > "$OUT/e2e_build.log" 2>&1 || echo "e2e: make CUDA=1 all failed (see e2e_build.log)"
 lsst_lines=()
 # lsst_run NAME [VAR=VALUE...]: one training run with those environment settings (LSST_ATTN_BWD,
-# LSST_GELU: kernels/cuda/README.md); appends "NAME,ms,tokens/s,MFU" to lsst_lines.
+# LSST_ATTN_WGMMA, LSST_GELU: kernels/cuda/README.md); appends "NAME,ms,tokens/s,MFU" to lsst_lines
+# (each log's "cuda:N ...: attention ..." line says which kernels ran).
 lsst_run() {
   local name=$1 log=$OUT/e2e_$1.log ms
   shift
@@ -69,8 +70,9 @@ output:   {dir: $BUILD/e2e-run}
 EOF
   lsst_run lsst-cuda
   lsst_run lsst-cuda-fused-bwd LSST_ATTN_BWD=fused
-  lsst_run lsst-cuda-gelu-epilogue LSST_GELU=epilogue
   lsst_run lsst-cuda-fused-both LSST_ATTN_BWD=fused LSST_GELU=epilogue
+  lsst_run lsst-cuda-wgmma LSST_ATTN_WGMMA=1
+  lsst_run lsst-cuda-wgmma-all LSST_ATTN_WGMMA=1 LSST_ATTN_BWD=fused LSST_GELU=epilogue
 else
   echo "e2e: $bin was built without CUDA (make CUDA=1): lsst side skipped"
   rc=1
