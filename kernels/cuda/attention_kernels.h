@@ -26,8 +26,8 @@ enum { MIN_QBLOCK = 16 };
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
-//   WG: the products as Hopper wgmma of one warpgroup (sm_90a only: attention.cu skips these
-//   variants elsewhere; hs 64, 4 warps, 64 x 64 tiles).
+//   WG: the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows (sm_90a only:
+//   attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one warpgroup).
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
 // backward with 4 warps is 7-10% faster than with 8 at seq 4k-32k.
 // Candidates not yet measured (chosen for no or few register spills in ptxas -v, sm_90): forward
@@ -35,15 +35,19 @@ enum { MIN_QBLOCK = 16 };
 // where the default spills 8 bytes); hs 128 with 4 warps of 32 rows (FlashAttention-2's
 // 128-query block) and Q from shared memory (48 bytes of spills; with Q in registers 520);
 // backward hs 128 with 16-query blocks (split and fused), fused hs 128 with 8 warps, fused
-// hs 64 with 32-query blocks; the wgmma variants of hs 64 (forward with 1 and 2 row tiles per
-// warp, split and fused backward).
+// hs 64 with 32-query blocks; all the wgmma variants: hs 64 forward (1 or 2 warpgroups, 64- or
+// 128-key blocks, 2 row tiles per warp), split backward (1 or 2 warpgroups) and fused backward;
+// hs 128 forward (1 or 2 warpgroups) and split backward (query blocks of 64 or 32). ptxas -v
+// (sm_90a): no spills, but for the hs-128 backward with 64-query blocks (20 bytes).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, false) X(32, 1, 4, 64, true, false)                                   \
     X(64, 2, 4, 64, true, false) X(64, 1, 8, 64, true, false) X(64, 1, 4, 64, true, false)      \
     X(128, 1, 8, 64, true, false) X(128, 1, 4, 64, true, false) X(128, 1, 8, 32, true, false)   \
     X(64, 2, 8, 64, true, false) X(64, 2, 4, 32, true, false) X(64, 2, 4, 64, false, false)     \
     X(128, 2, 4, 32, false, false)                                                              \
-    X(64, 1, 4, 64, true, true) X(64, 2, 4, 64, true, true)
+    X(64, 1, 4, 64, true, true) X(64, 2, 4, 64, true, true) X(64, 1, 8, 64, true, true)         \
+    X(64, 1, 4, 128, true, true) X(64, 1, 8, 128, true, true)                                   \
+    X(128, 1, 4, 64, true, true) X(128, 1, 8, 64, true, true)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
     X(16, 4, 64, true, 4, 64, true, false) X(32, 4, 64, true, 4, 64, true, false)               \
     X(64, 4, 64, true, 4, 64, true, false) X(64, 8, 64, true, 8, 64, true, false)               \
@@ -53,7 +57,9 @@ enum { MIN_QBLOCK = 16 };
     X(128, 4, 16, false, 4, 32, false, false) X(128, 4, 16, false, 0, 0, false, false)          \
     X(128, 8, 32, false, 0, 0, false, false) X(64, 4, 32, true, 0, 0, false, false)             \
     X(64, 8, 32, true, 0, 0, false, false)                                                      \
-    X(64, 4, 64, true, 4, 64, true, true) X(64, 4, 64, true, 0, 0, false, true)
+    X(64, 4, 64, true, 4, 64, true, true) X(64, 4, 64, true, 0, 0, false, true)                 \
+    X(64, 8, 64, true, 8, 64, true, true)                                                       \
+    X(128, 4, 64, false, 4, 64, false, true) X(128, 4, 32, false, 4, 64, false, true)
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
@@ -337,33 +343,75 @@ static __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
-// The 32 accumulator operands of a m64n64k16 wgmma, %0..%31 in the asm templates below.
-#define WG_D_REGS                                                                                   \
-    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
-    "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+// The accumulator operands of a m64nNk16 wgmma (N/2 floats per thread: %0 .. %(N/2 - 1)).
+#define WG_D_REGS32 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define WG_D_REGS64 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+    "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define WG_D_REGS128 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+    "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, " \
+    "%39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, " \
+    "%58, %59, %60, %61, %62, %63}"
 #define WG_D_ROW(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
-#define WG_D_OPS \
-    WG_D_ROW(0), WG_D_ROW(1), WG_D_ROW(2), WG_D_ROW(3), WG_D_ROW(4), WG_D_ROW(5), WG_D_ROW(6), WG_D_ROW(7)
-// d (64 x 64 over the warpgroup) = (acc ? d : 0) + A (registers, mma A layout) * B (descriptor).
-template <bool TRANS_B>
-static __device__ __forceinline__ void wgmma_rs(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b, bool acc) {
+#define WG_D_OPS32 \
+    WG_D_ROW(0), WG_D_ROW(1), WG_D_ROW(2), WG_D_ROW(3)
+#define WG_D_OPS64 \
+    WG_D_ROW(0), WG_D_ROW(1), WG_D_ROW(2), WG_D_ROW(3), WG_D_ROW(4), WG_D_ROW(5), WG_D_ROW(6), \
+    WG_D_ROW(7)
+#define WG_D_OPS128 \
+    WG_D_ROW(0), WG_D_ROW(1), WG_D_ROW(2), WG_D_ROW(3), WG_D_ROW(4), WG_D_ROW(5), WG_D_ROW(6), \
+    WG_D_ROW(7), WG_D_ROW(8), WG_D_ROW(9), WG_D_ROW(10), WG_D_ROW(11), WG_D_ROW(12), WG_D_ROW(13), \
+    WG_D_ROW(14), WG_D_ROW(15)
+// d (64 x N over the warpgroup, N = 8 NT) = (acc ? d : 0) + A * B, B from its descriptor (MN-major
+// if TRANS_B), A from registers in mma.sync's A layout (rs) or from its descriptor, K-major (ss).
+template <bool TRANS_B, int NT>
+static __device__ __forceinline__ void wgmma_rs(float (&d)[NT][4], const uint32_t (&a)[4], uint64_t desc_b, bool acc) {
+    static_assert(NT == 4 || NT == 8 || NT == 16, "wgmma: N = 32, 64 or 128");
 #ifdef ATTN_WGMMA
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D_REGS
-                 ", {%32, %33, %34, %35}, %36, p, 1, 1, %37;\n}\n"
-                 : WG_D_OPS
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
+    if constexpr (NT == 4)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %22, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 " WG_D_REGS32
+                     ", {%16, %17, %18, %19}, %20, p, 1, 1, %21;\n}\n"
+                     : WG_D_OPS32
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
+    else if constexpr (NT == 8)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D_REGS64
+                     ", {%32, %33, %34, %35}, %36, p, 1, 1, %37;\n}\n"
+                     : WG_D_OPS64
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %70, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_D_REGS128
+                     ", {%64, %65, %66, %67}, %68, p, 1, 1, %69;\n}\n"
+                     : WG_D_OPS128
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
 #endif
 }
-// d = (acc ? d : 0) + A (descriptor, K-major) * B (descriptor).
-template <bool TRANS_B>
-static __device__ __forceinline__ void wgmma_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, bool acc) {
+template <bool TRANS_B, int NT>
+static __device__ __forceinline__ void wgmma_ss(float (&d)[NT][4], uint64_t desc_a, uint64_t desc_b, bool acc) {
+    static_assert(NT == 4 || NT == 8 || NT == 16, "wgmma: N = 32, 64 or 128");
 #ifdef ATTN_WGMMA
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %35, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D_REGS
-                 ", %32, %33, p, 1, 1, 0, %34;\n}\n"
-                 : WG_D_OPS
-                 : "l"(desc_a), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
+    if constexpr (NT == 4)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %19, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 " WG_D_REGS32
+                     ", %16, %17, p, 1, 1, 0, %18;\n}\n"
+                     : WG_D_OPS32
+                     : "l"(desc_a), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
+    else if constexpr (NT == 8)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %35, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D_REGS64
+                     ", %32, %33, p, 1, 1, 0, %34;\n}\n"
+                     : WG_D_OPS64
+                     : "l"(desc_a), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %67, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_D_REGS128
+                     ", %64, %65, p, 1, 1, 0, %66;\n}\n"
+                     : WG_D_OPS128
+                     : "l"(desc_a), "l"(desc_b), "n"(TRANS_B ? 1 : 0), "r"((int)acc));
 #endif
 }
 #endif  // ATTN_EMULATE
@@ -372,20 +420,24 @@ static __device__ __forceinline__ void wgmma_ss(float (&d)[8][4], uint64_t desc_
 static __device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
     return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32 | 1ull << 62;
 }
-// K-major tile at p (rows of 128 bytes), the k-step at column 16 ks; MN-major, at row 16 ks.
-static __device__ __forceinline__ uint64_t wg_desc_k(const bf16_t *p, int ks) {
-    return wgmma_desc(smem_addr(p) + 32 * ks, 16, 1024);
+// Operands in a tile of ROWS rows laid out by tile_off<HS, ROWS, true> (column blocks of 64):
+// K-major, the 64 x 16 slice at rows row0.. and columns 16 ks..; MN-major (all columns), the
+// 16 x N slice at rows 16 ks.. (LBO: from one column block to the next).
+template <int ROWS> static __device__ __forceinline__ uint64_t wg_desc_k(const bf16_t *p, int row0, int ks) {
+    return wgmma_desc(smem_addr(p) + (ks >> 2) * ROWS * 128 + row0 * 128 + 32 * (ks & 3), 16, 1024);
 }
-static __device__ __forceinline__ uint64_t wg_desc_mn(const bf16_t *p, int ks) {
-    return wgmma_desc(smem_addr(p) + 2048 * ks, 8192, 1024);
+template <int ROWS> static __device__ __forceinline__ uint64_t wg_desc_mn(const bf16_t *p, int ks) {
+    return wgmma_desc(smem_addr(p) + 2048 * ks, ROWS * 128, 1024);
 }
-// d (+)= sum over k-steps ks of A[ks] * B(tile, k-step ks); acc = false: the first step overwrites d.
-template <bool TRANS_B, int KS>
-static __device__ __forceinline__ void wg_rs_k(float (&d)[8][4], const uint32_t (&a)[KS][4], const bf16_t *tile,
+// d (+)= sum over k-steps ks of A[ks] * B(tile of ROWS rows, k-step ks); acc = false: the first
+// step overwrites d.
+template <bool TRANS_B, int ROWS, int KS, int NT>
+static __device__ __forceinline__ void wg_rs_k(float (&d)[NT][4], const uint32_t (&a)[KS][4], const bf16_t *tile,
                                                bool acc) {
 #pragma unroll
     for (int ks = 0; ks < KS; ks++)
-        wgmma_rs<TRANS_B>(d, a[ks], TRANS_B ? wg_desc_mn(tile, ks) : wg_desc_k(tile, ks), acc || ks > 0);
+        wgmma_rs<TRANS_B>(d, a[ks], TRANS_B ? wg_desc_mn<ROWS>(tile, ks) : wg_desc_k<ROWS>(tile, 0, ks),
+                          acc || ks > 0);
 }
 static __device__ __forceinline__ void wg_commit_wait() {
     wgmma_commit();
@@ -450,9 +502,17 @@ template <int HS> static __device__ __forceinline__ int swz(int row, int col) {
     return row * HS + ((((col >> 3) ^ (row & MASK))) << 3) + (col & 7);
 }
 
+// Element offset of (row, col) in a shared tile of ROWS rows: swz<HS>, or in the wgmma kernels
+// (WG) with heads wider than 64, HS / 64 column blocks [block][ROWS][64] of swz<64> each (wgmma's
+// 128-byte swizzle spans 64 bf16 columns).
+template <int HS, int ROWS, bool WG> static __device__ __forceinline__ int tile_off(int row, int col) {
+    if constexpr (WG && HS > 64) return (col >> 6) * ROWS * 64 + swz<64>(row, col & 63);
+    else return swz<HS>(row, col);
+}
+
 // Rows [0, ROWS) of a matrix (row stride ld elements, HS columns from src) into a swizzled
-// shared tile; rows >= nvalid are filled with zeros. All NT threads take part.
-template <int ROWS, int HS, int NT>
+// shared tile (tile_off); rows >= nvalid are filled with zeros. All NT threads take part.
+template <int ROWS, int HS, int NT, bool WG = false>
 static __device__ __forceinline__ void load_tile(bf16_t *dst, const bf16_t *src, long ld, int nvalid, int tid) {
     constexpr int CHUNKS = HS / 8, TOTAL = ROWS * CHUNKS, ITERS = (TOTAL + NT - 1) / NT;
 #pragma unroll
@@ -461,7 +521,8 @@ static __device__ __forceinline__ void load_tile(bf16_t *dst, const bf16_t *src,
         if (TOTAL % NT == 0 || i < TOTAL) {
             const int row = i / CHUNKS, col = (i % CHUNKS) * 8;
             const bool valid = row < nvalid;
-            cp_async16(smem_addr(dst + swz<HS>(row, col)), valid ? src + row * ld + col : src, valid ? 16 : 0);
+            cp_async16(smem_addr(dst + tile_off<HS, ROWS, WG>(row, col)), valid ? src + row * ld + col : src,
+                       valid ? 16 : 0);
         }
     }
 }
@@ -494,8 +555,8 @@ struct AttnArgs {
 
 // ---- forward ------------------------------------------------------------------------------
 // CTA: (b, h) = blockIdx.x, query block gridDim.y - 1 - blockIdx.y (later blocks see more keys:
-// launched first). Warp w owns rows [w*16*MT, (w+1)*16*MT) of the block; with WG (wgmma, one
-// warpgroup) rows 16w + 64 mt, the rows of the mt-th 64-row product.
+// launched first). Warp w owns rows [w*16*MT, (w+1)*16*MT) of the block; with WG (wgmma), warp w
+// of warpgroup g holds rows 16w + 64 (g MT + mt) of the group's mt-th 64-row product.
 template <int HS, int MT, int NW, int BC, bool Q_REGS = true, bool WG = false>
 __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -506,7 +567,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     constexpr int KQ = HS / 16;  // k-steps of Q K^T
     constexpr int NO = HS / 8;   // n-tiles of O (head dim)
     static_assert(BC % 16 == 0 && HS % 16 == 0, "tile shapes");
-    static_assert(!WG || (NW == 4 && HS == 64 && BC == 64 && Q_REGS), "wgmma: one warpgroup, 64 x 64 tiles");
+    static_assert(!WG || (NW % 4 == 0 && HS % 64 == 0 && (BC == 64 || BC == 128) && Q_REGS), "wgmma: warpgroups");
     bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
     bf16_t *sK = sQ + BR * HS;      // 2 buffers
     bf16_t *sV = sK + 2 * BC * HS;  // 2 buffers
@@ -516,7 +577,9 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     const int b = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
     const int q0 = (gridDim.y - 1 - blockIdx.y) * BR;
     const int C = a.NH * HS, Tq = a.Tq, Tk = a.Tk;
-    auto rowof = [&](int mt) { return WG ? mt * 64 + warp * 16 : (warp * MT + mt) * 16; };  // tile mt's first row
+    auto rowof = [&](int mt) {   // the first row of the warp's row tile mt
+        return WG ? (warp / 4 * MT + mt) * 64 + warp % 4 * 16 : (warp * MT + mt) * 16;
+    };
 
     int lim[MT][2];
     int my_max = -1, my_min = INT_MAX;
@@ -552,9 +615,9 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     const bf16_t *kbase = a.k + (long)b * Tk * a.ldkv + h * HS;
     const bf16_t *vbase = a.v + (long)b * Tk * a.ldkv + h * HS;
 
-    load_tile<BR, HS, NT>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
-    load_tile<BC, HS, NT>(sK, kbase, a.ldkv, kend, tid);
-    load_tile<BC, HS, NT>(sV, vbase, a.ldkv, kend, tid);
+    load_tile<BR, HS, NT, WG>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+    load_tile<BC, HS, NT, WG>(sK, kbase, a.ldkv, kend, tid);
+    load_tile<BC, HS, NT, WG>(sV, vbase, a.ldkv, kend, tid);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -564,7 +627,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     constexpr int QF = Q_REGS ? KQ : 1;
     uint32_t qf[MT][QF][4];
     auto load_qf = [&](int mt, int ks, uint32_t(&dst)[4]) {
-        ldsm_x4(dst, smem_addr(sQ + swz<HS>(rowof(mt) + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+        ldsm_x4(dst, smem_addr(sQ + tile_off<HS, BR, WG>(rowof(mt) + (lane & 15), ks * 16 + (lane >> 4) * 8)));
     };
     if (Q_REGS)
 #pragma unroll
@@ -586,8 +649,8 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         const int buf = kb & 1;
         if (kb + 1 < nkb) {  // prefetch the next key block into the other buffer
             const int k1 = (kb + 1) * BC;
-            load_tile<BC, HS, NT>(sK + (buf ^ 1) * BC * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
-            load_tile<BC, HS, NT>(sV + (buf ^ 1) * BC * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+            load_tile<BC, HS, NT, WG>(sK + (buf ^ 1) * BC * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+            load_tile<BC, HS, NT, WG>(sV + (buf ^ 1) * BC * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
         }
         cp_async_commit();  // possibly empty: keeps the group count uniform
         cp_async_wait<1>();
@@ -601,7 +664,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         if constexpr (WG) {
             wgmma_fence();
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) wg_rs_k<false>(s[mt], qf[mt], cK, false);
+            for (int mt = 0; mt < MT; mt++) wg_rs_k<false, BC>(s[mt], qf[mt], cK, false);
             wg_commit_wait();
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) wg_fence_acc(s[mt]);
@@ -681,7 +744,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
             }
             wgmma_fence();
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) wg_rs_k<true>(o[mt], pa[mt], cV, true);
+            for (int mt = 0; mt < MT; mt++) wg_rs_k<true, BC>(o[mt], pa[mt], cV, true);
             wg_commit_wait();
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) wg_fence_acc(o[mt]);
@@ -731,18 +794,27 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 // x = A B^T and y = A2 B2^T over the head dimension, for the warp's 16 rows (A, A2) against the
 // N rows of two shared tiles (B, B2): S^T, dP^T in the dK/dV kernel (A = K, A2 = V, B = Q, B2 = dO),
 // S, dP in the dQ kernel (A = Q, A2 = dO, B = K, B2 = V). The A fragments come from registers
-// (af, a2f, REGS) or from the shared tiles sa, sa2 at the lane's row arow. WG: one warpgroup's
-// wgmma products (A from registers, B from the K-major tiles).
-template <int HS, int N, bool REGS, int F, bool WG = false>
+// (af, a2f, REGS) or from the shared tiles sa, sa2 (RA rows) at the lane's row arow. WG: the
+// warpgroup's wgmma products (B from the K-major tiles; A from registers, or from sa, sa2 at the
+// warpgroup's 64 rows).
+template <int HS, int N, bool REGS, int F, bool WG = false, int RA = 0>
 static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float (&y)[N / 8][4],
                                                      const uint32_t (&af)[F][4], const uint32_t (&a2f)[F][4],
                                                      const bf16_t *sa, const bf16_t *sa2, int arow, const bf16_t *b,
                                                      const bf16_t *b2, int lane) {
     if constexpr (WG) {
-        static_assert(REGS && N == 64 && HS == 64, "wgmma: 64 x 64 tiles, A in registers");
         wgmma_fence();
-        wg_rs_k<false>(x, af, b, false);
-        wg_rs_k<false>(y, a2f, b2, false);
+        if constexpr (REGS) {
+            wg_rs_k<false, N>(x, af, b, false);
+            wg_rs_k<false, N>(y, a2f, b2, false);
+        } else {
+            const int row0 = arow & ~63;   // the warpgroup's first row
+#pragma unroll
+            for (int ks = 0; ks < HS / 16; ks++) {
+                wgmma_ss<false>(x, wg_desc_k<RA>(sa, row0, ks), wg_desc_k<N>(b, 0, ks), ks > 0);
+                wgmma_ss<false>(y, wg_desc_k<RA>(sa2, row0, ks), wg_desc_k<N>(b2, 0, ks), ks > 0);
+            }
+        }
         wg_commit_wait();
         wg_fence_acc(x);
         wg_fence_acc(y);
@@ -793,7 +865,8 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
         static_assert(NW == 4 && BQ == 64 && HS == 64, "wgmma: one warpgroup, 64 x 64 tiles");
         wgmma_fence();
 #pragma unroll
-        for (int ks = 0; ks < BKV / 16; ks++) wgmma_ss<true>(dq, wg_desc_k(sdS, ks), wg_desc_mn(sK, ks), ks > 0);
+        for (int ks = 0; ks < BKV / 16; ks++)
+            wgmma_ss<true>(dq, wg_desc_k<BQ>(sdS, 0, ks), wg_desc_mn<BKV>(sK, ks), ks > 0);
         wg_commit_wait();
         wg_fence_acc(dq);
     } else {
@@ -855,7 +928,7 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // (k steps for key block k, at the start). In descending order both meet q at the same step
 // (the blocks from the end), so k waits only for k - 1's add of that step: the resident CTAs of
 // a head run skewed by one add each, not by one step, and read the same Q / dO tiles together.
-// WG: the products as wgmma of the CTA's one warpgroup (sm_90a; hs 64, 64 keys, query blocks of 64).
+// WG: the products as wgmma, one per warpgroup of 64 keys (sm_90a; hs 64, query blocks of 64).
 template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false, bool WG = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -866,7 +939,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     constexpr int KH = HS / 16;  // k-steps over the head dim
     constexpr int NO = HS / 8;   // n-tiles of dK, dV (head dim)
     static_assert(BQ % 16 == 0 && BQ >= MIN_QBLOCK, "query block");
-    static_assert(!WG || (NW == 4 && HS == 64 && BQ == 64 && KV_REGS), "wgmma: one warpgroup, 64 x 64 tiles");
+    static_assert(!WG || (NW % 4 == 0 && HS % 64 == 0 && BQ % 32 == 0 && (!FUSED_DQ || (NW == 4 && HS == 64))),
+                  "wgmma: warpgroups of 64 keys, query blocks of 32 or 64 (fused: one warpgroup, hs 64)");
     bf16_t *sK = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
     bf16_t *sV = sK + BKV * HS;
     bf16_t *sQ = sV + BKV * HS;      // 2 buffers
@@ -905,8 +979,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     const long stat0 = ((long)b * a.NH + h) * Tq;
     auto load_query_block = [&](int blk, int buf) {
         const int q0 = blk * BQ;
-        load_tile<BQ, HS, NT>(sQ + buf * BQ * HS, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
-        load_tile<BQ, HS, NT>(sdO + buf * BQ * HS, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
+        load_tile<BQ, HS, NT, WG>(sQ + buf * BQ * HS, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+        load_tile<BQ, HS, NT, WG>(sdO + buf * BQ * HS, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
         for (int i = tid; i < BQ; i += NT) {
             const int r = q0 + i;
             const bool valid = r < Tq;
@@ -916,8 +990,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         }
     };
 
-    load_tile<BKV, HS, NT>(sK, a.k + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
-    load_tile<BKV, HS, NT>(sV, a.v + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
+    load_tile<BKV, HS, NT, WG>(sK, a.k + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
+    load_tile<BKV, HS, NT, WG>(sV, a.v + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
     load_query_block(qb, 0);
     cp_async_commit();
 
@@ -929,8 +1003,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         __syncthreads();
 #pragma unroll
         for (int ks = 0; ks < KF; ks++) {
-            ldsm_x4(kf[ks], smem_addr(sK + swz<HS>(krow_a, ks * 16 + (lane >> 4) * 8)));
-            ldsm_x4(vf[ks], smem_addr(sV + swz<HS>(krow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(kf[ks], smem_addr(sK + tile_off<HS, BKV, WG>(krow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(vf[ks], smem_addr(sV + tile_off<HS, BKV, WG>(krow_a, ks * 16 + (lane >> 4) * 8)));
         }
     }
 
@@ -955,7 +1029,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 
         // S^T = K Q^T and dP^T = V dO^T (16 keys x BQ queries per warp)
         float st[NQ][4], dpt[NQ][4];
-        bwd_recompute<HS, BQ, KV_REGS, KF, WG>(st, dpt, kf, vf, sK, sV, krow_a, cQ, cdO, lane);
+        bwd_recompute<HS, BQ, KV_REGS, KF, WG, BKV>(st, dpt, kf, vf, sK, sV, krow_a, cQ, cdO, lane);
         // P^T = exp2(S^T scale log2e - lse2) where visible; dS^T = P^T (dP^T - D)
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++)
@@ -983,8 +1057,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
             wg_fence_a(pa);
             wg_fence_a(da);
             wgmma_fence();
-            wg_rs_k<true>(dV, pa, cdO, true);
-            wg_rs_k<true>(dK, da, cQ, true);
+            wg_rs_k<true, BQ>(dV, pa, cdO, true);
+            wg_rs_k<true, BQ>(dK, da, cQ, true);
             wg_commit_wait();
             wg_fence_acc(dV);
             wg_fence_acc(dK);
@@ -1042,7 +1116,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 // CTA: (b, h) = blockIdx.x, queries [q0, q0 + 16*NW), heavy blocks first as in the forward.
 // Warp w owns 16 query rows. Key blocks of BK keys, double-buffered. QO_REGS keeps the warp's
 // Q and dO fragments in registers (small heads).
-// WG: the products as wgmma of the CTA's one warpgroup (sm_90a; hs 64, 64 queries, key blocks of 64).
+// WG: the products as wgmma, one per warpgroup of 64 queries (sm_90a; hs 64, key blocks of 64).
 template <int HS, int NW, int BK, bool QO_REGS, bool WG = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -1051,7 +1125,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
     constexpr int BQ = 16 * NW, NT = 32 * NW;
     constexpr int NS = BK / 8, KH = HS / 16, NO = HS / 8;
     static_assert(BK % 16 == 0, "key block");
-    static_assert(!WG || (NW == 4 && HS == 64 && BK == 64 && QO_REGS), "wgmma: one warpgroup, 64 x 64 tiles");
+    static_assert(!WG || (NW % 4 == 0 && HS % 64 == 0 && BK % 32 == 0), "wgmma: warpgroups of 64 queries");
     bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
     bf16_t *sdO = sQ + BQ * HS;
     bf16_t *sK = sdO + BQ * HS;     // 2 buffers
@@ -1085,10 +1159,10 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
     const bf16_t *kbase = a.k + (long)b * Tk * a.ldkv + h * HS;
     const bf16_t *vbase = a.v + (long)b * Tk * a.ldkv + h * HS;
 
-    load_tile<BQ, HS, NT>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
-    load_tile<BQ, HS, NT>(sdO, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
-    load_tile<BK, HS, NT>(sK, kbase, a.ldkv, kend, tid);
-    load_tile<BK, HS, NT>(sV, vbase, a.ldkv, kend, tid);
+    load_tile<BQ, HS, NT, WG>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+    load_tile<BQ, HS, NT, WG>(sdO, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
+    load_tile<BK, HS, NT, WG>(sK, kbase, a.ldkv, kend, tid);
+    load_tile<BK, HS, NT, WG>(sV, vbase, a.ldkv, kend, tid);
     cp_async_commit();
 
     constexpr int QF = QO_REGS ? KH : 1;
@@ -1099,8 +1173,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
         __syncthreads();
 #pragma unroll
         for (int ks = 0; ks < QF; ks++) {
-            ldsm_x4(qf[ks], smem_addr(sQ + swz<HS>(qrow_a, ks * 16 + (lane >> 4) * 8)));
-            ldsm_x4(of[ks], smem_addr(sdO + swz<HS>(qrow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(qf[ks], smem_addr(sQ + tile_off<HS, BQ, WG>(qrow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(of[ks], smem_addr(sdO + tile_off<HS, BQ, WG>(qrow_a, ks * 16 + (lane >> 4) * 8)));
         }
     }
 
@@ -1112,8 +1186,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
         const int buf = kb & 1;
         if (kb + 1 < nkb) {
             const int k1 = (kb + 1) * BK;
-            load_tile<BK, HS, NT>(sK + (buf ^ 1) * BK * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
-            load_tile<BK, HS, NT>(sV + (buf ^ 1) * BK * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+            load_tile<BK, HS, NT, WG>(sK + (buf ^ 1) * BK * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+            load_tile<BK, HS, NT, WG>(sV + (buf ^ 1) * BK * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
         }
         cp_async_commit();
         cp_async_wait<1>();
@@ -1123,7 +1197,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
         const int k0 = kb * BK;
 
         float s[NS][4], dp[NS][4];   // S = Q K^T, dP = dO V^T
-        bwd_recompute<HS, BK, QO_REGS, QF, WG>(s, dp, qf, of, sQ, sdO, qrow_a, cK, cV, lane);
+        bwd_recompute<HS, BK, QO_REGS, QF, WG, BQ>(s, dp, qf, of, sQ, sdO, qrow_a, cK, cV, lane);
         const bool need_mask = k0 + BK > kfull;
 #pragma unroll
         for (int nt = 0; nt < NS; nt++)
@@ -1143,7 +1217,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
             for (int kk = 0; kk < BK / 16; kk++) pack_a(da[kk], s[2 * kk], s[2 * kk + 1]);
             wg_fence_a(da);
             wgmma_fence();
-            wg_rs_k<true>(dQ, da, cK, true);
+            wg_rs_k<true, BK>(dQ, da, cK, true);
             wg_commit_wait();
             wg_fence_acc(dQ);
         } else {

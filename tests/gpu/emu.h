@@ -66,7 +66,8 @@ struct Copy {
 // One thread's share of a wgmma.mma_async: its 32 accumulators d, the 16 x 16 A slice of its
 // warp (from registers, captured at issue) or A's descriptor, B's descriptor.
 struct WgOp {
-    float *d;
+    float *d;   // n / 2 accumulators
+    int n;
     bool acc, a_smem, trans_b;
     uint64_t desc_a, desc_b;
     int warp_in_group, lane;
@@ -429,9 +430,9 @@ template <int N> static void cp_async_wait() {
 }
 
 
-// ---- wgmma (sm_90a), m64n64k16 bf16 -> f32 ------------------------------------------------------
+// ---- wgmma (sm_90a), m64nNk16 bf16 -> f32, N = 32, 64 or 128 ---------------------------------------
 // Collective over the warpgroup (all 4 warps must issue it). A from registers: warp w of the group
-// holds rows 16w.. of A in mma.sync's A layout; D: warp w's rows, the C fragments of 8 n-tiles.
+// holds rows 16w.. of A in mma.sync's A layout; D: warp w's rows, the C fragments of its N / 8 n-tiles.
 // Descriptor (PTX ISA "Matrix Descriptor Format"): start address >> 4 in bits 0-13, leading byte
 // offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, base offset in 49-51, swizzle in 62-63
 // (1 = 128-byte). Canonical 128-byte-swizzled layouts (CUTLASS's GMMA atoms), element offsets
@@ -455,7 +456,7 @@ static inline float wg_operand(uint64_t desc, int mn, int k, bool mn_major) {
 }
 static inline void wg_perform(const emu::WgOp &op) {
     const int g = op.lane / 4, t = op.lane % 4;
-    for (int j = 0; j < 32; j++) {
+    for (int j = 0; j < op.n / 2; j++) {
         const int nt = j / 4, i = j % 4, r = g + 8 * (i >> 1), col = nt * 8 + 2 * t + (i & 1);
         float acc = op.acc ? op.d[j] : 0.0f;
         for (int k = 0; k < 16; k++) {
@@ -465,7 +466,7 @@ static inline void wg_perform(const emu::WgOp &op) {
         op.d[j] = acc;
     }
 }
-static inline void wg_issue(float (&d)[8][4], const uint32_t *a, uint64_t desc_a, uint64_t desc_b, bool trans_b,
+static inline void wg_issue(float *d, int n, const uint32_t *a, uint64_t desc_a, uint64_t desc_b, bool trans_b,
                             bool acc) {
     emu::Fiber &f = emu::fibers[emu::cur];
     if (!f.wg_fenced) {
@@ -478,7 +479,7 @@ static inline void wg_issue(float (&d)[8][4], const uint32_t *a, uint64_t desc_a
     }
     emu::arrive_and_wait(emu::wg_barrier[emu::warp() / 4], 128);
     emu::WgOp op;
-    op.d = &d[0][0], op.acc = acc, op.a_smem = a == NULL, op.trans_b = trans_b;
+    op.d = d, op.n = n, op.acc = acc, op.a_smem = a == NULL, op.trans_b = trans_b;
     op.desc_a = desc_a, op.desc_b = desc_b, op.warp_in_group = emu::warp() % 4, op.lane = emu::lane();
     if (a) {
         emu::WarpX &x = emu::warp_x[emu::warp()];
@@ -491,12 +492,15 @@ static inline void wg_issue(float (&d)[8][4], const uint32_t *a, uint64_t desc_a
     if (emu::copy_mode == emu::EAGER) wg_perform(op);
     else f.wg_pending.push_back(op);
 }
-template <bool TRANS_B>
-static inline void wgmma_rs(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b, bool acc) {
-    wg_issue(d, a, 0, desc_b, TRANS_B, acc);
+template <bool TRANS_B, int NT>
+static inline void wgmma_rs(float (&d)[NT][4], const uint32_t (&a)[4], uint64_t desc_b, bool acc) {
+    static_assert(NT == 4 || NT == 8 || NT == 16, "wgmma: N = 32, 64 or 128");
+    wg_issue(&d[0][0], 8 * NT, a, 0, desc_b, TRANS_B, acc);
 }
-template <bool TRANS_B> static inline void wgmma_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, bool acc) {
-    wg_issue(d, NULL, desc_a, desc_b, TRANS_B, acc);
+template <bool TRANS_B, int NT>
+static inline void wgmma_ss(float (&d)[NT][4], uint64_t desc_a, uint64_t desc_b, bool acc) {
+    static_assert(NT == 4 || NT == 8 || NT == 16, "wgmma: N = 32, 64 or 128");
+    wg_issue(&d[0][0], 8 * NT, NULL, desc_a, desc_b, TRANS_B, acc);
 }
 static inline void wgmma_fence() { emu::fibers[emu::cur].wg_fenced = true; }
 static inline void wgmma_commit() {
