@@ -188,11 +188,30 @@ template <typename V> static int first_variant(const V *table, int n, int hs, bo
     return -1;
 }
 
+// LSST_ATTN_VARIANTS="HS=F/B[,HS=F/B...]": forward variant F and backward variant B for head size
+// HS (the indices attn_bench --variants reports), as cuda_attention_select.
+static bool parse_long(const char **p, char sep, long *out) {   // digits, then sep (or the end if 0)
+    char *end;
+    *out = strtol(*p, &end, 10);
+    if (end == *p || *end != sep) return false;
+    *p = sep ? end + 1 : end;
+    return true;
+}
+static void apply_variants_env(const char *e) {
+    for (const char *p = e; *p;) {
+        long hs, f, b;
+        const bool ok = parse_long(&p, '=', &hs) && parse_long(&p, '/', &f) &&
+                        (parse_long(&p, ',', &b) || parse_long(&p, 0, &b));
+        cudaRequire(ok, "LSST_ATTN_VARIANTS=%s: expected HS=F/B[,HS=F/B...]", e);
+        cuda_attention_select((int)hs, (int)f, (int)b);
+    }
+}
+
 // At init: the wgmma probe, then the environment's choice of kernels, for timing a whole training
 // run with a non-default choice (tests/bench/gpu/e2e_compare.sh). LSST_ATTN_BWD=fused|split: each
 // head size uses its first fused (split) backward variant that runs here; LSST_ATTN_WGMMA=1: its
-// first wgmma forward and backward variants (of that kind), where it has them and they run here.
-// Unset: the defaults (variant 0).
+// first wgmma forward and backward variants (of that kind), where it has them and they run here;
+// then LSST_ATTN_VARIANTS (above) for the head sizes it names. Unset: the defaults (variant 0).
 void cuda_attention_apply_env(void) {
     if (cuda_kernels()->sm_major == 9) {
         attn_wgmma_probe_kernel<<<1, 1>>>();
@@ -208,14 +227,15 @@ void cuda_attention_apply_env(void) {
         fused = !strcmp(e, "fused");
     }
     const bool wg = w && *w && strcmp(w, "0");
-    if (fused < 0 && !wg) return;
-    for (int ti = 0; ti < 4; ti++) {
+    for (int ti = 0; ti < 4 && (fused >= 0 || wg); ti++) {
         const int hs = head_sizes[ti];
         const int f = wg ? first_variant(fwd_variants, N_FWD, hs, true, -1) : -1;
         const int b = first_variant(bwd_variants, N_BWD, hs, wg, fused);
         if (f >= 0) selected_fwd[ti] = f;
         if (b >= 0) selected_bwd[ti] = b;
     }
+    const char *v = getenv("LSST_ATTN_VARIANTS");
+    if (v && *v) apply_variants_env(v);
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }

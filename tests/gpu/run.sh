@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one script of a GPU session (issue 5): builds the CUDA kernels and lsst-run, runs every kernel
 # against its CPU twin, lsst-run backend: cuda against backend: cpu (tests/gpu/train_check.sh), the
-# end-to-end speed against torch.compile, the attention benchmark against PyTorch SDPA,
+# attention benchmark of every variant (the fastest pair at the e2e shape is then timed end to
+# end too), the end-to-end speed against torch.compile, the attention benchmark of PyTorch SDPA,
 # compute-sanitizer (memcheck, racecheck) on the kernel test, and prints a summary table LAST. Logs go to
 # build-gpu/logs; $OUT (the device machine's output folder; default build-gpu/out) gets summary.md and
 # logs.tar.gz, rewritten after every phase (so a call cut short still returns what ran).
@@ -149,16 +150,30 @@ else
   record train-check skip 0 "no GPU or no lsst-run"
 fi
 
-# ---- 6. end-to-end training speed vs torch.compile (GPU_E2E=0 skips) -----------------------------
+# ---- 6. attention benchmark, lsst side: every variant (its fastest pair at the e2e shape feeds 7) ----
+E2E_VARIANTS=
+if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
+  run attn-lsst 150 40 "$BENCH" --variants
+  # What ran, even when cut short: the CSV rows so far.
+  [ -f "$LOGS/attn-lsst.log" ] && grep -v '^#' "$LOGS/attn-lsst.log" | grep -E '^(impl|lsst),' > "$LOGS/attn_lsst.csv"
+  E2E_VARIANTS=$(env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py --best 64 8192 "$LOGS/attn_lsst.csv")
+  if [ "$RC" = 0 ]; then record attn-lsst ok "$LAST_S" "attn_lsst.csv; fastest at hs 64, T 8192: ${E2E_VARIANTS:-?}"
+  elif [ "$RC" != skip ]; then record attn-lsst FAIL "$LAST_S" "rc=$RC"; fi
+else
+  record attn-lsst skip 0 "no GPU or no benchmark binary"
+fi
+
+# ---- 7. end-to-end training speed vs torch.compile (GPU_E2E=0 skips) -----------------------------
 if [ "${GPU_E2E:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
-  run e2e 240 120 env BUILD="$BUILD" OUT="$LOGS" NO_BUILD=1 bash tests/bench/gpu/e2e_compare.sh 15
+  run e2e 300 120 env BUILD="$BUILD" OUT="$LOGS" NO_BUILD=1 E2E_ATTN_VARIANTS="$E2E_VARIANTS" \
+    bash tests/bench/gpu/e2e_compare.sh 15
   if [ "$RC" = 0 ]; then record e2e ok "$LAST_S" "$(grep -E '^\| (torch|lsst)' "$LOGS/e2e.log" | tr '\n' ' ')"
   elif [ "$RC" != skip ]; then record e2e FAIL "$LAST_S" "rc=$RC"; fi
 else
   record e2e skip 0 "no GPU, or GPU_E2E=0"
 fi
 
-# ---- 6b. where the step time goes: per-kernel times of one e2e-sized step (GPU_PROFILE=0 skips) ------
+# ---- 7b. where the step time goes: per-kernel times of one e2e-sized step (GPU_PROFILE=0 skips) ------
 if [ "${GPU_PROFILE:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ] && [ -x "$BUILD/bin/lsst-run" ]; then
   profile_cfg=(); [ -f "$LOGS/e2e_run.yaml" ] && profile_cfg=(CONFIG="$LOGS/e2e_run.yaml")   # e2e's model and data
   run profile 150 60 env BIN="$BUILD/bin" "${profile_cfg[@]}" bash tests/bench/gpu/profile.sh /tmp/lsst-profile 1
@@ -168,16 +183,13 @@ else
   record profile skip 0 "no GPU, or GPU_PROFILE=0"
 fi
 
-# ---- 7. attention benchmark: lsst vs PyTorch SDPA (same GPU, same run) -----------------------------
-if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
-  run attn-lsst 150 40 "$BENCH" --variants
-  if [ "$RC" = 0 ]; then grep -v '^#' "$LOGS/attn-lsst.log" | grep -E '^(impl|lsst),' > "$LOGS/attn_lsst.csv"; record attn-lsst ok "$LAST_S" "attn_lsst.csv"
-  elif [ "$RC" != skip ]; then record attn-lsst FAIL "$LAST_S" "rc=$RC"; fi
+# ---- 8. attention benchmark, PyTorch SDPA side (same GPU, same run) --------------------------------
+if [ "$HAVE_GPU" = 1 ]; then
   run attn-sdpa 150 40 env -u LD_LIBRARY_PATH python3 tests/bench/gpu/sdpa_peer.py
   if [ "$RC" = 0 ]; then grep -E '^(impl|sdpa-)' "$LOGS/attn-sdpa.log" > "$LOGS/attn_sdpa.csv"; record attn-sdpa ok "$LAST_S" "attn_sdpa.csv"
   elif [ "$RC" != skip ]; then record attn-sdpa FAIL "$LAST_S" "rc=$RC"; fi
 else
-  record attn-bench skip 0 "no GPU or no benchmark binary"
+  record attn-sdpa skip 0 "no GPU"
 fi
 
 # ---- summary: printed last ---------------------------------------------------------------------

@@ -2,6 +2,10 @@
 """Joins attn_bench.cu's and sdpa_peer.py's CSV files into the comparison table (markdown).
 
     python3 tests/bench/gpu/attn_table.py OURS.csv SDPA.csv
+    python3 tests/bench/gpu/attn_table.py --best HS T OURS.csv
+
+The second form prints "HS=F/B": lsst's fastest forward and backward variant at (HS, T), the
+value of LSST_ATTN_VARIANTS that makes a training run use them (nothing when there is no row).
 
 Per (hs, T): lsst's default variant (v0); its fastest forward and fastest backward variant
 (chosen separately: attention.cu selects them separately) and the forward+backward TFLOP/s of
@@ -24,7 +28,24 @@ def load(path):
     return rows
 
 
+def best_pair(rows, hs, T):
+    """The (fwd, bwd) variant numbers of the fastest forward and backward at (hs, T), or None."""
+    mine = [r for r in rows if r["impl"] == "lsst" and int(r["hs"]) == hs and int(r["seq"]) == T]
+    if not mine:
+        return None
+    bf = min(mine, key=lambda r: float(r["fwd_ms"]))
+    bb = min(mine, key=lambda r: float(r["bwd_ms"]))
+    num = lambda v: int(v.lstrip("v"))
+    return num(bf.get("fwd_variant") or bf["variant"]), num(bb.get("bwd_variant") or bb["variant"])
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--best":
+        hs, T = int(sys.argv[2]), int(sys.argv[3])
+        pair = best_pair(load(sys.argv[4]), hs, T)
+        if pair:
+            print(f"{hs}={pair[0]}/{pair[1]}")
+        return 0
     if len(sys.argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@
 # Both sides: fp32 master weights, bf16 compute, the same model, init, optimizer and clipping;
 # tokens/s from the median step time after WARM steps, MFU against the card's dense bf16 peak.
 #
-#   BUILD=build-gpu OUT=... bash tests/bench/gpu/e2e_compare.sh [STEPS]
+#   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] bash tests/bench/gpu/e2e_compare.sh [STEPS]
 # Needs: the device kit sourced (MPI, HDF5, libyaml for lsst-run), python3 with torch. NO_BUILD=1:
 # lsst-run is already built (tests/gpu/run.sh). Exit status 1 when any run gave no step time.
 set -u
@@ -73,6 +73,10 @@ EOF
   lsst_run lsst-cuda-fused-both LSST_ATTN_BWD=fused LSST_GELU=epilogue
   lsst_run lsst-cuda-wgmma LSST_ATTN_WGMMA=1
   lsst_run lsst-cuda-wgmma-all LSST_ATTN_WGMMA=1 LSST_ATTN_BWD=fused LSST_GELU=epilogue
+  if [ -n "${E2E_ATTN_VARIANTS:-}" ]; then   # the attention benchmark's fastest pair (tests/gpu/run.sh)
+    lsst_run lsst-cuda-best LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS"
+    lsst_run lsst-cuda-best-gelu LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS" LSST_GELU=epilogue
+  fi
 else
   echo "e2e: $bin was built without CUDA (make CUDA=1): lsst side skipped"
   rc=1
