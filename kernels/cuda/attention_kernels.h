@@ -928,7 +928,8 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // (k steps for key block k, at the start). In descending order both meet q at the same step
 // (the blocks from the end), so k waits only for k - 1's add of that step: the resident CTAs of
 // a head run skewed by one add each, not by one step, and read the same Q / dO tiles together.
-// WG: the products as wgmma, one per warpgroup of 64 keys (sm_90a; hs 64, query blocks of 64).
+// WG: the products as wgmma, one per warpgroup of 64 keys (sm_90a; hs 64 or 128, query blocks of
+// 32 or 64; K, V from shared memory where not KV_REGS).
 template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false, bool WG = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -1116,7 +1117,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 // CTA: (b, h) = blockIdx.x, queries [q0, q0 + 16*NW), heavy blocks first as in the forward.
 // Warp w owns 16 query rows. Key blocks of BK keys, double-buffered. QO_REGS keeps the warp's
 // Q and dO fragments in registers (small heads).
-// WG: the products as wgmma, one per warpgroup of 64 queries (sm_90a; hs 64, key blocks of 64).
+// WG: the products as wgmma, one per warpgroup of 64 queries (sm_90a; hs 64 or 128; Q, dO from
+// shared memory where not QO_REGS).
 template <int HS, int NW, int BK, bool QO_REGS, bool WG = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800

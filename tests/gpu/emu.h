@@ -60,7 +60,8 @@ static Schedule schedule = ROUND_ROBIN;
 struct Copy {
     unsigned char *dst;
     const unsigned char *src;
-    int bytes;  // of 16; the rest zero-filled
+    int bytes;       // of 16; the rest zero-filled
+    uint32_t chunk;  // dst's 16-byte chunk of the shared memory
 };
 
 // One thread's share of a wgmma.mma_async: its 32 accumulators d, the 16 x 16 A slice of its
@@ -83,6 +84,7 @@ struct Fiber {
     std::vector<WgOp> wg_pending;     // wgmma: the same for the warpgroup MMAs
     std::vector<size_t> wg_group_ends;
     bool wg_fenced = false;           // wgmma.fence since the last wgmma.wait_group
+    std::vector<uint32_t> unfenced;   // chunks this thread's cp.async wrote since its fence.proxy.async
 };
 
 struct Barrier {
@@ -110,6 +112,9 @@ static std::vector<Barrier> warp_barrier;
 static std::vector<Barrier> wg_barrier;  // per warpgroup (4 warps)
 static Barrier block_barrier;
 static std::vector<WarpX> warp_x;
+// Per 16-byte chunk of shared memory: 1 + the thread whose cp.async wrote it last, until that
+// thread's fence.proxy.async (0: none). wgmma (the async proxy) must not read a marked chunk.
+static std::vector<int> proxy_writer;
 static long progress = 0;  // barrier arrivals + fiber exits: a round without any is a deadlock
 static uint64_t sched_seed = 0x9e3779b97f4a7c15ull;
 
@@ -135,6 +140,8 @@ static inline void warp_sync() { arrive_and_wait(warp_barrier[warp()], warp_size
 static inline void perform(const Copy &c) {
     memcpy(c.dst, c.src, c.bytes);
     memset(c.dst + c.bytes, 0, 16 - c.bytes);
+    proxy_writer[c.chunk] = cur + 1;
+    fibers[cur].unfenced.push_back(c.chunk);
 }
 
 static inline void fiber_entry() {
@@ -222,6 +229,7 @@ static inline void launch(EmuDim3 grid, int threads, std::function<void()> body)
             fibers.assign(threads, Fiber());
             warp_barrier.assign((threads + 31) / 32, Barrier());
             wg_barrier.assign((threads + 127) / 128, Barrier());
+            proxy_writer.assign(256 * 1024 / 16, 0);
             warp_x.assign((threads + 31) / 32, WarpX());
             block_barrier = Barrier();
             for (int t = 0; t < threads; t++) {
@@ -410,7 +418,7 @@ static inline void cp_async16(uint32_t dst, const void *src, int src_bytes) {
         fprintf(stderr, "emulate_attention: cp.async with a misaligned address\n");
         abort();
     }
-    const emu::Copy c = {smem_ptr(dst, 16), (const unsigned char *)src, src_bytes};
+    const emu::Copy c = {smem_ptr(dst, 16), (const unsigned char *)src, src_bytes, (dst - SMEM_BIAS) / 16};
     if (emu::copy_mode == emu::EAGER) emu::perform(c);
     else emu::fibers[emu::cur].pending.push_back(c);
 }
@@ -452,7 +460,14 @@ static inline uint32_t wg_address(uint64_t desc, int mn, int k, bool mn_major) {
     return a ^ (((a >> 7) & 7) << 4);
 }
 static inline float wg_operand(uint64_t desc, int mn, int k, bool mn_major) {
-    return bf16_bits_to_float(smem_u16(wg_address(desc, mn, k, mn_major)));
+    const uint32_t addr = wg_address(desc, mn, k, mn_major);
+    const float v = bf16_bits_to_float(smem_u16(addr));
+    if (const int w = emu::proxy_writer[(addr - SMEM_BIAS) / 16]) {
+        fprintf(stderr, "emulate: wgmma reads shared memory that thread %d wrote with cp.async and has not made "
+                        "visible to the async proxy (fence.proxy.async)\n", w - 1);
+        exit(6);
+    }
+    return v;
 }
 static inline void wg_perform(const emu::WgOp &op) {
     const int g = op.lane / 4, t = op.lane % 4;
@@ -520,5 +535,11 @@ template <int N> static void wgmma_wait() {
     f.wg_group_ends.erase(f.wg_group_ends.begin(), f.wg_group_ends.begin() + (groups - N));
 }
 // fence.proxy.async: orders this thread's generic shared-memory writes before later wgmma reads.
-// Nothing to do here (one memory); not checked.
-static inline void fence_proxy_async() {}
+// Checked for cp.async writes (proxy_writer); plain stores (the fused backward's dS) are not
+// tracked.
+static inline void fence_proxy_async() {
+    emu::Fiber &f = emu::fibers[emu::cur];
+    for (uint32_t c : f.unfenced)
+        if (emu::proxy_writer[c] == emu::cur + 1) emu::proxy_writer[c] = 0;
+    f.unfenced.clear();
+}
