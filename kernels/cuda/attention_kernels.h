@@ -343,6 +343,8 @@ static __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
+// A thread's store of one bf16 into shared memory (the emulator tracks these for the proxy fence).
+static __device__ __forceinline__ void st_shared_bf16(bf16_t *p, float v) { *p = __float2bfloat16_rn(v); }
 // The accumulator operands of a m64nNk16 wgmma (N/2 floats per thread: %0 .. %(N/2 - 1)).
 #define WG_D_REGS32 \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
@@ -1087,8 +1089,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
             for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
                 for (int i = 0; i < 4; i++)   // C fragment of dS^T: key row g + 8(i/2), query col 2t4 + i%2
-                    sdS[swz<BKV>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1))] =
-                        __float2bfloat16_rn(dpt[nt][i]);
+                    st_shared_bf16(sdS + swz<BKV>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1)),
+                                   dpt[nt][i]);
             if constexpr (WG) fence_proxy_async();
             __syncthreads();
             fused_dq_add<HS, NW, BQ, WG>(a, sdS, sK, b, h, kb, qb, nqb);

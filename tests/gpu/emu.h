@@ -84,7 +84,7 @@ struct Fiber {
     std::vector<WgOp> wg_pending;     // wgmma: the same for the warpgroup MMAs
     std::vector<size_t> wg_group_ends;
     bool wg_fenced = false;           // wgmma.fence since the last wgmma.wait_group
-    std::vector<uint32_t> unfenced;   // chunks this thread's cp.async wrote since its fence.proxy.async
+    std::vector<uint32_t> unfenced;   // chunks this thread wrote since its fence.proxy.async
 };
 
 struct Barrier {
@@ -112,8 +112,9 @@ static std::vector<Barrier> warp_barrier;
 static std::vector<Barrier> wg_barrier;  // per warpgroup (4 warps)
 static Barrier block_barrier;
 static std::vector<WarpX> warp_x;
-// Per 16-byte chunk of shared memory: 1 + the thread whose cp.async wrote it last, until that
-// thread's fence.proxy.async (0: none). wgmma (the async proxy) must not read a marked chunk.
+// Per 16-byte chunk of shared memory: 1 + the thread whose cp.async (or st_shared_bf16) wrote it
+// last, until that thread's fence.proxy.async (0: none). wgmma (the async proxy) must not read a
+// marked chunk.
 static std::vector<int> proxy_writer;
 static long progress = 0;  // barrier arrivals + fiber exits: a round without any is a deadlock
 static uint64_t sched_seed = 0x9e3779b97f4a7c15ull;
@@ -463,8 +464,8 @@ static inline float wg_operand(uint64_t desc, int mn, int k, bool mn_major) {
     const uint32_t addr = wg_address(desc, mn, k, mn_major);
     const float v = bf16_bits_to_float(smem_u16(addr));
     if (const int w = emu::proxy_writer[(addr - SMEM_BIAS) / 16]) {
-        fprintf(stderr, "emulate: wgmma reads shared memory that thread %d wrote with cp.async and has not made "
-                        "visible to the async proxy (fence.proxy.async)\n", w - 1);
+        fprintf(stderr, "emulate: wgmma reads shared memory that thread %d wrote (cp.async or a store) and has "
+                        "not made visible to the async proxy (fence.proxy.async)\n", w - 1);
         exit(6);
     }
     return v;
@@ -535,8 +536,13 @@ template <int N> static void wgmma_wait() {
     f.wg_group_ends.erase(f.wg_group_ends.begin(), f.wg_group_ends.begin() + (groups - N));
 }
 // fence.proxy.async: orders this thread's generic shared-memory writes before later wgmma reads.
-// Checked for cp.async writes (proxy_writer); plain stores (the fused backward's dS) are not
-// tracked.
+// Checked for cp.async writes and the stores of st_shared_bf16 (proxy_writer).
+static inline void st_shared_bf16(__nv_bfloat16 *p, float v) {
+    *p = __float2bfloat16_rn(v);
+    const uint32_t c = (smem_addr(p) - SMEM_BIAS) / 16;
+    emu::proxy_writer[c] = emu::cur + 1;
+    emu::fibers[emu::cur].unfenced.push_back(c);
+}
 static inline void fence_proxy_async() {
     emu::Fiber &f = emu::fibers[emu::cur];
     for (uint32_t c : f.unfenced)
