@@ -2,9 +2,11 @@
 // shapes of tests/bench/gpu/sdpa_peer.py (PyTorch scaled_dot_product_attention on the same GPU).
 //
 //   attn_bench [--hs 64,128] [--seq 4096,8192,16384,32768] [--iters 10] [--warmup 3] [--variants]
+//              [--batch B] [--heads NH]
 //
 // Shapes: batch x heads fill the GPU as FlashAttention's benchmark does: B = max(1, 16384 / T),
-// NH = 2048 / hs (model dim 2048). q, k, v, out, dout: (B, T, NH*hs) bf16, row stride NH*hs;
+// NH = 2048 / hs (model dim 2048); --batch / --heads fix them instead (e.g. a training run's
+// shape: tests/gpu/run.sh times tests/bench/gpu/e2e_compare.sh's, batch 1 x 12 heads of 64). q, k, v, out, dout: (B, T, NH*hs) bf16, row stride NH*hs;
 // positions 0..T-1 (one rank, self-attention).
 // FLOPs (the FlashAttention convention, so both sides count the same work): forward
 // 4 * B * NH * T^2 * hs / 2 (causal: half the matrix), backward 2.5 x forward. Our backward
@@ -54,7 +56,7 @@ static float median(std::vector<float> v) {
 
 int main(int argc, char **argv) {
     std::vector<int> hss = {64, 128}, seqs = {4096, 8192, 16384, 32768};
-    int iters = 10, warmup = 3;
+    int iters = 10, warmup = 3, batch = 0, heads = 0;
     bool variants = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hs") && i + 1 < argc) hss = parse_list(argv[++i]);
@@ -62,9 +64,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--variants")) variants = true;
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--heads") && i + 1 < argc) heads = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--hs 64,128] [--seq 4096,...] [--iters N] [--warmup N] [--variants]\n",
-                    argv[0]);
+            fprintf(stderr, "usage: %s [--hs 64,128] [--seq 4096,...] [--iters N] [--warmup N] [--variants] "
+                            "[--batch B] [--heads NH]\n", argv[0]);
             return 2;
         }
     }
@@ -85,7 +89,8 @@ int main(int argc, char **argv) {
 
     for (int hs : hss)
         for (int T : seqs) {
-            const int B = std::max(1, 16384 / T), NH = 2048 / hs, C = NH * hs;
+            const int B = batch > 0 ? batch : std::max(1, 16384 / T), NH = heads > 0 ? heads : 2048 / hs;
+            const int C = NH * hs;
             const long n = (long)B * T * C;
             bf16_t *q, *k, *v, *out, *dout, *dq, *dk, *dv;
             float *lse;
