@@ -36,7 +36,8 @@ enum { MIN_QBLOCK = 16 };
 // 128-query block) and Q from shared memory (48 bytes of spills; with Q in registers 520);
 // backward hs 128 with 16-query blocks (split and fused), fused hs 128 with 8 warps, fused
 // hs 64 with 32-query blocks; all the wgmma variants: hs 64 forward (1 or 2 warpgroups, 64- or
-// 128-key blocks, 2 row tiles per warp), split backward (1 or 2 warpgroups) and fused backward;
+// 128-key blocks, 2 row tiles per warp; 256 rows per CTA: a K/V tile read from L2 serves 4x
+// more rows than with 64), split backward (1 or 2 warpgroups) and fused backward;
 // hs 128 forward (1 or 2 warpgroups) and split backward (query blocks of 64 or 32). ptxas -v
 // (sm_90a): no spills, but for the hs-128 backward with 64-query blocks (20 bytes).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
@@ -46,7 +47,7 @@ enum { MIN_QBLOCK = 16 };
     X(64, 2, 8, 64, true, false) X(64, 2, 4, 32, true, false) X(64, 2, 4, 64, false, false)     \
     X(128, 2, 4, 32, false, false)                                                              \
     X(64, 1, 4, 64, true, true) X(64, 2, 4, 64, true, true) X(64, 1, 8, 64, true, true)         \
-    X(64, 1, 4, 128, true, true) X(64, 1, 8, 128, true, true)                                   \
+    X(64, 1, 4, 128, true, true) X(64, 1, 8, 128, true, true) X(64, 2, 8, 64, true, true)       \
     X(128, 1, 4, 64, true, true) X(128, 1, 8, 64, true, true)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
     X(16, 4, 64, true, 4, 64, true, false) X(32, 4, 64, true, 4, 64, true, false)               \

@@ -117,6 +117,13 @@ static vector<Case> cases() {
         for (int t = 0; t < chunk; t++) c.pos.push_back(6 * chunk + t);
         cs.push_back(c);
     }
+    if (emu::copy_mode == emu::EAGER && emu::schedule == emu::ROUND_ROBIN) {
+        // Taller than the largest query block (256 rows), so every row of such a CTA is checked
+        // (a wrong row mapping that repeats rows shows only there); one schedule: it is slow.
+        Case c = {"tall", 1, 1, 264, 264, false, {}};
+        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t);
+        cs.push_back(c);
+    }
     {
         Case c = {"odd-positions", 1, 1, 70 / s, 150 / s, false, {}};
         for (int t = 0; t < c.Tq; t++) c.pos.push_back(t % 9 == 4 ? -1 : t % 13 == 5 ? c.Tk + 7 : (c.Tk - 1 - 2 * t));
