@@ -10,7 +10,7 @@
 #   device: bash tests/gpu/run.sh           (carry .device-kit: see tests/gpu/README.md)
 #   here:   bash tests/gpu/run.sh           (no GPU: builds, then every GPU phase reports "skip")
 #
-# Knobs: GPU_BUDGET_S (default 300: the whole script, build included; a phase that no longer fits
+# Knobs: GPU_BUDGET_S (default 480: the whole script, build included; a phase that no longer fits
 # is skipped and says so), GPU_E2E=0 (skips tests/bench/gpu/e2e_compare.sh, ~1 min), GPU_PROFILE=0
 # (skips tests/bench/gpu/profile.sh, ~1-2 min),
 # BUILD (default build-gpu), CUDA_ARCH (default: the GPU's compute capability).
@@ -23,7 +23,7 @@ BUILD=${BUILD:-build-gpu}
 # Phase logs go to LOGS; OUT gets summary.md and logs.tar.gz (a device call returns few files).
 case $BUILD in /*) LOGS=$BUILD/logs ;; *) LOGS=$ROOT/$BUILD/logs ;; esac
 rm -rf "$LOGS"; mkdir -p "$LOGS"
-BUDGET=${GPU_BUDGET_S:-300}
+BUDGET=${GPU_BUDGET_S:-480}
 mkdir -p "$OUT"
 T0=$(date +%s)
 NAMES=() RESULTS=() SECONDS_=() NOTES=()
