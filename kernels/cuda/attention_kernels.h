@@ -466,6 +466,23 @@ template <int N> static __device__ __forceinline__ void wg_fence_acc(float (&d)[
     (void)d;
 #endif
 }
+// One batch over M row tiles (the forward's): d[m] (+)= a[m] B(tile), waited for. Operands are
+// fenced before wgmma.fence, the accumulators after the wait (the protocol above).
+template <bool TRANS_B, int ROWS, int M, int KS, int NT>
+static __device__ __forceinline__ void wg_batch(float (&d)[M][NT][4], uint32_t (&a)[M][KS][4], const bf16_t *tile,
+                                                bool acc) {
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        wg_fence_a(a[m]);
+        wg_fence_acc(d[m]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int m = 0; m < M; m++) wg_rs_k<TRANS_B, ROWS>(d[m], a[m], tile, acc);
+    wg_commit_wait();
+#pragma unroll
+    for (int m = 0; m < M; m++) wg_fence_acc(d[m]);
+}
 // The dynamic shared memory from a 1024-byte boundary when ALIGN (wgmma kernels: their
 // launchers ask for 1024 bytes more).
 template <bool ALIGN> static __device__ __forceinline__ unsigned char *attn_smem_base() {
@@ -665,12 +682,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         // S = Q K^T (raw scores)
         float s[MT][NS][4];
         if constexpr (WG) {
-            wgmma_fence();
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) wg_rs_k<false, BC>(s[mt], qf[mt], cK, false);
-            wg_commit_wait();
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) wg_fence_acc(s[mt]);
+            wg_batch<false, BC>(s, qf, cK, false);
         } else {
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
@@ -740,17 +752,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int kk = 0; kk < BC / 16; kk++) pack_a(pa[mt][kk], s[mt][2 * kk], s[mt][2 * kk + 1]);
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                wg_fence_a(pa[mt]);
-                wg_fence_acc(o[mt]);
-            }
-            wgmma_fence();
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) wg_rs_k<true, BC>(o[mt], pa[mt], cV, true);
-            wg_commit_wait();
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) wg_fence_acc(o[mt]);
+            wg_batch<true, BC>(o, pa, cV, true);
         } else {
 #pragma unroll
             for (int kk = 0; kk < BC / 16; kk++) {

@@ -64,15 +64,16 @@ struct Copy {
     uint32_t chunk;  // dst's 16-byte chunk of the shared memory
 };
 
-// One thread's share of a wgmma.mma_async: its 32 accumulators d, the 16 x 16 A slice of its
-// warp (from registers, captured at issue) or A's descriptor, B's descriptor.
+// One thread's share of a wgmma.mma_async: its n / 2 accumulators d, the two rows of A they need
+// (rows g and g + 8 of its warp's slice, from the warp's registers at issue) or A's descriptor,
+// B's descriptor.
 struct WgOp {
     float *d;   // n / 2 accumulators
     int n;
     bool acc, a_smem, trans_b;
     uint64_t desc_a, desc_b;
     int warp_in_group, lane;
-    float a[16][16];
+    float a[2][16];
 };
 
 struct Fiber {
@@ -476,7 +477,7 @@ static inline void wg_perform(const emu::WgOp &op) {
         const int nt = j / 4, i = j % 4, r = g + 8 * (i >> 1), col = nt * 8 + 2 * t + (i & 1);
         float acc = op.acc ? op.d[j] : 0.0f;
         for (int k = 0; k < 16; k++) {
-            const float av = op.a_smem ? wg_operand(op.desc_a, 16 * op.warp_in_group + r, k, false) : op.a[r][k];
+            const float av = op.a_smem ? wg_operand(op.desc_a, 16 * op.warp_in_group + r, k, false) : op.a[i >> 1][k];
             acc += av * wg_operand(op.desc_b, col, k, op.trans_b);
         }
         op.d[j] = acc;
@@ -501,8 +502,8 @@ static inline void wg_issue(float *d, int n, const uint32_t *a, uint64_t desc_a,
         emu::WarpX &x = emu::warp_x[emu::warp()];
         for (int i = 0; i < 4; i++) x.a[op.lane][i] = a[i];
         emu::warp_sync();
-        for (int r = 0; r < 16; r++)
-            for (int k = 0; k < 16; k++) op.a[r][k] = mma_a(x, r, k);
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 16; k++) op.a[h][k] = mma_a(x, op.lane / 4 + 8 * h, k);
         emu::warp_sync();
     }
     if (emu::copy_mode == emu::EAGER) wg_perform(op);
