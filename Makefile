@@ -140,7 +140,8 @@ bench: all
 # benchmark. tests/gpu/run.sh runs them on a GPU; CI builds them (a broken test fails there,
 # not in a GPU session).
 comma := ,
-GPU_TESTS := $(BUILD)/tests/gpu/test_cuda_kernels $(BUILD)/tests/bench/gpu/attn_bench
+GPU_TESTS := $(BUILD)/tests/gpu/test_cuda_kernels $(BUILD)/tests/bench/gpu/attn_bench \
+             $(BUILD)/tests/bench/gpu/layers_bench
 gpu-tests: $(if $(filter 1,$(CUDA)),$(GPU_TESTS),gpu-tests-need-cuda)
 gpu-tests-need-cuda:
 	@echo "make gpu-tests: build with CUDA=1" >&2; exit 2
@@ -148,7 +149,7 @@ $(BUILD)/tests/gpu/test_cuda_kernels: tests/gpu/test_cuda_kernels.cu tests/gpu/t
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -Xcompiler -fopenmp $< $(BUILD)/libkernels.a $(subst -Wl$(comma),-Xlinker ,$(BLAS_LIBS)) \
 	    -lcublasLt -lcublas -lgomp -lm -o $@
-$(BUILD)/tests/bench/gpu/attn_bench: tests/bench/gpu/attn_bench.cu tests/gpu/test_util.h $(BUILD)/libkernels.a
+$(BUILD)/tests/bench/gpu/%: tests/bench/gpu/%.cu tests/gpu/test_util.h $(BUILD)/libkernels.a
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -Itests/gpu $< $(BUILD)/libkernels.a -lcublasLt -lcublas -lm -o $@
 

@@ -2,7 +2,8 @@
 # The one script of a GPU session (issue 5): builds the CUDA kernels and lsst-run, runs every kernel
 # against its CPU twin, lsst-run backend: cuda against backend: cpu (tests/gpu/train_check.sh), the
 # attention benchmark of every variant (the fastest pair at the e2e shape is then timed end to
-# end too), the end-to-end speed against torch.compile, the attention benchmark of PyTorch SDPA,
+# end too), the other kernels of a step at the e2e shapes (tests/bench/gpu/layers_bench.cu), the
+# end-to-end speed against torch.compile, the attention benchmark of PyTorch SDPA,
 # compute-sanitizer (memcheck, racecheck) on the kernel test, and prints a summary table LAST. Logs go to
 # build-gpu/logs; $OUT (the device machine's output folder; default build-gpu/out) gets summary.md and
 # logs.tar.gz, rewritten after every phase (so a call cut short still returns what ran).
@@ -169,6 +170,17 @@ else
   record attn-lsst skip 0 "no GPU or no benchmark binary"
 fi
 
+# ---- 6b. the rest of a step (LayerNorm, GELU, column sums, GEMMs, AdamW) at the e2e shapes, vs a copy --
+LAYERS_BENCH=$BUILD/tests/bench/gpu/layers_bench
+if [ "$HAVE_GPU" = 1 ] && [ -x "$LAYERS_BENCH" ]; then
+  run layers 60 15 "$LAYERS_BENCH"
+  [ -f "$LOGS/layers.log" ] && grep -E '^[a-z_]+[a-z_ ()]*,' "$LOGS/layers.log" > "$LOGS/layers.csv"
+  if [ "$RC" = 0 ]; then record layers ok "$LAST_S" "$(grep -m1 '^# sum of ms_per_step' "$LOGS/layers.log" | cut -c3-)"
+  elif [ "$RC" != skip ]; then record layers FAIL "$LAST_S" "rc=$RC"; fi
+else
+  record layers skip 0 "no GPU or no layers_bench"
+fi
+
 # ---- 7. end-to-end training speed vs torch.compile (GPU_E2E=0 skips) -----------------------------
 if [ "${GPU_E2E:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
   run e2e 300 120 env BUILD="$BUILD" OUT="$LOGS" NO_BUILD=1 E2E_ATTN_VARIANTS="$E2E_VARIANTS" \
@@ -206,6 +218,13 @@ fi
   if [ -s "$LOGS/attn_lsst.csv" ]; then
     echo
     env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py "$LOGS/attn_lsst.csv" "$LOGS/attn_sdpa.csv" 2>&1
+  fi
+  if [ -s "$LOGS/layers.csv" ]; then   # the non-attention kernels, costliest per step first
+    echo
+    echo "| kernel | shape | calls/step | ms | GB/s | of copy | TFLOP/s | ms/step |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    tail -n +2 "$LOGS/layers.csv" | sort -t, -k9,9gr |
+      awk -F, '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $6, $7, $8, $9 }'
   fi
   n_ok=0 n_bad=0
   for r in "${RESULTS[@]}"; do case $r in ok) n_ok=$((n_ok + 1));; FAIL) n_bad=$((n_bad + 1));; esac; done

@@ -24,25 +24,33 @@ backend:  cuda
 output:   {dir: $OUTDIR/run}
 YAML
 fi
-rm -rf "$OUTDIR/run"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-"$NCU" --csv --print-units base --print-kernel-base function --clock-control none \
-  --metrics gpu__time_duration.sum --log-file "$OUTDIR/kernels.csv" \
-  "$BIN/lsst-run" --config "$cfg" --set train.steps="$STEPS" --set output.dir="$OUTDIR/run" > "$OUTDIR/run.log" 2>&1
+# Duration and DRAM bytes of every kernel (GB/s: how near a memory-bound kernel is to the card's
+# bandwidth); where this ncu cannot collect the DRAM counters, the duration alone.
+profile() {
+  rm -rf "$OUTDIR/run"
+  "$NCU" --csv --print-units base --print-kernel-base function --clock-control none \
+    --metrics "$1" --log-file "$OUTDIR/kernels.csv" \
+    "$BIN/lsst-run" --config "$cfg" --set train.steps="$STEPS" --set output.dir="$OUTDIR/run" > "$OUTDIR/run.log" 2>&1
+}
+profile gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum ||
+  { echo "profile.sh: ncu without the DRAM counters (see $OUTDIR/run.log)"; profile gpu__time_duration.sum; }
 env -u LD_LIBRARY_PATH python3 - "$OUTDIR/kernels.csv" "$STEPS" <<'PY'
 import csv, sys, collections
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 steps = int(sys.argv[2])
-tot, cnt = collections.Counter(), collections.Counter()
+tot, cnt, nbytes = collections.Counter(), collections.Counter(), collections.Counter()
 for r in rows:
-    if r.get("Metric Name") != "gpu__time_duration.sum":
-        continue
-    ns = float(r["Metric Value"].replace(",", ""))
-    tot[r["Kernel Name"]] += ns
-    cnt[r["Kernel Name"]] += 1
+    value = float(r["Metric Value"].replace(",", ""))
+    if r.get("Metric Name") == "gpu__time_duration.sum":
+        tot[r["Kernel Name"]] += value
+        cnt[r["Kernel Name"]] += 1
+    elif r.get("Metric Name", "").startswith("dram__bytes_"):
+        nbytes[r["Kernel Name"]] += value
 total = sum(tot.values())
-print(f"{len(rows)} kernel launches, {total / 1e6 / steps:.2f} ms of kernels per step ({steps} steps)")
-print(f"{'ms/step':>8} {'share':>6} {'calls':>6}  kernel")
+print(f"{sum(cnt.values())} kernel launches, {total / 1e6 / steps:.2f} ms of kernels per step ({steps} steps)")
+print(f"{'ms/step':>8} {'share':>6} {'calls':>6} {'GB/s':>7}  kernel")
 for name, ns in tot.most_common(30):
-    print(f"{ns / 1e6 / steps:8.3f} {ns / total:6.1%} {cnt[name] / steps:6.0f}  {name[:110]}")
+    gbs = f"{nbytes[name] / ns:7.0f}" if nbytes else "      -"   # bytes per ns = GB/s
+    print(f"{ns / 1e6 / steps:8.3f} {ns / total:6.1%} {cnt[name] / steps:6.0f} {gbs}  {name[:110]}")
 PY
