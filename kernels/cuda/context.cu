@@ -48,6 +48,7 @@ void cuda_kernels_init(size_t scratch_bytes) {
     cublasCheck(cublasSetWorkspace(k->cublas, k->workspace, k->workspace_bytes));
     k->scratch_bytes = scratch_bytes ? scratch_bytes : DEFAULT_SCRATCH_BYTES;
     cudaCheck(cudaMalloc(&k->scratch, k->scratch_bytes));
+    cudaCheck(cudaMemset(k->scratch, 0, k->scratch_bytes));   // the column reductions' tickets start at 0
     k->initialized = 1;
     cuda_attention_apply_env();
     cuda_matmul_apply_env();
@@ -77,5 +78,8 @@ size_t cuda_kernels_plan_bytes(size_t scratch_bytes) {
     return WORKSPACE_BYTES + (scratch_bytes ? scratch_bytes : DEFAULT_SCRATCH_BYTES);
 }
 
-// Two fp32 partial arrays (e.g. dweight and dbias) of REDUCE_CHUNKS rows each.
-size_t cuda_kernels_reduction_bytes(int cols) { return (size_t)2 * REDUCE_CHUNKS * (size_t)cols * sizeof(float); }
+// Two fp32 partial arrays (e.g. dweight and dbias) of REDUCE_CHUNKS rows each, and an int ticket
+// per 32 columns (layers.cu: reduction_scratch).
+size_t cuda_kernels_reduction_bytes(int cols) {
+    return (size_t)2 * REDUCE_CHUNKS * (size_t)cols * sizeof(float) + (size_t)(cols + 31) / 32 * sizeof(int);
+}

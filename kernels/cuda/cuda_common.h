@@ -48,7 +48,7 @@ typedef struct {
     cublasLtHandle_t cublaslt;
     void *workspace;  // cuBLAS(Lt) workspace
     size_t workspace_bytes;
-    void *scratch;  // two-pass reductions
+    void *scratch;  // reductions: partial sums (its start), column tickets (its end)
     size_t scratch_bytes;
 } CudaKernels;
 // The module state, initialized on first use if the caller did not (cuda_kernels_init(0)).

@@ -38,9 +38,9 @@ typedef __nv_bfloat16_raw bf16;  // storage view for C callers: 16 bits, same la
 
 // ---- module state -------------------------------------------------------------------
 // Creates the cuBLAS / cuBLASLt handles on the CURRENT device and allocates the module's
-// device memory: the cuBLASLt workspace and a scratch for two-pass reductions (partial
-// sums of LayerNorm / bias gradients, sum of squares). scratch_bytes = 0 picks the default
-// (16 MiB: enough for reductions over up to 32768 columns). Call once per process after
+// device memory: the cuBLASLt workspace and a scratch for the reductions (partial sums and
+// tickets of LayerNorm / bias gradients, sum of squares). scratch_bytes = 0 picks the default
+// (16 MiB: enough for reductions over up to 32760 columns). Call once per process after
 // cudaSetDevice; calling again is a no-op.
 void cuda_kernels_init(size_t scratch_bytes);
 void cuda_kernels_shutdown(void);
@@ -73,7 +73,7 @@ void cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *i
                             const float *bias, int N, int C, cudaStream_t stream);
 void cuda_layernorm_forward_bf16(bf16 *out, float *mean, float *rstd, const bf16 *inp, const float *weight,
                                  const float *bias, int N, int C, cudaStream_t stream);
-// dinp (N,C) +=; dweight, dbias (C) fp32 += (two-pass reduction through the module scratch).
+// dinp (N,C) +=; dweight, dbias (C) fp32 += (column sums through the module scratch).
 void cuda_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                              const float *weight, const float *mean, const float *rstd, int N, int C,
                              cudaStream_t stream);

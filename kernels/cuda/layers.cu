@@ -32,20 +32,27 @@ static void embedding_backward_t(float *dwte, float *dwpe, const T *dout, const 
 
 // ---- layernorm: host side ----------------------------------------------------------------
 
-static float *reduction_scratch(int cols) {
+// The module scratch of a column reduction over `cols` columns: the partial sums at its start,
+// the tickets of the column groups (ints, 0 between launches: zeroed at init, put back by the
+// kernels) at its end.
+struct ReductionScratch {
+    float *partial;
+    int *tickets;
+};
+static ReductionScratch reduction_scratch(int cols) {
     CudaKernels *k = cuda_kernels();
     cudaRequire(cuda_kernels_reduction_bytes(cols) <= k->scratch_bytes,
                 "CUDA kernels: a reduction over %d columns needs %zu bytes of scratch, the module has %zu "
                 "(pass a larger size to cuda_kernels_init)",
                 cols, cuda_kernels_reduction_bytes(cols), k->scratch_bytes);
-    return (float *)k->scratch;
+    return {(float *)k->scratch, (int *)((char *)k->scratch + k->scratch_bytes) - ceil_div_u(cols, 32)};
 }
 
 static bool aligned16(const void *a, const void *b, const void *c) {
     return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
 }
 
-// Grid of the column partial sums (layers_kernels.h): 32*V columns per block, REDUCE_CHUNKS row chunks.
+// Grid of the column reductions (layers_kernels.h): 32*V columns per block, REDUCE_CHUNKS row chunks.
 static dim3 colsum_grid(int cols, int V) { return dim3(ceil_div_u(cols, 32 * V), REDUCE_CHUNKS); }
 
 template <typename T>
@@ -72,29 +79,26 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
     else
         layernorm_backward_dinp_kernel<T, 1><<<grid, BLOCK, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
     cudaCheckLaunch();
-    float *partial = reduction_scratch(C);
-    float *partial_w = partial, *partial_b = partial + (size_t)REDUCE_CHUNKS * C;
+    const ReductionScratch r = reduction_scratch(C);
+    float *partial_w = r.partial, *partial_b = r.partial + (size_t)REDUCE_CHUNKS * C;
     if (C % vec16<T>() == 0 && aligned16(dout, inp, inp))
-        layernorm_backward_partial_kernel<T, vec16<T>()><<<colsum_grid(C, vec16<T>()), BLOCK, 0, stream>>>(
-            partial_w, partial_b, dout, inp, mean, rstd, N, C);
+        layernorm_backward_columns_kernel<T, vec16<T>()><<<colsum_grid(C, vec16<T>()), BLOCK, 0, stream>>>(
+            dweight, dbias, partial_w, partial_b, r.tickets, dout, inp, mean, rstd, N, C);
     else
-        layernorm_backward_partial_kernel<T, 1><<<colsum_grid(C, 1), BLOCK, 0, stream>>>(partial_w, partial_b, dout,
-                                                                                           inp, mean, rstd, N, C);
-    cudaCheckLaunch();
-    reduce_partials_kernel<<<ceil_div_u(C, BLOCK), BLOCK, 0, stream>>>(dweight, dbias, partial_w, partial_b, C);
+        layernorm_backward_columns_kernel<T, 1><<<colsum_grid(C, 1), BLOCK, 0, stream>>>(
+            dweight, dbias, partial_w, partial_b, r.tickets, dout, inp, mean, rstd, N, C);
     cudaCheckLaunch();
 }
 
 // Used by matmul.cu: dbias (OC) += colsum(dout (N, OC)).
 template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, int N, int OC, cudaStream_t stream) {
     if (N <= 0 || OC <= 0) return;
-    float *partial = reduction_scratch(OC);
+    const ReductionScratch r = reduction_scratch(OC);
     if (OC % vec16<T>() == 0 && aligned16(dout, dout, dout))
-        colsum_partial_kernel<T, vec16<T>()><<<colsum_grid(OC, vec16<T>()), BLOCK, 0, stream>>>(partial, dout, N, OC);
+        colsum_kernel<T, vec16<T>()><<<colsum_grid(OC, vec16<T>()), BLOCK, 0, stream>>>(dbias, r.partial, r.tickets,
+                                                                                       dout, N, OC);
     else
-        colsum_partial_kernel<T, 1><<<colsum_grid(OC, 1), BLOCK, 0, stream>>>(partial, dout, N, OC);
-    cudaCheckLaunch();
-    reduce_partials_kernel<<<ceil_div_u(OC, BLOCK), BLOCK, 0, stream>>>(dbias, nullptr, partial, nullptr, OC);
+        colsum_kernel<T, 1><<<colsum_grid(OC, 1), BLOCK, 0, stream>>>(dbias, r.partial, r.tickets, dout, N, OC);
     cudaCheckLaunch();
 }
 template void cuda_colsum_accumulate<float>(float *, const float *, int, int, cudaStream_t);

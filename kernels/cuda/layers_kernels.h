@@ -161,13 +161,16 @@ __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *
     }
 }
 
-// First passes of the column reductions (LayerNorm dweight/dbias, matmul dbias): partial sums
-// over chunk k = blockIdx.y of the rows, rows [k*rows, (k+1)*rows). A block takes 32*V adjacent
-// columns, lane l the V columns from 32*V*blockIdx.x + V*l (V = vec16<T>() for 16-byte aligned
-// rows: one 16-byte load per lane and row, 512 contiguous bytes per warp; else V = 1), and its
-// warps split the chunk's rows (warp w: rows r0 + w, r0 + w + WARPS_PER_BLOCK, ...); warp 0 then
-// adds the warps' sums in warp order. Every column is summed in the same order for any V, so V
-// changes the speed, not the bits; every order depends on the shapes only.
+// The column reductions (LayerNorm dweight/dbias, matmul dbias) in one launch. Block (x, k) sums
+// chunk k = blockIdx.y of the rows, rows [k*rows, (k+1)*rows), over its 32*V adjacent columns
+// (lane l: the V columns from 32*V*x + V*l; V = vec16<T>() for 16-byte aligned rows: one 16-byte
+// load per lane and row, 512 contiguous bytes per warp; else V = 1). Its warps split the chunk's
+// rows (warp w: rows r0 + w, r0 + w + WARPS_PER_BLOCK, ...) and warp 0 adds the warps' sums in
+// warp order, into partial[k, c]. The last block of column group x to get there (a ticket per
+// column group, counted with atomicAdd and put back to 0 by that block for the next launch) then
+// adds the REDUCE_CHUNKS partials of its columns into the output, k = 0, 1, ... in order. Every
+// column is summed in the same order for any V and whichever block comes last, so V and the
+// schedule change the speed, not the bits; every order depends on the shapes only.
 static __device__ __forceinline__ void chunk_rows(int N, long *r0, long *r1) {
     const long rows = (N + REDUCE_CHUNKS - 1) / REDUCE_CHUNKS;
     *r0 = blockIdx.y * rows;
@@ -188,9 +191,41 @@ template <int K> __device__ __forceinline__ void sum_over_warps(float (&acc)[K])
         }
 }
 
+// After the block's partials are written: true in every thread of the column group's last block.
+static __device__ __forceinline__ bool last_block_of_columns(int *tickets) {
+    __shared__ bool last;
+    __threadfence();   // the partials this thread wrote, visible device-wide before the ticket
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(&tickets[blockIdx.x], 1) == (int)gridDim.y - 1;
+        if (last) tickets[blockIdx.x] = 0;
+    }
+    __syncthreads();
+    if (last) __threadfence();   // then the other blocks' partials, seen through their tickets
+    return last;
+}
+
+// out0[c] += sum_k partial0[k, c] (and out1 from partial1) over the block's columns, k in order.
+// __ldcg: the other blocks' partials from L2, never from a stale L1 line.
+static __device__ __forceinline__ void finish_columns(float *out0, float *out1, const float *partial0,
+                                                      const float *partial1, int C, int V) {
+    const int c0 = blockIdx.x * 32 * V, c1 = c0 + 32 * V < C ? c0 + 32 * V : C;
+    for (int c = c0 + (int)threadIdx.x; c < c1; c += BLOCK) {
+        float s0 = 0.0f, s1 = 0.0f;
+        for (int k = 0; k < REDUCE_CHUNKS; k++) {
+            s0 += __ldcg(partial0 + (long)k * C + c);
+            if (out1) s1 += __ldcg(partial1 + (long)k * C + c);
+        }
+        out0[c] += s0;
+        if (out1) out1[c] += s1;
+    }
+}
+
+// dweight += sum_n norm[n, c] dout[n, c], dbias += sum_n dout[n, c] (partial_b: the dbias partials).
 template <typename T, int V>
-__global__ void layernorm_backward_partial_kernel(float *partial_w, float *partial_b, const T *dout, const T *inp,
-                                                  const float *mean, const float *rstd, int N, int C) {
+__global__ void layernorm_backward_columns_kernel(float *dweight, float *dbias, float *partial_w, float *partial_b,
+                                                  int *tickets, const T *dout, const T *inp, const float *mean,
+                                                  const float *rstd, int N, int C) {
     const int c = (blockIdx.x * 32 + threadIdx.x % 32) * V, w = threadIdx.x / 32;
     long r0, r1;
     chunk_rows(N, &r0, &r1);
@@ -213,9 +248,12 @@ __global__ void layernorm_backward_partial_kernel(float *partial_w, float *parti
             partial_w[(long)blockIdx.y * C + c + k] = acc[k];
             partial_b[(long)blockIdx.y * C + c + k] = acc[V + k];
         }
+    if (last_block_of_columns(tickets)) finish_columns(dweight, dbias, partial_w, partial_b, C, V);
 }
 
-template <typename T, int V> __global__ void colsum_partial_kernel(float *partial, const T *x, int N, int C) {
+// out (C) += sum_n x[n, c].
+template <typename T, int V>
+__global__ void colsum_kernel(float *out, float *partial, int *tickets, const T *x, int N, int C) {
     const int c = (blockIdx.x * 32 + threadIdx.x % 32) * V, w = threadIdx.x / 32;
     long r0, r1;
     chunk_rows(N, &r0, &r1);
@@ -230,20 +268,7 @@ template <typename T, int V> __global__ void colsum_partial_kernel(float *partia
     sum_over_warps(acc);
     if (w == 0 && c < C)
         for (int k = 0; k < V; k++) partial[(long)blockIdx.y * C + c + k] = acc[k];
-}
-
-// Second pass: out0[c] += sum_k partial0[k,c] (and out1 from partial1), k in order.
-__global__ void reduce_partials_kernel(float *out0, float *out1, const float *partial0, const float *partial1,
-                                       int C) {
-    const int c = blockIdx.x * BLOCK + threadIdx.x;
-    if (c >= C) return;
-    float s0 = 0.0f, s1 = 0.0f;
-    for (int k = 0; k < REDUCE_CHUNKS; k++) {
-        s0 += partial0[(long)k * C + c];
-        if (out1) s1 += partial1[(long)k * C + c];
-    }
-    out0[c] += s0;
-    if (out1) out1[c] += s1;
+    if (last_block_of_columns(tickets)) finish_columns(out, nullptr, partial, nullptr, C, V);
 }
 
 // ---- GELU (tanh approximation, as GPT-2) / residual ---------------------------------------

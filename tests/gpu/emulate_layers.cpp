@@ -82,6 +82,14 @@ static void report(const std::string &name, const vector<std::pair<const char *,
     fflush(stdout);
 }
 // Two results that must be the same bits (the same sums in the same order).
+// The column reductions' tickets: every one back at 0 after a launch.
+static void check_tickets(const std::string &name, const vector<int> &tickets) {
+    bool ok = true;
+    for (int t : tickets) ok = ok && t == 0;
+    (ok ? n_pass : n_fail)++;
+    printf("%s %d - %s (all back at 0)\n", ok ? "ok" : "not ok", n_pass + n_fail, name.c_str());
+}
+
 static void check_bits(const std::string &name, const vector<float> &got, const vector<float> &ref) {
     const bool ok = got.size() == ref.size() && !memcmp(got.data(), ref.data(), sizeof(float) * got.size());
     (ok ? n_pass : n_fail)++;
@@ -155,7 +163,7 @@ template <typename T> static void test_layernorm(int N) {
         layernorm_backward(ri.data(), rw.data(), rb.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(),
                            N, C);
         vector<T> dd = dev<T>(dout), di = dev<T>(i0);
-        vector<float> gw = w0, gb = b0, pw((size_t)REDUCE_CHUNKS * C, NAN), pb((size_t)REDUCE_CHUNKS * C, NAN);
+        vector<float> gw = w0, gb = b0;
         vector<T> di_vec = di;  // C = 72: the vectorized kernel applies too
         emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
             layernorm_backward_dinp_kernel<T, 1>(di.data(), dd.data(), xd.data(), w.data(), mean.data(), rstd.data(), N, C);
@@ -165,24 +173,34 @@ template <typename T> static void test_layernorm(int N) {
                                                   rstd.data(), N, C);
         });
         report(std::string("layernorm_backward vec ") + P<T>::name, {{"dinp", host(di_vec)}}, {ri}, P<T>::tol);
-        emu::launch(grid(cdiv(C, 32), REDUCE_CHUNKS), BLOCK, [&] {
-            layernorm_backward_partial_kernel<T, 1>(pw.data(), pb.data(), dd.data(), xd.data(), mean.data(),
-                                                    rstd.data(), N, C);
-        });
-        emu::launch(grid(cdiv(C, BLOCK)), BLOCK, [&] {
-            reduce_partials_kernel(gw.data(), gb.data(), pw.data(), pb.data(), C);
-        });
+        // The column sums, scalar and vectorized (C = 72: the vectorized kernel applies too), twice
+        // each: the tickets must be back at 0 after a launch, so a second one adds the same again.
+        constexpr int V = vec16<T>();
+        vector<int> tickets(cdiv(C, 32), 0);
+        auto columns = [&](int v, vector<float> &ow, vector<float> &ob) {
+            vector<float> pw((size_t)REDUCE_CHUNKS * C, NAN), pb((size_t)REDUCE_CHUNKS * C, NAN);
+            emu::launch(grid(cdiv(C, 32 * v), REDUCE_CHUNKS), BLOCK, [&] {
+                if (v == 1)
+                    layernorm_backward_columns_kernel<T, 1>(ow.data(), ob.data(), pw.data(), pb.data(), tickets.data(),
+                                                            dd.data(), xd.data(), mean.data(), rstd.data(), N, C);
+                else
+                    layernorm_backward_columns_kernel<T, V>(ow.data(), ob.data(), pw.data(), pb.data(), tickets.data(),
+                                                            dd.data(), xd.data(), mean.data(), rstd.data(), N, C);
+            });
+            check_tickets(std::string("layernorm_backward tickets V=") + std::to_string(v) + " " + P<T>::name, tickets);
+        };
+        columns(1, gw, gb);
         report(std::string("layernorm_backward ") + P<T>::name, {{"dinp", host(di)}, {"dweight", gw}, {"dbias", gb}},
                {ri, rw, rb}, P<T>::tol);
-        // The vectorized column partials: the same sums in the same order, so the same bits.
-        constexpr int V = vec16<T>();
-        vector<float> pw_v((size_t)REDUCE_CHUNKS * C, NAN), pb_v((size_t)REDUCE_CHUNKS * C, NAN);
-        emu::launch(grid(cdiv(C, 32 * V), REDUCE_CHUNKS), BLOCK, [&] {
-            layernorm_backward_partial_kernel<T, V>(pw_v.data(), pb_v.data(), dd.data(), xd.data(), mean.data(),
-                                                    rstd.data(), N, C);
-        });
-        check_bits(std::string("layernorm_backward partials vec ") + P<T>::name, pw_v, pw);
-        check_bits(std::string("layernorm_backward partials vec (dbias) ") + P<T>::name, pb_v, pb);
+        // The vectorized sums: the same sums in the same order, so the same bits.
+        vector<float> gw_v = w0, gb_v = b0;
+        columns(V, gw_v, gb_v);
+        check_bits(std::string("layernorm_backward columns vec (dweight) ") + P<T>::name, gw_v, gw);
+        check_bits(std::string("layernorm_backward columns vec (dbias) ") + P<T>::name, gb_v, gb);
+        columns(V, gw_v, gb_v);
+        for (int c = 0; c < C; c++) rw[c] += rw[c] - w0[c], rb[c] += rb[c] - b0[c];
+        report(std::string("layernorm_backward columns twice ") + P<T>::name, {{"dweight", gw_v}, {"dbias", gb_v}},
+               {rw, rb}, P<T>::tol);
     }
     if (want(std::string("colsum ") + P<T>::name)) {  // the matmul bias gradient
         const int OC = 296;   // a multiple of 8 (the vector kernel applies), not of 32*8 (a partial block)
@@ -190,17 +208,24 @@ template <typename T> static void test_layernorm(int N) {
         for (int n = 0; n < N; n++)
             for (int o = 0; o < OC; o++) ref[o] += d[(long)n * OC + o];
         vector<T> dd = dev<T>(d);
-        vector<float> part((size_t)REDUCE_CHUNKS * OC, NAN), got = b0;
-        emu::launch(grid(cdiv(OC, 32), REDUCE_CHUNKS), BLOCK,
-                    [&] { colsum_partial_kernel<T, 1>(part.data(), dd.data(), N, OC); });
-        emu::launch(grid(cdiv(OC, BLOCK)), BLOCK,
-                    [&] { reduce_partials_kernel(got.data(), nullptr, part.data(), nullptr, OC); });
-        report(std::string("colsum ") + P<T>::name, {{"dbias", got}}, {ref}, P<T>::tol);
         constexpr int V = vec16<T>();
-        vector<float> part_v((size_t)REDUCE_CHUNKS * OC, NAN);
-        emu::launch(grid(cdiv(OC, 32 * V), REDUCE_CHUNKS), BLOCK,
-                    [&] { colsum_partial_kernel<T, V>(part_v.data(), dd.data(), N, OC); });
-        check_bits(std::string("colsum partials vec ") + P<T>::name, part_v, part);
+        vector<int> tickets(cdiv(OC, 32), 0);
+        auto colsum = [&](int v, vector<float> &got) {
+            vector<float> part((size_t)REDUCE_CHUNKS * OC, NAN);
+            emu::launch(grid(cdiv(OC, 32 * v), REDUCE_CHUNKS), BLOCK, [&] {
+                if (v == 1) colsum_kernel<T, 1>(got.data(), part.data(), tickets.data(), dd.data(), N, OC);
+                else colsum_kernel<T, V>(got.data(), part.data(), tickets.data(), dd.data(), N, OC);
+            });
+            check_tickets(std::string("colsum tickets V=") + std::to_string(v) + " " + P<T>::name, tickets);
+        };
+        vector<float> got = b0, got_v = b0;
+        colsum(1, got);
+        report(std::string("colsum ") + P<T>::name, {{"dbias", got}}, {ref}, P<T>::tol);
+        colsum(V, got_v);
+        check_bits(std::string("colsum vec ") + P<T>::name, got_v, got);
+        colsum(V, got_v);
+        for (int o = 0; o < OC; o++) ref[o] += ref[o] - b0[o];
+        report(std::string("colsum twice ") + P<T>::name, {{"dbias", got_v}}, {ref}, P<T>::tol);
     }
 }
 
