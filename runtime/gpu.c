@@ -259,8 +259,7 @@ void gpu_head_backward(Gpu *g, const Model *m, const bf16 *residual) {
     DevActs *a = &g->a;
     DevScratch *s = &g->s;
     cudaStream_t st = g->stream;
-    gpu_zero(g, s->dx, (size_t)BT * C * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->dx, G(P_WOUT), NULL, a->logits, a->lnf, PB(P_WOUT), BT, C, V, st);
+    cuda_matmul_backward_write_bf16(s->dx, G(P_WOUT), NULL, a->logits, a->lnf, PB(P_WOUT), BT, C, V, st);
     gpu_zero(g, s->dres, (size_t)BT * C * sizeof(bf16));
     cuda_layernorm_backward_bf16(s->dres, G(P_LNFW), G(P_LNFB), s->dx, residual, P(P_LNFW), a->lnf_mean, a->lnf_rstd,
                                  BT, C, st);
@@ -322,9 +321,8 @@ static void mlp_backward(Gpu *g, const Model *m, int l) {
     cuda_matmul_backward_dgelu_bf16(s->dfch, G(P_FCPROJW) + (size_t)l * C * F, G(P_FCPROJB) + l * C, s->dres,
                                     a->fch_gelu + l * bt * F, PB(P_FCPROJW) + (size_t)l * C * F, a->fch + l * bt * F,
                                     BT, F, C, st);
-    gpu_zero(g, s->dx, btc * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->dx, G(P_FCW) + (size_t)l * F * C, G(P_FCB) + (size_t)l * F, s->dfch,
-                              a->ln2 + l * btc, PB(P_FCW) + (size_t)l * F * C, BT, C, F, st);
+    cuda_matmul_backward_write_bf16(s->dx, G(P_FCW) + (size_t)l * F * C, G(P_FCB) + (size_t)l * F, s->dfch,
+                                    a->ln2 + l * btc, PB(P_FCW) + (size_t)l * F * C, BT, C, F, st);
     cuda_layernorm_backward_bf16(s->dres, G(P_LN2W) + l * C, G(P_LN2B) + l * C, s->dx, a->residual2 + l * btc,
                                  P(P_LN2W) + l * C, a->ln2_mean + l * bt, a->ln2_rstd + l * bt, BT, C, st);
 }
@@ -341,9 +339,8 @@ static void attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
     const bf16 *qkvw = PB(P_QKVW) + (size_t)l * 3 * C * C;
     float *dqkvw = G(P_QKVW) + (size_t)l * 3 * C * C, *dqkvb = G(P_QKVB) + (size_t)l * 3 * C;
 
-    gpu_zero(g, s->datty, btc * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->datty, G(P_ATTPROJW) + (size_t)l * C * C, G(P_ATTPROJB) + l * C, s->dres, atty,
-                              PB(P_ATTPROJW) + (size_t)l * C * C, BT, C, C, st);
+    cuda_matmul_backward_write_bf16(s->datty, G(P_ATTPROJW) + (size_t)l * C * C, G(P_ATTPROJB) + l * C, s->dres,
+                                    atty, PB(P_ATTPROJW) + (size_t)l * C * C, BT, C, C, st);
     if (m->cfg.kv == KV_REGATHER && m->sp_size > 1 && l != m->L - 1) {
         gpu_gather(g, m, comm, a->kv + l * 2 * btc, kv_full, 2 * C);
     }
@@ -353,8 +350,7 @@ static void attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
                                  kv_full + C, g->pos, B, T, S, NH, C / NH, C, 2 * C, s->attn, st);
     // ONE reduce-scatter returns every rank's partial d[K|V] to the owning segments.
     if (m->sp_size > 1) gpu_reduce_scatter(g, m, comm, s->seq_full, s->dkv, 2 * C);
-    gpu_zero(g, s->dx, btc * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->dx, dqkvw, dqkvb, s->dq, ln1, qkvw, BT, C, C, st);
+    cuda_matmul_backward_write_bf16(s->dx, dqkvw, dqkvb, s->dq, ln1, qkvw, BT, C, C, st);
     cuda_matmul_backward_bf16(s->dx, dqkvw + (size_t)C * C, dqkvb + C, s->dkv, ln1, qkvw + (size_t)C * C, BT, C,
                               2 * C, st);
     cuda_layernorm_backward_bf16(s->dres, G(P_LN1W) + l * C, G(P_LN1B) + l * C, s->dx, residual, P(P_LN1W) + l * C,

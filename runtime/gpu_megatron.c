@@ -64,9 +64,8 @@ static void mlp_backward(Gpu *g, Model *m, Comm *comm, int l) {
                                     m->sp_rank == 0 ? G(P_FCPROJB) + l * C : NULL, s->dseq_full,
                                     a->fch_gelu + l * bs * Fl, PB(P_FCPROJW) + (size_t)l * C * Fl, a->fch + l * bs * Fl,
                                     BS, Fl, C, st);
-    gpu_zero(g, s->seq_full, bsc * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->seq_full, G(P_FCW) + (size_t)l * Fl * C, G(P_FCB) + (size_t)l * Fl, s->dfch,
-                              a->ln2_full + l * bsc, PB(P_FCW) + (size_t)l * Fl * C, BS, C, Fl, st);
+    cuda_matmul_backward_write_bf16(s->seq_full, G(P_FCW) + (size_t)l * Fl * C, G(P_FCB) + (size_t)l * Fl, s->dfch,
+                                    a->ln2_full + l * bsc, PB(P_FCW) + (size_t)l * Fl * C, BS, C, Fl, st);
     gpu_reduce_scatter(g, m, comm, s->seq_full, s->dx, C);                             // collective 6
     cuda_layernorm_backward_bf16(s->dres, G(P_LN2W) + l * C, G(P_LN2B) + l * C, s->dx, a->residual2 + l * bt * C,
                                  P(P_LN2W) + l * C, a->ln2_mean + l * bt, a->ln2_rstd + l * bt, BT, C, st);
@@ -83,17 +82,15 @@ static void attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
     bf16 *qkv = a->qkv + l * bs * 3 * Cl, *atty = a->atty + l * bs * Cl;
     float *dqkvb = G(P_QKVB) + (size_t)l * 3 * Cl;
     gpu_gather(g, m, comm, s->dres, s->dseq_full, C);                                  // collective 7
-    gpu_zero(g, s->datty, bs * Cl * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->datty, G(P_ATTPROJW) + (size_t)l * C * Cl,
-                              m->sp_rank == 0 ? G(P_ATTPROJB) + l * C : NULL, s->dseq_full, atty,
-                              PB(P_ATTPROJW) + (size_t)l * C * Cl, BS, Cl, C, st);
+    cuda_matmul_backward_write_bf16(s->datty, G(P_ATTPROJW) + (size_t)l * C * Cl,
+                                    m->sp_rank == 0 ? G(P_ATTPROJB) + l * C : NULL, s->dseq_full, atty,
+                                    PB(P_ATTPROJW) + (size_t)l * C * Cl, BS, Cl, C, st);
     gpu_zero(g, s->dq, bs * 3 * Cl * sizeof(bf16));
     cuda_attention_backward_bf16(s->dq, s->dq + Cl, s->dq + 2 * Cl, s->datty, atty, a->att_lse + l * bs * NHl, qkv,
                                  qkv + Cl, qkv + 2 * Cl, g->pos_full, B, S, S, NHl, C / m->NH, 3 * Cl, 3 * Cl, s->attn,
                                  st);
-    gpu_zero(g, s->seq_full, bsc * sizeof(bf16));
-    cuda_matmul_backward_bf16(s->seq_full, G(P_QKVW) + (size_t)l * 3 * Cl * C, dqkvb, s->dq, a->ln1_full + l * bsc,
-                              PB(P_QKVW) + (size_t)l * 3 * Cl * C, BS, C, 3 * Cl, st);
+    cuda_matmul_backward_write_bf16(s->seq_full, G(P_QKVW) + (size_t)l * 3 * Cl * C, dqkvb, s->dq,
+                                    a->ln1_full + l * bsc, PB(P_QKVW) + (size_t)l * 3 * Cl * C, BS, C, 3 * Cl, st);
     gpu_reduce_scatter(g, m, comm, s->seq_full, s->dx, C);                             // collective 8
     cuda_layernorm_backward_bf16(s->dres, G(P_LN1W) + l * C, G(P_LN1B) + l * C, s->dx, residual, P(P_LN1W) + l * C,
                                  a->ln1_mean + l * bt, a->ln1_rstd + l * bt, BT, C, st);

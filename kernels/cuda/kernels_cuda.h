@@ -96,6 +96,10 @@ void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, const float
 // bf16: dinp bf16 (+= in the GEMM epilogue, one rounding); dweight, dbias fp32.
 void cuda_matmul_backward_bf16(bf16 *dinp, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
                                const bf16 *weight, int N, int C, int OC, cudaStream_t stream);
+// The same with dinp WRITTEN (= dout @ weight, not +=): what zeroing dinp and then accumulating
+// gives (x + 0 = x), without the memset and the GEMM's read of dinp; dweight, dbias +=.
+void cuda_matmul_backward_write_bf16(bf16 *dinp, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
+                                     const bf16 *weight, int N, int C, int OC, cudaStream_t stream);
 
 // ---- matmul with the MLP's GELU (bf16) ---------------------------------------------------------
 // pre (N,OC) = inp (N,C) @ weight (OC,C)^T + bias (OC); out = gelu(pre). Both are written: the

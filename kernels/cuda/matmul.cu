@@ -197,11 +197,12 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                              &beta, D, d_type, ldd, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-// dinp (T, += in the GEMM) = dout @ weight; dweight (fp32, +=) = dout^T @ inp; dbias (fp32, +=) = colsum(dout).
+// dinp (T) = dout @ weight + beta dinp (beta 1: += in the GEMM, 0: written); dweight (fp32, +=) =
+// dout^T @ inp; dbias (fp32, +=) = colsum(dout).
 template <typename T>
 static void matmul_backward_t(T *dinp, float *dweight, float *dbias, const T *dout, const T *inp, const T *weight,
-                              int N, int C, int OC, cudaDataType type, cudaStream_t stream) {
-    if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, type, type, 1.0f, NULL, stream);
+                              int N, int C, int OC, cudaDataType type, float beta, cudaStream_t stream) {
+    if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, type, type, beta, NULL, stream);
     gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, type, CUDA_R_32F, 1.0f, NULL, stream);
     if (dbias) cuda_colsum_accumulate<T>(dbias, dout, N, OC, stream);
 }
@@ -248,7 +249,7 @@ void cuda_matmul_backward_dgelu_bf16(bf16 *dpre, float *dweight, float *dbias, c
              stream);
         cuda_gelu_backward_inplace_bf16(dpre, pre, (long)N * C, stream);
     }
-    matmul_backward_t<bf16_t>(NULL, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_16BF, stream);
+    matmul_backward_t<bf16_t>(NULL, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_16BF, 1.0f, stream);
 }
 
 void cuda_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC,
@@ -264,12 +265,17 @@ void cuda_matmul_forward_bf16(bf16 *out, const bf16 *inp, const bf16 *weight, co
 
 void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                           const float *weight, int N, int C, int OC, cudaStream_t stream) {
-    matmul_backward_t<float>(dinp, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_32F, stream);
+    matmul_backward_t<float>(dinp, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_32F, 1.0f, stream);
 }
 
 void cuda_matmul_backward_bf16(bf16 *dinp, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
                                const bf16 *weight, int N, int C, int OC, cudaStream_t stream) {
-    matmul_backward_t<bf16_t>(dinp, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_16BF, stream);
+    matmul_backward_t<bf16_t>(dinp, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_16BF, 1.0f, stream);
+}
+
+void cuda_matmul_backward_write_bf16(bf16 *dinp, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
+                                     const bf16 *weight, int N, int C, int OC, cudaStream_t stream) {
+    matmul_backward_t<bf16_t>(dinp, dweight, dbias, dout, inp, weight, N, C, OC, CUDA_R_16BF, 0.0f, stream);
 }
 
 }  // extern "C"

@@ -397,6 +397,28 @@ template <typename T> static void test_matmul(bool with_bias, int bias_offset) {
     }
 }
 
+// The backward that writes dinp (bf16): a poisoned dinp comes back fully written, equal to the
+// reference from a zero dinp; dweight, dbias accumulate as the += form.
+static void test_matmul_write() {
+    const int N = quick ? 40 : 257, C = quick ? 48 : 192, OC = quick ? 80 : 320;
+    const std::string name = tname("matmul_backward_write", "bf16");
+    if (!selected(name)) return;
+    vector<float> x = rounded(random_vec((long)N * C)), w = rounded(random_vec((long)OC * C)),
+                  dout = rounded(random_vec((long)N * OC));
+    vector<float> ri((long)N * C, 0.0f), gw((long)OC * C, 0.0f), gb(OC, 0.0f);
+    matmul_backward(ri.data(), gw.data(), gb.data(), dout.data(), x.data(), w.data(), N, C, OC);
+    vector<float> w0 = accum_init(gw, false), b0 = accum_init(gb, false), rw = w0, rb = b0;
+    matmul_backward(NULL, rw.data(), rb.data(), dout.data(), x.data(), w.data(), N, C, OC);
+    Dev<bf16_t> dx((long)N * C), dw((long)OC * C), dd((long)N * OC), di((long)N * C);
+    Dev<float> gdw((long)OC * C), gdb(OC);
+    upload(dx, x), upload(dw, w), upload(dd, dout), upload(gdw, w0), upload(gdb, b0);
+    di.poison();
+    cuda_matmul_backward_write_bf16(di.p, gdw.p, gdb.p, dd.p, dx.p, dw.p, N, C, OC, stream);
+    report(name, {{"dinp", compare(download(di), ri)}, {"dweight", compare(download(gdw), rw)},
+                  {"dbias", compare(download(gdb), rb)}},
+           2e-2);
+}
+
 // The MLP's GELU around its products (bf16), with the GELU kernels (epilogue 0) or in cuBLASLt's
 // epilogues (1): against matmul + gelu on the CPU. Rows of 8-multiple widths must take the
 // epilogue (no fallback counted); odd widths must fall back to the kernels, not fail.
@@ -763,6 +785,7 @@ int main(int argc, char **argv) {
     for (int C : {quick ? 72 : 200, 70}) test_layernorm<float>(C), test_layernorm<bf16_t>(C);
     for (int bias = 0; bias < 2; bias++) test_matmul<float>(bias, 0), test_matmul<bf16_t>(bias, 0);
     test_matmul<float>(true, 1), test_matmul<bf16_t>(true, 1);
+    test_matmul_write();
     for (int epilogue = 0; epilogue < 2; epilogue++)
         test_matmul_gelu(epilogue, quick ? 48 : 192, quick ? 80 : 320), test_matmul_gelu(epilogue, 100, 76);
     test_gelu_residual<float>(), test_gelu_residual<bf16_t>();
