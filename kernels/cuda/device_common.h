@@ -3,7 +3,8 @@
 #pragma once
 #include <cuda_bf16.h>
 
-// Row chunks of the column reductions: a constant, so results depend only on shapes.
+// Row chunks of the column reductions (a multiple of 16: layers_kernels.h sum_chunks): a constant,
+// so results depend only on shapes.
 enum { REDUCE_CHUNKS = 64 };
 // Blocks of the sum of squares' first pass (constant for the same reason).
 enum { SUMSQ_BLOCKS = 256 };

@@ -205,19 +205,29 @@ static __device__ __forceinline__ bool last_block_of_columns(int *tickets) {
     return last;
 }
 
-// out0[c] += sum_k partial0[k, c] (and out1 from partial1) over the block's columns, k in order.
-// __ldcg: the other blocks' partials from L2, never from a stale L1 line.
+// sum_k partial[k, c], k in order; the loads in batches of 16 issued before their adds, so the
+// tail of the reduction waits for 4 round trips to L2, not 64. __ldcg: the other blocks' partials
+// from L2, never from a stale L1 line.
+static __device__ __forceinline__ float sum_chunks(const float *partial, int C, int c) {
+    static_assert(REDUCE_CHUNKS % 16 == 0, "sum_chunks: batches of 16 chunks");
+    float s = 0.0f;
+    for (int k0 = 0; k0 < REDUCE_CHUNKS; k0 += 16) {
+        float p[16];
+#pragma unroll
+        for (int k = 0; k < 16; k++) p[k] = __ldcg(partial + (long)(k0 + k) * C + c);
+#pragma unroll
+        for (int k = 0; k < 16; k++) s += p[k];
+    }
+    return s;
+}
+
+// out0[c] += sum_k partial0[k, c] (and out1 from partial1) over the block's columns.
 static __device__ __forceinline__ void finish_columns(float *out0, float *out1, const float *partial0,
                                                       const float *partial1, int C, int V) {
     const int c0 = blockIdx.x * 32 * V, c1 = c0 + 32 * V < C ? c0 + 32 * V : C;
     for (int c = c0 + (int)threadIdx.x; c < c1; c += BLOCK) {
-        float s0 = 0.0f, s1 = 0.0f;
-        for (int k = 0; k < REDUCE_CHUNKS; k++) {
-            s0 += __ldcg(partial0 + (long)k * C + c);
-            if (out1) s1 += __ldcg(partial1 + (long)k * C + c);
-        }
-        out0[c] += s0;
-        if (out1) out1[c] += s1;
+        out0[c] += sum_chunks(partial0, C, c);
+        if (out1) out1[c] += sum_chunks(partial1, C, c);
     }
 }
 
