@@ -101,7 +101,7 @@ fi
 # ---- 3. build: the kernel library with the test and the benchmark, then the whole project ---------
 JOBS=$(nproc 2>/dev/null || echo 4)
 run build-tests 240 60 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" gpu-tests
-if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "libkernels.a (sm $ARCH), test_cuda_kernels, attn_bench"; else record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
+if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "libkernels.a (sm $ARCH), test_cuda_kernels, attn_bench, layers_bench"; else record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
 TEST=$BUILD/tests/gpu/test_cuda_kernels BENCH=$BUILD/tests/bench/gpu/attn_bench
 
 # the whole project: lsst-run with the CUDA backend and the kit's MPI, HDF5, libyaml
