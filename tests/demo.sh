@@ -47,4 +47,7 @@ echo
 echo "run:     $rundir"
 echo "report:  $rundir/report/0/report.html  (and report.md, summary.csv)"
 echo "archive: $rundir.tar  (check it: bin/lsst-archive --verify $rundir.tar)"
-echo "final valid bpc: $bpc"
+case $bpc in   # 4 decimals, as report.md rounds it; anything but a number as it is
+  '' | *[!0-9.eE+-]*) echo "final valid bpc: ${bpc:-n/a}" ;;
+  *) printf 'final valid bpc: %.4f\n' "$bpc" ;;
+esac
