@@ -65,10 +65,10 @@ template <typename K> static void set_smem(K kernel, size_t bytes) {
 // wgmma kernels (WG) align their tiles to 1024 bytes inside the dynamic shared memory.
 static size_t wg_pad(bool wg) { return wg ? 1024 : 0; }
 
-template <int HS, int MT, int NW, int BC, bool QR, bool WG>
+template <int HS, int MT, int NW, int BC, bool QR, int WG>
 static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
     constexpr int BR = 16 * MT * NW;
-    const size_t smem = (size_t)(BR + 4 * BC) * HS * sizeof(bf16_t) + wg_pad(WG);
+    const size_t smem = (size_t)(BR + 4 * BC) * HS * sizeof(bf16_t) + wg_pad(WG != 0);
     set_smem(attn_fwd_kernel<HS, MT, NW, BC, QR, WG>, smem);
     const dim3 grid((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BR));
     attn_fwd_kernel<HS, MT, NW, BC, QR, WG><<<grid, NW * 32, smem, stream>>>(a);
@@ -122,9 +122,12 @@ struct BwdVariant {
 };
 #define WG_SUFFIX_true ", wgmma"
 #define WG_SUFFIX_false ""
+#define WG_SUFFIX_0 ""
+#define WG_SUFFIX_1 ", wgmma"
+#define WG_SUFFIX_2 ", wgmma, next S in flight during the softmax"
 #define FWD_ENTRY(HS, MT, NW, BC, QR, WG)                                                               \
     {HS, launch_fwd<HS, MT, NW, BC, QR, WG>,                                                            \
-     "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG},
+     "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG != 0},
 #define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR, WG)                                                   \
     {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR, WG>,                                              \
      NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR          \

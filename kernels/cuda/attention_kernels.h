@@ -21,13 +21,15 @@ enum { MIN_QBLOCK = 16 };
 // emulator. The first entry of a head size is its default (variant 0).
 //   forward  (HS, MT, NW, BC, Q_REGS, WG): NW warps x 16*MT query rows each (block of 16*MT*NW
 //            queries), key blocks of BC; Q fragments in registers (Q_REGS) or re-read from
-//            shared memory per key block.
+//            shared memory per key block; WG 0: mma.sync, 1: wgmma, 2: wgmma with the next key
+//            block's scores in flight during the softmax (attn_fwd_kernel).
 //   backward (HS, NW, BQ, KV_REGS, NWQ, BK, QO_REGS, WG): dK/dV kernel with 16*NW keys per CTA and
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
-//   WG: the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows (sm_90a only:
-//   attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one warpgroup).
+//   WG (true, or 1 and 2): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
+//   (sm_90a only: attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one
+//   warpgroup).
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
 // backward with 4 warps is 7-10% faster than with 8 at seq 4k-32k.
 // Candidates not yet measured (chosen for no or few register spills in ptxas -v, sm_90): forward
@@ -38,17 +40,22 @@ enum { MIN_QBLOCK = 16 };
 // hs 64 with 32-query blocks; all the wgmma variants: hs 64 forward (1 or 2 warpgroups, 64- or
 // 128-key blocks, 2 row tiles per warp; 256 rows per CTA: a K/V tile read from L2 serves 4x
 // more rows than with 64), split backward (1 or 2 warpgroups) and fused backward;
-// hs 128 forward (1 or 2 warpgroups) and split backward (query blocks of 64 or 32). ptxas -v
-// (sm_90a): no spills, but for the hs-128 backward with 64-query blocks (20 bytes).
+// hs 128 forward (1 or 2 warpgroups) and split backward (query blocks of 64 or 32); the
+// pipelined forwards (WG 2: hs 64 with 1 or 2 warpgroups and 64-key blocks, 2 warpgroups and
+// 128-key blocks; hs 128 with 1 or 2 warpgroups; 164-246 registers; with 1 warpgroup and
+// 128-key blocks it spilled 48 bytes: left out). ptxas -v (sm_90a): no spills, but for the
+// hs-128 backward with 64-query blocks (20 bytes).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
-    X(16, 1, 4, 64, true, false) X(32, 1, 4, 64, true, false)                                   \
-    X(64, 2, 4, 64, true, false) X(64, 1, 8, 64, true, false) X(64, 1, 4, 64, true, false)      \
-    X(128, 1, 8, 64, true, false) X(128, 1, 4, 64, true, false) X(128, 1, 8, 32, true, false)   \
-    X(64, 2, 8, 64, true, false) X(64, 2, 4, 32, true, false) X(64, 2, 4, 64, false, false)     \
-    X(128, 2, 4, 32, false, false)                                                              \
-    X(64, 1, 4, 64, true, true) X(64, 2, 4, 64, true, true) X(64, 1, 8, 64, true, true)         \
-    X(64, 1, 4, 128, true, true) X(64, 1, 8, 128, true, true) X(64, 2, 8, 64, true, true)       \
-    X(128, 1, 4, 64, true, true) X(128, 1, 8, 64, true, true)
+    X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
+    X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
+    X(128, 1, 8, 64, true, 0) X(128, 1, 4, 64, true, 0) X(128, 1, 8, 32, true, 0)               \
+    X(64, 2, 8, 64, true, 0) X(64, 2, 4, 32, true, 0) X(64, 2, 4, 64, false, 0)                 \
+    X(128, 2, 4, 32, false, 0)                                                                  \
+    X(64, 1, 4, 64, true, 1) X(64, 2, 4, 64, true, 1) X(64, 1, 8, 64, true, 1)                  \
+    X(64, 1, 4, 128, true, 1) X(64, 1, 8, 128, true, 1) X(64, 2, 8, 64, true, 1)                \
+    X(128, 1, 4, 64, true, 1) X(128, 1, 8, 64, true, 1)                                         \
+    X(64, 1, 4, 64, true, 2) X(64, 1, 8, 64, true, 2) X(64, 1, 8, 128, true, 2)                 \
+    X(128, 1, 4, 64, true, 2) X(128, 1, 8, 64, true, 2)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
     X(16, 4, 64, true, 4, 64, true, false) X(32, 4, 64, true, 4, 64, true, false)               \
     X(64, 4, 64, true, 4, 64, true, false) X(64, 8, 64, true, 8, 64, true, false)               \
@@ -466,11 +473,12 @@ template <int N> static __device__ __forceinline__ void wg_fence_acc(float (&d)[
     (void)d;
 #endif
 }
-// One batch over M row tiles (the forward's): d[m] (+)= a[m] B(tile), waited for. Operands are
-// fenced before wgmma.fence, the accumulators after the wait (the protocol above).
+// One batch over M row tiles (the forward's): d[m] (+)= a[m] B(tile), issued and committed as
+// one group, not waited for. Operands are fenced before wgmma.fence (the protocol above); until
+// the wait (wg_batch_done), d must not be touched.
 template <bool TRANS_B, int ROWS, int M, int KS, int NT>
-static __device__ __forceinline__ void wg_batch(float (&d)[M][NT][4], uint32_t (&a)[M][KS][4], const bf16_t *tile,
-                                                bool acc) {
+static __device__ __forceinline__ void wg_batch_issue(float (&d)[M][NT][4], uint32_t (&a)[M][KS][4],
+                                                      const bf16_t *tile, bool acc) {
 #pragma unroll
     for (int m = 0; m < M; m++) {
         wg_fence_a(a[m]);
@@ -479,9 +487,20 @@ static __device__ __forceinline__ void wg_batch(float (&d)[M][NT][4], uint32_t (
     wgmma_fence();
 #pragma unroll
     for (int m = 0; m < M; m++) wg_rs_k<TRANS_B, ROWS>(d[m], a[m], tile, acc);
-    wg_commit_wait();
+    wgmma_commit();
+}
+// After the wait that completed d's batch: ties d's later reads to that wait.
+template <int M, int NT> static __device__ __forceinline__ void wg_batch_done(float (&d)[M][NT][4]) {
 #pragma unroll
     for (int m = 0; m < M; m++) wg_fence_acc(d[m]);
+}
+// A batch issued and waited for.
+template <bool TRANS_B, int ROWS, int M, int KS, int NT>
+static __device__ __forceinline__ void wg_batch(float (&d)[M][NT][4], uint32_t (&a)[M][KS][4], const bf16_t *tile,
+                                                bool acc) {
+    wg_batch_issue<TRANS_B, ROWS>(d, a, tile, acc);
+    wgmma_wait<0>();
+    wg_batch_done(d);
 }
 // The dynamic shared memory from a 1024-byte boundary when ALIGN (wgmma kernels: their
 // launchers ask for 1024 bytes more).
@@ -575,9 +594,13 @@ struct AttnArgs {
 
 // ---- forward ------------------------------------------------------------------------------
 // CTA: (b, h) = blockIdx.x, query block gridDim.y - 1 - blockIdx.y (later blocks see more keys:
-// launched first). Warp w owns rows [w*16*MT, (w+1)*16*MT) of the block; with WG (wgmma), warp w
-// of warpgroup g holds rows 16w + 64 (g MT + mt) of the group's mt-th 64-row product.
-template <int HS, int MT, int NW, int BC, bool Q_REGS = true, bool WG = false>
+// launched first). Warp w owns rows [w*16*MT, (w+1)*16*MT) of the block; with wgmma (WG 1 or 2),
+// warp w of warpgroup g holds rows 16w + 64 (g MT + mt) of the group's mt-th 64-row product.
+// WG 2 pipelines the key blocks: S of block kb + 1 (Q K^T) runs on the tensor cores while the
+// warpgroup does block kb's softmax, then P V of block kb; so K runs one block ahead of V (K of
+// kb + 2 and V of kb + 1 are prefetched during block kb, into the buffers blocks kb and kb - 1
+// are done with).
+template <int HS, int MT, int NW, int BC, bool Q_REGS = true, int WG = 0>
 __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -587,8 +610,9 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     constexpr int KQ = HS / 16;  // k-steps of Q K^T
     constexpr int NO = HS / 8;   // n-tiles of O (head dim)
     static_assert(BC % 16 == 0 && HS % 16 == 0, "tile shapes");
-    static_assert(!WG || (NW % 4 == 0 && HS % 64 == 0 && (BC == 64 || BC == 128) && Q_REGS), "wgmma: warpgroups");
-    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
+    constexpr bool W = WG != 0, PIPE = WG == 2;   // wgmma; S of the next key block in flight
+    static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && (BC == 64 || BC == 128) && Q_REGS), "wgmma: warpgroups");
+    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<W>());
     bf16_t *sK = sQ + BR * HS;      // 2 buffers
     bf16_t *sV = sK + 2 * BC * HS;  // 2 buffers
     __shared__ int s_max, s_min;
@@ -598,7 +622,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     const int q0 = (gridDim.y - 1 - blockIdx.y) * BR;
     const int C = a.NH * HS, Tq = a.Tq, Tk = a.Tk;
     auto rowof = [&](int mt) {   // the first row of the warp's row tile mt
-        return WG ? (warp / 4 * MT + mt) * 64 + warp % 4 * 16 : (warp * MT + mt) * 16;
+        return W ? (warp / 4 * MT + mt) * 64 + warp % 4 * 16 : (warp * MT + mt) * 16;
     };
 
     int lim[MT][2];
@@ -635,11 +659,25 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     const bf16_t *kbase = a.k + (long)b * Tk * a.ldkv + h * HS;
     const bf16_t *vbase = a.v + (long)b * Tk * a.ldkv + h * HS;
 
-    load_tile<BR, HS, NT, WG>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
-    load_tile<BC, HS, NT, WG>(sK, kbase, a.ldkv, kend, tid);
-    load_tile<BC, HS, NT, WG>(sV, vbase, a.ldkv, kend, tid);
+    // Key block kb's K and V tiles: into buffer `buf` of sK / sV.
+    auto load_k = [&](int kb, int buf) {
+        const int k1 = kb * BC;
+        load_tile<BC, HS, NT, W>(sK + buf * BC * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+    };
+    auto load_v = [&](int kb, int buf) {
+        const int k1 = kb * BC;
+        load_tile<BC, HS, NT, W>(sV + buf * BC * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+    };
+    load_tile<BR, HS, NT, W>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+    load_k(0, 0);
+    if (PIPE) {   // Q and K of block 0 first; then (K of block 1, V of block 0): block 0's prefetch
+        cp_async_commit();
+        if (nkb > 1) load_k(1, 1);
+    }
+    load_v(0, 0);
     cp_async_commit();
-    cp_async_wait<0>();
+    cp_async_wait<PIPE ? 1 : 0>();
+    if constexpr (W) fence_proxy_async();
     __syncthreads();
 
     // The warp's Q fragments: in registers for the whole kernel (Q_REGS), or re-read from the
@@ -647,7 +685,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     constexpr int QF = Q_REGS ? KQ : 1;
     uint32_t qf[MT][QF][4];
     auto load_qf = [&](int mt, int ks, uint32_t(&dst)[4]) {
-        ldsm_x4(dst, smem_addr(sQ + tile_off<HS, BR, WG>(rowof(mt) + (lane & 15), ks * 16 + (lane >> 4) * 8)));
+        ldsm_x4(dst, smem_addr(sQ + tile_off<HS, BR, W>(rowof(mt) + (lane & 15), ks * 16 + (lane >> 4) * 8)));
     };
     if (Q_REGS)
 #pragma unroll
@@ -665,50 +703,35 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         l_run[mt][0] = l_run[mt][1] = 0.0f;
     }
 
-    for (int kb = 0; kb < nkb; kb++) {
-        const int buf = kb & 1;
-        if (kb + 1 < nkb) {  // prefetch the next key block into the other buffer
-            const int k1 = (kb + 1) * BC;
-            load_tile<BC, HS, NT, WG>(sK + (buf ^ 1) * BC * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
-            load_tile<BC, HS, NT, WG>(sV + (buf ^ 1) * BC * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
-        }
-        cp_async_commit();  // possibly empty: keeps the group count uniform
-        cp_async_wait<1>();
-        if constexpr (WG) fence_proxy_async();
-        __syncthreads();
-        const bf16_t *cK = sK + buf * BC * HS, *cV = sV + buf * BC * HS;
-        const int k0 = kb * BC;
-
-        // S = Q K^T (raw scores)
-        float s[MT][NS][4];
-        if constexpr (WG) {
-            wg_batch<false, BC>(s, qf, cK, false);
-        } else {
+    // S = Q K^T (raw scores) of the key block in tile cK, with mma.sync (the wgmma kernels issue
+    // it as a batch).
+    auto scores = [&](float(&s)[MT][NS][4], const bf16_t *cK) {
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int nt = 0; nt < NS; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
+            for (int nt = 0; nt < NS; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
 #pragma unroll
-            for (int ks = 0; ks < KQ; ks++) {
-                if (!Q_REGS)
+        for (int ks = 0; ks < KQ; ks++) {
+            if (!Q_REGS)
 #pragma unroll
-                    for (int mt = 0; mt < MT; mt++) load_qf(mt, ks, qf[mt][0]);
-                const int kq = Q_REGS ? ks : 0;
+                for (int mt = 0; mt < MT; mt++) load_qf(mt, ks, qf[mt][0]);
+            const int kq = Q_REGS ? ks : 0;
 #pragma unroll
-                for (int np = 0; np < NS / 2; np++) {
-                    uint32_t kf[4];
-                    ldsm_x4(kf, smem_addr(cK + swz<HS>(np * 16 + (lane & 7) + (lane >> 4) * 8,
-                                                       ks * 16 + ((lane >> 3) & 1) * 8)));
+            for (int np = 0; np < NS / 2; np++) {
+                uint32_t kf[4];
+                ldsm_x4(kf, smem_addr(cK + swz<HS>(np * 16 + (lane & 7) + (lane >> 4) * 8,
+                                                   ks * 16 + ((lane >> 3) & 1) * 8)));
 #pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        mma_bf16(s[mt][2 * np], qf[mt][kq], kf[0], kf[1]);
-                        mma_bf16(s[mt][2 * np + 1], qf[mt][kq], kf[2], kf[3]);
-                    }
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(s[mt][2 * np], qf[mt][kq], kf[0], kf[1]);
+                    mma_bf16(s[mt][2 * np + 1], qf[mt][kq], kf[2], kf[3]);
                 }
             }
         }
-
-        // Online softmax, base 2, per row (a row's values live in the 4 lanes of a quad).
+    };
+    // Online softmax, base 2, per row (a row's values live in the 4 lanes of a quad), of the
+    // scores of the key block at k0: s becomes P (not normalized), O is rescaled.
+    auto softmax = [&](float(&s)[MT][NS][4], int k0) {
         const bool need_mask = k0 + BC > kfull;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
@@ -744,15 +767,59 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 #pragma unroll
                 for (int no = 0; no < NO; no++) o[mt][no][2 * hh] *= alpha, o[mt][no][2 * hh + 1] *= alpha;
             }
+    };
+
+    float s[MT][NS][4];
+    if constexpr (PIPE) {
+        wg_batch<false, BC>(s, qf, sK, false);   // S of key block 0
+        __syncthreads();   // every warpgroup is done with K of block 0: its buffer takes block 2
+    }
+    for (int kb = 0; kb < nkb; kb++) {
+        const int buf = kb & 1;
+        // Prefetch into the buffers the previous iterations are done with: K and V of the next
+        // block; PIPE: K of block kb + 2 and V of block kb + 1.
+        if (PIPE) {
+            if (kb + 2 < nkb) load_k(kb + 2, buf);
+            if (kb + 1 < nkb) load_v(kb + 1, buf ^ 1);
+        } else if (kb + 1 < nkb) {
+            load_k(kb + 1, buf ^ 1);
+            load_v(kb + 1, buf ^ 1);
+        }
+        cp_async_commit();  // possibly empty: keeps the group count uniform
+        cp_async_wait<1>();
+        if constexpr (W) fence_proxy_async();
+        __syncthreads();
+        const bf16_t *cV = sV + buf * BC * HS;
+        const bool next = PIPE && kb + 1 < nkb;
+        float sn[MT][NS][4];   // PIPE: S of block kb + 1, in flight during block kb's softmax
+        if constexpr (PIPE) {
+            if (next) wg_batch_issue<false, BC>(sn, qf, sK + (buf ^ 1) * BC * HS, false);
+        } else if constexpr (W) {
+            wg_batch<false, BC>(s, qf, sK + buf * BC * HS, false);
+        } else {
+            scores(s, sK + buf * BC * HS);
+        }
+        softmax(s, kb * BC);
 
         // O += P V
-        if constexpr (WG) {
+        if constexpr (W) {
             uint32_t pa[MT][BC / 16][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int kk = 0; kk < BC / 16; kk++) pack_a(pa[mt][kk], s[mt][2 * kk], s[mt][2 * kk + 1]);
-            wg_batch<true, BC>(o, pa, cV, true);
+            wg_batch_issue<true, BC>(o, pa, cV, true);
+            wgmma_wait<0>();   // P V, and S of block kb + 1
+            wg_batch_done(o);
+            if (next) {
+                wg_batch_done(sn);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < NS; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) s[mt][nt][e] = sn[mt][nt][e];
+            }
         } else {
 #pragma unroll
             for (int kk = 0; kk < BC / 16; kk++) {
@@ -771,7 +838,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
                 }
             }
         }
-        __syncthreads();  // buffer `buf` is refilled by the prefetch of iteration kb + 1
+        __syncthreads();  // the buffers of this block are refilled by the next iterations' prefetches
     }
 
 #pragma unroll

@@ -192,7 +192,7 @@ static const char *mode_name() {
     return emu::copy_mode == emu::EAGER ? "eager" : "lazy";
 }
 
-template <int HS, int MT, int NW, int BC, bool QR, bool WG>
+template <int HS, int MT, int NW, int BC, bool QR, int WG>
 static void run_fwd_variant(const Problem &p, vector<float> &out, vector<float> &lse) {
     const Case &c = *p.c;
     vector<bf16_t> outb((long)c.B * c.Tq * p.C, __float2bfloat16(NAN));
@@ -206,11 +206,11 @@ static void run_fwd_variant(const Problem &p, vector<float> &out, vector<float> 
     out = to_float(outb);
 }
 
-template <int HS, int MT, int NW, int BC, bool QR, bool WG> static void test_fwd_variant() {
+template <int HS, int MT, int NW, int BC, bool QR, int WG> static void test_fwd_variant() {
     for (const Case &c : cases()) {
         char name[200];
         snprintf(name, sizeof name, "fwd hs=%d MT=%d NW=%d BC=%d QR=%d%s %s [%s]", HS, MT, NW, BC, (int)QR,
-                 WG ? " wgmma" : "", c.name, mode_name());
+                 WG == 2 ? " wgmma pipelined" : WG ? " wgmma" : "", c.name, mode_name());
         if (only && !strstr(name, only)) continue;
         const Problem p = make_problem(c, HS);
         vector<float> out, lse;
@@ -228,7 +228,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, bool WG> 
         const Problem p = make_problem(c, HS);
         // Forward with the default variant of the head size gives out (bf16) and lse, as on the GPU.
         vector<float> out_f, lse;
-        run_fwd_variant<HS, (HS == 64 ? 2 : 1), (HS == 128 ? 8 : 4), 64, true, false>(p, out_f, lse);
+        run_fwd_variant<HS, (HS == 64 ? 2 : 1), (HS == 128 ? 8 : 4), 64, true, 0>(p, out_f, lse);
         const vector<bf16_t> outb = to_bf16(out_f);
         vector<float> dsum((long)c.B * c.NH * c.Tq, NAN);
         vector<int> qmax((c.Tq + MIN_QBLOCK - 1) / MIN_QBLOCK, -7);
