@@ -125,6 +125,7 @@ int main(int argc, char **argv) {
     cuda_kernels_init(0);
     printf("kernel,shape,calls_per_step,ms,gbytes,gb_s,of_copy,tflops,ms_per_step\n");
     const long nc = (long)N * C, nf = (long)N * F;
+    const int WIDE = F > 3 * C ? F : 3 * C;   // the widest output of a product: weights, biases, gradients
     char shape[64], shape_f[64];
     snprintf(shape, sizeof shape, "%dx%d", N, C);
     snprintf(shape_f, sizeof shape_f, "%dx%d", N, F);
@@ -145,7 +146,7 @@ int main(int argc, char **argv) {
     bf16_t *pre = random_bf16(nf, 5), *act = random_bf16(nf, 6), *dpre = random_bf16(nf, 7, 0.01f);
     bf16_t *qkv_d = random_bf16(3 * nc, 8, 0.01f), *logits = random_bf16((long)N * V, 9);
     float *lnw = random_f32(C, 10, 0.1f, 1.0f), *lnb = random_f32(C, 11, 0.1f), *mean = dalloc<float>(N),
-          *rstd = dalloc<float>(N), *dw = random_f32(F, 12), *db = random_f32(F, 13), *losses = dalloc<float>(N);
+          *rstd = dalloc<float>(N), *dw = random_f32(WIDE, 12), *db = random_f32(WIDE, 13), *losses = dalloc<float>(N);
     int *targets = dalloc<int>(N);
     {
         std::vector<int> t(N);
@@ -184,9 +185,9 @@ int main(int argc, char **argv) {
 
     // ---- GEMMs (cuBLASLt): the four products of a layer, forward and backward ---------------------
     {
-        bf16_t *w = random_bf16((long)F * C, 14, 0.02f), *bias = random_bf16(F, 15, 0.02f);
-        float *dweight = dalloc<float>((long)F * C);
-        CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * (size_t)F * C, stream));
+        bf16_t *w = random_bf16((long)WIDE * C, 14, 0.02f), *bias = random_bf16(WIDE, 15, 0.02f);
+        float *dweight = dalloc<float>((long)WIDE * C);
+        CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * (size_t)WIDE * C, stream));
         const struct { const char *name; int in, outc, calls; bf16_t *inp, *o; } g[] = {
             {"matmul_qkv", C, 3 * C, L, x, qkv_d}, {"matmul_attproj", C, C, L, x, out},
             {"matmul_fc", C, F, L, x, pre}, {"matmul_fcproj", F, C, L, act, out}};
