@@ -75,17 +75,17 @@ static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
     cudaCheckLaunch();
 }
 
-template <int HS, int NWQ, int BK, bool QO_REGS, bool WG>
+template <int HS, int NWQ, int BK, bool QO_REGS, int WG>
 static void launch_bwd_dq(const AttnArgs &a, cudaStream_t stream) {
-    constexpr int BQ2 = 16 * NWQ;
-    const size_t smem_q = (size_t)(2 * BQ2 + 4 * BK) * HS * sizeof(bf16_t) + wg_pad(WG);
+    constexpr int BQ2 = 16 * NWQ, KBUF = WG == 2 ? 3 : 2;   // K buffers (pipelined: 3)
+    const size_t smem_q = (size_t)(2 * BQ2 + (KBUF + 2) * BK) * HS * sizeof(bf16_t) + wg_pad(WG != 0);
     set_smem(attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS, WG>, smem_q);
     attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS, WG>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BQ2)), NWQ * 32, smem_q, stream>>>(a);
     cudaCheckLaunch();
 }
 
-template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS, bool WG>
+template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS, int WG>
 static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     // Position ranges of the dK/dV kernel's query blocks, then the two kernels (or the fused one).
     int *qmax = const_cast<int *>(a.qmax);
@@ -93,13 +93,13 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
     cudaCheckLaunch();
     constexpr int BKV = 16 * NW;
-    constexpr bool FUSED = NWQ == 0;
+    constexpr bool FUSED = NWQ == 0, W = WG != 0;   // WG 2: the dQ kernel pipelined (dK/dV: wgmma)
     const size_t smem_kv = (size_t)(2 * BKV + 4 * BQ) * HS * sizeof(bf16_t) + (size_t)6 * BQ * sizeof(float) +
-                           (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) + wg_pad(WG);
+                           (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) + wg_pad(W);
     // The fused kernel's ticket counter and semaphores (one int before the semaphores), zeroed.
     if (FUSED) cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb) * sizeof(int), stream));
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, WG>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, WG>
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, W>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, W>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
     if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG>(a, stream);
@@ -120,11 +120,9 @@ struct BwdVariant {
     bool fused;   // dQ in the dK/dV kernel (NWQ = 0): needs dq_acc and dq_sem in the scratch
     bool wg;      // wgmma (sm_90a)
 };
-#define WG_SUFFIX_true ", wgmma"
-#define WG_SUFFIX_false ""
 #define WG_SUFFIX_0 ""
 #define WG_SUFFIX_1 ", wgmma"
-#define WG_SUFFIX_2 ", wgmma, next S in flight during the softmax"
+#define WG_SUFFIX_2 ", wgmma, pipelined (the next key block's products during this one's softmax / dS)"
 #define FWD_ENTRY(HS, MT, NW, BC, QR, WG)                                                               \
     {HS, launch_fwd<HS, MT, NW, BC, QR, WG>,                                                            \
      "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG != 0},
@@ -134,7 +132,7 @@ struct BwdVariant {
                 "), dq summed in key-block order" WG_SUFFIX_##WG                                      \
               : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                 " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
-     NWQ == 0, WG},
+     NWQ == 0, WG != 0},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
 enum {

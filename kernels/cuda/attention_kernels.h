@@ -27,7 +27,8 @@ enum { MIN_QBLOCK = 16 };
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
-//   WG (true, or 1 and 2): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
+//   backward WG 0: mma.sync, 1: wgmma, 2: wgmma with the dQ kernel pipelined (attn_bwd_dq_kernel).
+//   wgmma (WG 1, 2): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
 //   (sm_90a only: attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one
 //   warpgroup).
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
@@ -43,8 +44,9 @@ enum { MIN_QBLOCK = 16 };
 // hs 128 forward (1 or 2 warpgroups) and split backward (query blocks of 64 or 32); the
 // pipelined forwards (WG 2: hs 64 with 1 or 2 warpgroups and 64-key blocks, 2 warpgroups and
 // 128-key blocks; hs 128 with 1 or 2 warpgroups; 164-246 registers; with 1 warpgroup and
-// 128-key blocks it spilled 48 bytes: left out). ptxas -v (sm_90a): no spills, but for the
-// hs-128 backward with 64-query blocks (20 bytes).
+// 128-key blocks it spilled 48 bytes: left out) and the pipelined dQ kernels (hs 64 with 1 or 2
+// warpgroups, 234-244 registers; hs 128 with 32-key blocks, 228: with 64 it spilled 280 bytes).
+// ptxas -v (sm_90a): no spills, but for the hs-128 backward with 64-query blocks (20 bytes).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
@@ -57,17 +59,19 @@ enum { MIN_QBLOCK = 16 };
     X(64, 1, 4, 64, true, 2) X(64, 1, 8, 64, true, 2) X(64, 1, 8, 128, true, 2)                 \
     X(128, 1, 4, 64, true, 2) X(128, 1, 8, 64, true, 2)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
-    X(16, 4, 64, true, 4, 64, true, false) X(32, 4, 64, true, 4, 64, true, false)               \
-    X(64, 4, 64, true, 4, 64, true, false) X(64, 8, 64, true, 8, 64, true, false)               \
-    X(128, 8, 32, false, 8, 64, false, false) X(128, 4, 32, false, 4, 32, false, false)         \
-    X(64, 4, 64, true, 0, 0, false, false) X(64, 8, 64, true, 0, 0, false, false)               \
-    X(128, 4, 32, false, 0, 0, false, false)                                                    \
-    X(128, 4, 16, false, 4, 32, false, false) X(128, 4, 16, false, 0, 0, false, false)          \
-    X(128, 8, 32, false, 0, 0, false, false) X(64, 4, 32, true, 0, 0, false, false)             \
-    X(64, 8, 32, true, 0, 0, false, false)                                                      \
-    X(64, 4, 64, true, 4, 64, true, true) X(64, 4, 64, true, 0, 0, false, true)                 \
-    X(64, 8, 64, true, 8, 64, true, true)                                                       \
-    X(128, 4, 64, false, 4, 64, false, true) X(128, 4, 32, false, 4, 64, false, true)
+    X(16, 4, 64, true, 4, 64, true, 0) X(32, 4, 64, true, 4, 64, true, 0)                       \
+    X(64, 4, 64, true, 4, 64, true, 0) X(64, 8, 64, true, 8, 64, true, 0)                       \
+    X(128, 8, 32, false, 8, 64, false, 0) X(128, 4, 32, false, 4, 32, false, 0)                 \
+    X(64, 4, 64, true, 0, 0, false, 0) X(64, 8, 64, true, 0, 0, false, 0)                       \
+    X(128, 4, 32, false, 0, 0, false, 0)                                                        \
+    X(128, 4, 16, false, 4, 32, false, 0) X(128, 4, 16, false, 0, 0, false, 0)                  \
+    X(128, 8, 32, false, 0, 0, false, 0) X(64, 4, 32, true, 0, 0, false, 0)                     \
+    X(64, 8, 32, true, 0, 0, false, 0)                                                          \
+    X(64, 4, 64, true, 4, 64, true, 1) X(64, 4, 64, true, 0, 0, false, 1)                       \
+    X(64, 8, 64, true, 8, 64, true, 1)                                                          \
+    X(128, 4, 64, false, 4, 64, false, 1) X(128, 4, 32, false, 4, 64, false, 1)                 \
+    X(64, 4, 64, true, 4, 64, true, 2) X(64, 8, 64, true, 8, 64, true, 2)                       \
+    X(128, 4, 32, false, 4, 32, false, 2)
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
@@ -869,25 +873,34 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
 // (af, a2f, REGS) or from the shared tiles sa, sa2 (RA rows) at the lane's row arow. WG: the
 // warpgroup's wgmma products (B from the K-major tiles; A from registers, or from sa, sa2 at the
 // warpgroup's 64 rows).
+// The wgmma form, issued and committed as one group, not waited for (x, y untouchable until the wait).
+template <int HS, int N, bool REGS, int F, int RA>
+static __device__ __forceinline__ void bwd_recompute_issue(float (&x)[N / 8][4], float (&y)[N / 8][4],
+                                                           const uint32_t (&af)[F][4], const uint32_t (&a2f)[F][4],
+                                                           const bf16_t *sa, const bf16_t *sa2, int arow,
+                                                           const bf16_t *b, const bf16_t *b2) {
+    wgmma_fence();
+    if constexpr (REGS) {
+        wg_rs_k<false, N>(x, af, b, false);
+        wg_rs_k<false, N>(y, a2f, b2, false);
+    } else {
+        const int row0 = arow & ~63;   // the warpgroup's first row
+#pragma unroll
+        for (int ks = 0; ks < HS / 16; ks++) {
+            wgmma_ss<false>(x, wg_desc_k<RA>(sa, row0, ks), wg_desc_k<N>(b, 0, ks), ks > 0);
+            wgmma_ss<false>(y, wg_desc_k<RA>(sa2, row0, ks), wg_desc_k<N>(b2, 0, ks), ks > 0);
+        }
+    }
+    wgmma_commit();
+}
 template <int HS, int N, bool REGS, int F, bool WG = false, int RA = 0>
 static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float (&y)[N / 8][4],
                                                      const uint32_t (&af)[F][4], const uint32_t (&a2f)[F][4],
                                                      const bf16_t *sa, const bf16_t *sa2, int arow, const bf16_t *b,
                                                      const bf16_t *b2, int lane) {
     if constexpr (WG) {
-        wgmma_fence();
-        if constexpr (REGS) {
-            wg_rs_k<false, N>(x, af, b, false);
-            wg_rs_k<false, N>(y, a2f, b2, false);
-        } else {
-            const int row0 = arow & ~63;   // the warpgroup's first row
-#pragma unroll
-            for (int ks = 0; ks < HS / 16; ks++) {
-                wgmma_ss<false>(x, wg_desc_k<RA>(sa, row0, ks), wg_desc_k<N>(b, 0, ks), ks > 0);
-                wgmma_ss<false>(y, wg_desc_k<RA>(sa2, row0, ks), wg_desc_k<N>(b2, 0, ks), ks > 0);
-            }
-        }
-        wg_commit_wait();
+        bwd_recompute_issue<HS, N, REGS, F, RA>(x, y, af, a2f, sa, sa2, arow, b, b2);
+        wgmma_wait<0>();
         wg_fence_acc(x);
         wg_fence_acc(y);
     } else {
@@ -1189,21 +1202,25 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 // CTA: (b, h) = blockIdx.x, queries [q0, q0 + 16*NW), heavy blocks first as in the forward.
 // Warp w owns 16 query rows. Key blocks of BK keys, double-buffered. QO_REGS keeps the warp's
 // Q and dO fragments in registers (small heads).
-// WG: the products as wgmma, one per warpgroup of 64 queries (sm_90a; hs 64 or 128; Q, dO from
-// shared memory where not QO_REGS).
-template <int HS, int NW, int BK, bool QO_REGS, bool WG = false>
+// WG 1: the products as wgmma, one per warpgroup of 64 queries (sm_90a; hs 64 or 128; Q, dO from
+// shared memory where not QO_REGS). WG 2 pipelines the key blocks as the forward does: S and dP of
+// block kb + 1 run on the tensor cores while the warpgroup computes block kb's dS; K is
+// triple-buffered (block kb's for dQ += dS K, kb + 1's in flight, kb + 2's arriving), V double.
+template <int HS, int NW, int BK, bool QO_REGS, int WG = 0>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
 #else
     constexpr int BQ = 16 * NW, NT = 32 * NW;
     constexpr int NS = BK / 8, KH = HS / 16, NO = HS / 8;
+    constexpr bool W = WG != 0, PIPE = WG == 2;
+    constexpr int KBUF = PIPE ? 3 : 2;
     static_assert(BK % 16 == 0, "key block");
-    static_assert(!WG || (NW % 4 == 0 && HS % 64 == 0 && BK % 32 == 0), "wgmma: warpgroups of 64 queries");
-    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
+    static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && BK % 32 == 0), "wgmma: warpgroups of 64 queries");
+    bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<W>());
     bf16_t *sdO = sQ + BQ * HS;
-    bf16_t *sK = sdO + BQ * HS;     // 2 buffers
-    bf16_t *sV = sK + 2 * BK * HS;  // 2 buffers
+    bf16_t *sK = sdO + BQ * HS;        // KBUF buffers
+    bf16_t *sV = sK + KBUF * BK * HS;  // 2 buffers
     __shared__ int s_max, s_min;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
@@ -1232,46 +1249,68 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
     const int nkb = (kend + BK - 1) / BK;
     const bf16_t *kbase = a.k + (long)b * Tk * a.ldkv + h * HS;
     const bf16_t *vbase = a.v + (long)b * Tk * a.ldkv + h * HS;
+    // Key block kb's K and V tiles, and where they live (K: buffer kb % KBUF; V: kb % 2).
+    auto kbuf = [&](int kb) { return sK + (kb % KBUF) * BK * HS; };
+    auto vbuf = [&](int kb) { return sV + (kb & 1) * BK * HS; };
+    auto load_kv = [&](int kb) {
+        const int k1 = kb * BK;
+        load_tile<BK, HS, NT, W>(kbuf(kb), kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+        load_tile<BK, HS, NT, W>(vbuf(kb), vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
+    };
 
-    load_tile<BQ, HS, NT, WG>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
-    load_tile<BQ, HS, NT, WG>(sdO, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
-    load_tile<BK, HS, NT, WG>(sK, kbase, a.ldkv, kend, tid);
-    load_tile<BK, HS, NT, WG>(sV, vbase, a.ldkv, kend, tid);
+    load_tile<BQ, HS, NT, W>(sQ, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+    load_tile<BQ, HS, NT, W>(sdO, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
+    load_kv(0);
     cp_async_commit();
+    if (PIPE) {   // block 1 too: block 0's prefetch
+        if (nkb > 1) load_kv(1);
+        cp_async_commit();
+    }
 
     constexpr int QF = QO_REGS ? KH : 1;
     uint32_t qf[QF][4], of[QF][4];
     const int qrow_a = warp * 16 + (lane & 15);
-    if (QO_REGS) {
-        cp_async_wait<0>();
+    if (QO_REGS || PIPE) {
+        cp_async_wait<PIPE ? 1 : 0>();
+        if constexpr (W) fence_proxy_async();
         __syncthreads();
+    }
+    if (QO_REGS)
 #pragma unroll
         for (int ks = 0; ks < QF; ks++) {
-            ldsm_x4(qf[ks], smem_addr(sQ + tile_off<HS, BQ, WG>(qrow_a, ks * 16 + (lane >> 4) * 8)));
-            ldsm_x4(of[ks], smem_addr(sdO + tile_off<HS, BQ, WG>(qrow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(qf[ks], smem_addr(sQ + tile_off<HS, BQ, W>(qrow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(of[ks], smem_addr(sdO + tile_off<HS, BQ, W>(qrow_a, ks * 16 + (lane >> 4) * 8)));
         }
-    }
 
     float dQ[NO][4];
 #pragma unroll
     for (int no = 0; no < NO; no++) dQ[no][0] = dQ[no][1] = dQ[no][2] = dQ[no][3] = 0.0f;
 
+    float s[NS][4], dp[NS][4];   // S = Q K^T, dP = dO V^T of the current key block
+    if constexpr (PIPE) {
+        bwd_recompute<HS, BK, QO_REGS, QF, true, BQ>(s, dp, qf, of, sQ, sdO, qrow_a, kbuf(0), vbuf(0), lane);
+        __syncthreads();   // every warpgroup is done with V of block 0: its buffer takes block 2
+    }
     for (int kb = 0; kb < nkb; kb++) {
-        const int buf = kb & 1;
-        if (kb + 1 < nkb) {
-            const int k1 = (kb + 1) * BK;
-            load_tile<BK, HS, NT, WG>(sK + (buf ^ 1) * BK * HS, kbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
-            load_tile<BK, HS, NT, WG>(sV + (buf ^ 1) * BK * HS, vbase + (long)k1 * a.ldkv, a.ldkv, kend - k1, tid);
-        }
+        // Prefetch into buffers the previous iterations are done with: block kb + 1 (PIPE: kb + 2).
+        const int pre = PIPE ? kb + 2 : kb + 1;
+        if (pre < nkb) load_kv(pre);
         cp_async_commit();
         cp_async_wait<1>();
-        if constexpr (WG) fence_proxy_async();
+        if constexpr (W) fence_proxy_async();
         __syncthreads();
-        const bf16_t *cK = sK + buf * BK * HS, *cV = sV + buf * BK * HS;
+        const bf16_t *cK = kbuf(kb);
         const int k0 = kb * BK;
 
-        float s[NS][4], dp[NS][4];   // S = Q K^T, dP = dO V^T
-        bwd_recompute<HS, BK, QO_REGS, QF, WG, BQ>(s, dp, qf, of, sQ, sdO, qrow_a, cK, cV, lane);
+        const bool next = PIPE && kb + 1 < nkb;
+        float sn[NS][4], dpn[NS][4];   // PIPE: S and dP of block kb + 1, in flight during this dS
+        if constexpr (PIPE) {
+            if (next)
+                bwd_recompute_issue<HS, BK, QO_REGS, QF, BQ>(sn, dpn, qf, of, sQ, sdO, qrow_a, kbuf(kb + 1),
+                                                             vbuf(kb + 1));
+        } else {
+            bwd_recompute<HS, BK, QO_REGS, QF, W, BQ>(s, dp, qf, of, sQ, sdO, qrow_a, cK, vbuf(kb), lane);
+        }
         const bool need_mask = k0 + BK > kfull;
 #pragma unroll
         for (int nt = 0; nt < NS; nt++)
@@ -1285,15 +1324,24 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
                     s[nt][i] = p * (dp[nt][i] - dr[hh]);  // dS
                 }
         // dQ += dS K
-        if constexpr (WG) {
+        if constexpr (W) {
             uint32_t da[BK / 16][4];
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) pack_a(da[kk], s[2 * kk], s[2 * kk + 1]);
             wg_fence_a(da);
+            wg_fence_acc(dQ);
             wgmma_fence();
             wg_rs_k<true, BK>(dQ, da, cK, true);
-            wg_commit_wait();
+            wg_commit_wait();   // dQ, and (PIPE) S and dP of block kb + 1
             wg_fence_acc(dQ);
+            if (next) {
+                wg_fence_acc(sn);
+                wg_fence_acc(dpn);
+#pragma unroll
+                for (int nt = 0; nt < NS; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) s[nt][i] = sn[nt][i], dp[nt][i] = dpn[nt][i];
+            }
         } else {
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
@@ -1308,7 +1356,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
                 }
             }
         }
-        __syncthreads();
+        __syncthreads();   // this block's buffers are refilled by the next iterations' prefetches
     }
 
 #pragma unroll

@@ -219,11 +219,11 @@ template <int HS, int MT, int NW, int BC, bool QR, int WG> static void test_fwd_
     }
 }
 
-template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, bool WG> static void test_bwd_variant() {
+template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> static void test_bwd_variant() {
     for (const Case &c : cases()) {
         char name[200];
         snprintf(name, sizeof name, "bwd hs=%d NW=%d BQ=%d KVR=%d NWQ=%d BK=%d QOR=%d%s %s [%s]", HS, NW, BQ,
-                 (int)KVR, NWQ, BK, (int)QOR, WG ? " wgmma" : "", c.name, mode_name());
+                 (int)KVR, NWQ, BK, (int)QOR, WG == 2 ? " wgmma pipelined" : WG ? " wgmma" : "", c.name, mode_name());
         if (only && !strstr(name, only)) continue;
         const Problem p = make_problem(c, HS);
         // Forward with the default variant of the head size gives out (bf16) and lse, as on the GPU.
@@ -254,7 +254,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, bool WG> 
         memset(attn_smem, 0xFF, sizeof attn_smem);
         EmuDim3 g3;
         g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
-        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, FUSED, WG>(a); });
+        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, FUSED, WG != 0>(a); });
         if constexpr (!FUSED) {
             memset(attn_smem, 0xFF, sizeof attn_smem);
             EmuDim3 g4;
