@@ -93,16 +93,21 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
     cudaCheckLaunch();
     constexpr int BKV = 16 * NW;
-    constexpr bool FUSED = NWQ == 0, W = WG != 0;   // WG 2: the dQ kernel pipelined (dK/dV: wgmma)
-    const size_t smem_kv = (size_t)(2 * BKV + 4 * BQ) * HS * sizeof(bf16_t) + (size_t)6 * BQ * sizeof(float) +
-                           (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) + wg_pad(W);
+    constexpr bool FUSED = NWQ == 0;
+    // WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
+    // gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
+    constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;
+    constexpr int QBUF = WG_KV == 3 ? 3 : 2;   // the dK/dV kernel's query-block buffers (pipelined: 3)
+    const size_t smem_kv = (size_t)(2 * BKV + 2 * QBUF * BQ) * HS * sizeof(bf16_t) +
+                           (size_t)3 * QBUF * BQ * sizeof(float) + (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) +
+                           wg_pad(WG != 0);
     // The fused kernel's ticket counter and semaphores (one int before the semaphores), zeroed.
     if (FUSED) cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb) * sizeof(int), stream));
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, W>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, W>
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, WG_KV>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, WG_KV>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
-    if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG>(a, stream);
+    if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG_Q>(a, stream);
 }
 
 typedef void (*AttnLaunch)(const AttnArgs &, cudaStream_t);
@@ -122,7 +127,8 @@ struct BwdVariant {
 };
 #define WG_SUFFIX_0 ""
 #define WG_SUFFIX_1 ", wgmma"
-#define WG_SUFFIX_2 ", wgmma, pipelined (the next key block's products during this one's softmax / dS)"
+#define WG_SUFFIX_2 ", wgmma, pipelined (the next block's products during this one's softmax / dS)"
+#define WG_SUFFIX_3 ", wgmma, both kernels pipelined (the next block's products during this one's dS)"
 #define FWD_ENTRY(HS, MT, NW, BC, QR, WG)                                                               \
     {HS, launch_fwd<HS, MT, NW, BC, QR, WG>,                                                            \
      "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG != 0},

@@ -27,7 +27,8 @@ enum { MIN_QBLOCK = 16 };
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
-//   backward WG 0: mma.sync, 1: wgmma, 2: wgmma with the dQ kernel pipelined (attn_bwd_dq_kernel).
+//   backward WG 0: mma.sync, 1: wgmma, 2: wgmma with the dQ kernel pipelined (attn_bwd_dq_kernel),
+//            3: both kernels pipelined (attn_bwd_dkdv_kernel too).
 //   wgmma (WG 1, 2): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
 //   (sm_90a only: attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one
 //   warpgroup).
@@ -44,8 +45,10 @@ enum { MIN_QBLOCK = 16 };
 // hs 128 forward (1 or 2 warpgroups) and split backward (query blocks of 64 or 32); the
 // pipelined forwards (WG 2: hs 64 with 1 or 2 warpgroups and 64-key blocks, 2 warpgroups and
 // 128-key blocks; hs 128 with 1 or 2 warpgroups; 164-246 registers; with 1 warpgroup and
-// 128-key blocks it spilled 48 bytes: left out) and the pipelined dQ kernels (hs 64 with 1 or 2
-// warpgroups, 234-244 registers; hs 128 with 32-key blocks, 228: with 64 it spilled 280 bytes).
+// 128-key blocks it spilled 48 bytes: left out), the pipelined dQ kernels (hs 64 with 1 or 2
+// warpgroups, 234-244 registers; hs 128 with 32-key blocks, 228: with 64 it spilled 280 bytes)
+// and pipelined dK/dV kernels (hs 64, 32-query blocks, 1 or 2 warpgroups: 213-221 registers; hs
+// 128 spilled 176 bytes: left out).
 // ptxas -v (sm_90a): no spills, but for the hs-128 backward with 64-query blocks (20 bytes).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
@@ -71,7 +74,8 @@ enum { MIN_QBLOCK = 16 };
     X(64, 8, 64, true, 8, 64, true, 1)                                                          \
     X(128, 4, 64, false, 4, 64, false, 1) X(128, 4, 32, false, 4, 64, false, 1)                 \
     X(64, 4, 64, true, 4, 64, true, 2) X(64, 8, 64, true, 8, 64, true, 2)                       \
-    X(128, 4, 32, false, 4, 32, false, 2)
+    X(128, 4, 32, false, 4, 32, false, 2)                                                       \
+    X(64, 4, 32, true, 4, 64, true, 3) X(64, 8, 32, true, 8, 64, true, 3)
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
@@ -1013,9 +1017,13 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // (k steps for key block k, at the start). In descending order both meet q at the same step
 // (the blocks from the end), so k waits only for k - 1's add of that step: the resident CTAs of
 // a head run skewed by one add each, not by one step, and read the same Q / dO tiles together.
-// WG: the products as wgmma, one per warpgroup of 64 keys (sm_90a; hs 64 or 128, query blocks of
-// 32 or 64; K, V from shared memory where not KV_REGS).
-template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false, bool WG = false>
+// WG 1, 2: the products as wgmma, one per warpgroup of 64 keys (sm_90a; hs 64 or 128, query
+// blocks of 32 or 64; K, V from shared memory where not KV_REGS). WG 3 (split only) pipelines the
+// query blocks as the dQ kernel does its key blocks: S^T and dP^T of the next query block run on
+// the tensor cores while the warpgroup computes this block's P^T and dS^T; Q, dO and their row
+// statistics are triple-buffered (this block's for dV and dK, the next one's in flight, the one
+// after arriving).
+template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false, int WG = 0>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -1025,16 +1033,19 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     constexpr int KH = HS / 16;  // k-steps over the head dim
     constexpr int NO = HS / 8;   // n-tiles of dK, dV (head dim)
     static_assert(BQ % 16 == 0 && BQ >= MIN_QBLOCK, "query block");
-    static_assert(!WG || (NW % 4 == 0 && HS % 64 == 0 && BQ % 32 == 0 && (!FUSED_DQ || (NW == 4 && HS == 64))),
+    constexpr bool W = WG != 0, PIPE = WG == 3;
+    constexpr int QBUF = PIPE ? 3 : 2;   // buffers of the query-block tiles and statistics
+    static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && BQ % 32 == 0 && (!FUSED_DQ || (NW == 4 && HS == 64))),
                   "wgmma: warpgroups of 64 keys, query blocks of 32 or 64 (fused: one warpgroup, hs 64)");
-    bf16_t *sK = reinterpret_cast<bf16_t *>(attn_smem_base<WG>());
+    static_assert(!PIPE || !FUSED_DQ, "pipelined: the split backward only");
+    bf16_t *sK = reinterpret_cast<bf16_t *>(attn_smem_base<W>());
     bf16_t *sV = sK + BKV * HS;
-    bf16_t *sQ = sV + BKV * HS;      // 2 buffers
-    bf16_t *sdO = sQ + 2 * BQ * HS;  // 2 buffers
-    bf16_t *sdS = sdO + 2 * BQ * HS; // FUSED_DQ: BQ x BKV, dS [query][key]
-    float *s_lse2 = reinterpret_cast<float *>(sdS + (FUSED_DQ ? BQ * BKV : 0));  // 2 x BQ, lse * log2(e)
-    float *s_D = s_lse2 + 2 * BQ;                                   // 2 x BQ
-    int *s_pos = reinterpret_cast<int *>(s_D + 2 * BQ);             // 2 x BQ
+    bf16_t *sQ = sV + BKV * HS;         // QBUF buffers
+    bf16_t *sdO = sQ + QBUF * BQ * HS;  // QBUF buffers
+    bf16_t *sdS = sdO + QBUF * BQ * HS; // FUSED_DQ: BQ x BKV, dS [query][key]
+    float *s_lse2 = reinterpret_cast<float *>(sdS + (FUSED_DQ ? BQ * BKV : 0));  // QBUF x BQ, lse * log2(e)
+    float *s_D = s_lse2 + QBUF * BQ;                                // QBUF x BQ
+    int *s_pos = reinterpret_cast<int *>(s_D + QBUF * BQ);          // QBUF x BQ
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
     // The CTA's tile: (b*NH + h, key block kb) = blockIdx. Fused: the tile of the CTA's ticket,
@@ -1065,8 +1076,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     const long stat0 = ((long)b * a.NH + h) * Tq;
     auto load_query_block = [&](int blk, int buf) {
         const int q0 = blk * BQ;
-        load_tile<BQ, HS, NT, WG>(sQ + buf * BQ * HS, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
-        load_tile<BQ, HS, NT, WG>(sdO + buf * BQ * HS, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
+        load_tile<BQ, HS, NT, W>(sQ + buf * BQ * HS, a.q + ((long)b * Tq + q0) * a.ldq + h * HS, a.ldq, Tq - q0, tid);
+        load_tile<BQ, HS, NT, W>(sdO + buf * BQ * HS, a.dout + ((long)b * Tq + q0) * C + h * HS, C, Tq - q0, tid);
         for (int i = tid; i < BQ; i += NT) {
             const int r = q0 + i;
             const bool valid = r < Tq;
@@ -1076,23 +1087,30 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         }
     };
 
-    load_tile<BKV, HS, NT, WG>(sK, a.k + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
-    load_tile<BKV, HS, NT, WG>(sV, a.v + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
+    load_tile<BKV, HS, NT, W>(sK, a.k + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
+    load_tile<BKV, HS, NT, W>(sV, a.v + ((long)b * Tk + k0) * a.ldkv + h * HS, a.ldkv, Tk - k0, tid);
     load_query_block(qb, 0);
     cp_async_commit();
+    int nxt = seeing(qb + STEP);   // PIPE: the next query block, loaded with the first
+    if (PIPE) {
+        if (nxt >= 0 && nxt < nqb) load_query_block(nxt, 1);
+        cp_async_commit();
+    }
 
     constexpr int KF = KV_REGS ? KH : 1;
     uint32_t kf[KF][4], vf[KF][4];
     const int krow_a = warp * 16 + (lane & 15);  // A-operand row address of this lane
-    if (KV_REGS) {
-        cp_async_wait<0>();
+    if (KV_REGS || PIPE) {
+        cp_async_wait<PIPE ? 1 : 0>();
+        if constexpr (W) fence_proxy_async();
         __syncthreads();
+    }
+    if (KV_REGS)
 #pragma unroll
         for (int ks = 0; ks < KF; ks++) {
-            ldsm_x4(kf[ks], smem_addr(sK + tile_off<HS, BKV, WG>(krow_a, ks * 16 + (lane >> 4) * 8)));
-            ldsm_x4(vf[ks], smem_addr(sV + tile_off<HS, BKV, WG>(krow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(kf[ks], smem_addr(sK + tile_off<HS, BKV, W>(krow_a, ks * 16 + (lane >> 4) * 8)));
+            ldsm_x4(vf[ks], smem_addr(sV + tile_off<HS, BKV, W>(krow_a, ks * 16 + (lane >> 4) * 8)));
         }
-    }
 
     float dK[NO][4], dV[NO][4];
 #pragma unroll
@@ -1101,21 +1119,33 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         for (int i = 0; i < 4; i++) dK[no][i] = dV[no][i] = 0.0f;
     const int key_lo = k0 + warp * 16 + g;  // this lane's keys: key_lo, key_lo + 8
 
-    int buf = 0;
+    float st[NQ][4], dpt[NQ][4];   // S^T = K Q^T and dP^T = V dO^T (16 keys x BQ queries per warp)
+    if constexpr (PIPE)
+        bwd_recompute<HS, BQ, KV_REGS, KF, true, BKV>(st, dpt, kf, vf, sK, sV, krow_a, sQ, sdO, lane);
+    int buf = 0;   // this query block's buffers (PIPE: the next block's are (buf + 1) % 3)
     while (qb >= 0 && qb < nqb) {
-        const int next = seeing(qb + STEP);
-        if (next >= 0 && next < nqb) load_query_block(next, buf ^ 1);
+        // Prefetch the next query block (PIPE: the one after it) into buffers the previous
+        // iterations are done with.
+        const int next = PIPE ? nxt : seeing(qb + STEP), pre = PIPE ? seeing(next + STEP) : next;
+        if (pre >= 0 && pre < nqb) load_query_block(pre, PIPE ? (buf + 2) % 3 : buf ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
-        if constexpr (WG) fence_proxy_async();
+        if constexpr (W) fence_proxy_async();
         __syncthreads();
         const bf16_t *cQ = sQ + buf * BQ * HS, *cdO = sdO + buf * BQ * HS;
         const float *cl = s_lse2 + buf * BQ, *cD = s_D + buf * BQ;
         const int *cp = s_pos + buf * BQ;
 
-        // S^T = K Q^T and dP^T = V dO^T (16 keys x BQ queries per warp)
-        float st[NQ][4], dpt[NQ][4];
-        bwd_recompute<HS, BQ, KV_REGS, KF, WG, BKV>(st, dpt, kf, vf, sK, sV, krow_a, cQ, cdO, lane);
+        const bool more = PIPE && next >= 0 && next < nqb;
+        float stn[NQ][4], dptn[NQ][4];   // PIPE: S^T and dP^T of the next block, in flight below
+        if constexpr (PIPE) {
+            const int nb = (buf + 1) % 3;
+            if (more)
+                bwd_recompute_issue<HS, BQ, KV_REGS, KF, BKV>(stn, dptn, kf, vf, sK, sV, krow_a, sQ + nb * BQ * HS,
+                                                              sdO + nb * BQ * HS);
+        } else {
+            bwd_recompute<HS, BQ, KV_REGS, KF, W, BKV>(st, dpt, kf, vf, sK, sV, krow_a, cQ, cdO, lane);
+        }
         // P^T = exp2(S^T scale log2e - lse2) where visible; dS^T = P^T (dP^T - D)
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++)
@@ -1133,7 +1163,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                 }
             }
         // dV += P^T dO, dK += dS^T Q (k-steps over the block's queries)
-        if constexpr (WG) {
+        if constexpr (W) {
             uint32_t pa[BQ / 16][4], da[BQ / 16][4];
 #pragma unroll
             for (int kk = 0; kk < BQ / 16; kk++) {
@@ -1145,9 +1175,17 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
             wgmma_fence();
             wg_rs_k<true, BQ>(dV, pa, cdO, true);
             wg_rs_k<true, BQ>(dK, da, cQ, true);
-            wg_commit_wait();
+            wg_commit_wait();   // dV, dK, and (PIPE) S^T and dP^T of the next block
             wg_fence_acc(dV);
             wg_fence_acc(dK);
+            if (more) {
+                wg_fence_acc(stn);
+                wg_fence_acc(dptn);
+#pragma unroll
+                for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) st[nt][i] = stn[nt][i], dpt[nt][i] = dptn[nt][i];
+            }
         } else {
 #pragma unroll
             for (int kk = 0; kk < BQ / 16; kk++) {
@@ -1174,13 +1212,14 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                 for (int i = 0; i < 4; i++)   // C fragment of dS^T: key row g + 8(i/2), query col 2t4 + i%2
                     st_shared_bf16(sdS + swz<BKV>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1)),
                                    dpt[nt][i]);
-            if constexpr (WG) fence_proxy_async();
+            if constexpr (W) fence_proxy_async();
             __syncthreads();
-            fused_dq_add<HS, NW, BQ, WG>(a, sdS, sK, b, h, kb, qb, nqb);
+            fused_dq_add<HS, NW, BQ, W>(a, sdS, sK, b, h, kb, qb, nqb);
         }
-        __syncthreads();  // buffer `buf` is refilled by the next iteration's prefetch
-        buf ^= 1;
+        __syncthreads();  // buffer `buf` is refilled by a later iteration's prefetch
+        buf = PIPE ? (buf + 1) % 3 : buf ^ 1;
         qb = next;
+        nxt = pre;
     }
 
 #pragma unroll

@@ -223,7 +223,8 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
     for (const Case &c : cases()) {
         char name[200];
         snprintf(name, sizeof name, "bwd hs=%d NW=%d BQ=%d KVR=%d NWQ=%d BK=%d QOR=%d%s %s [%s]", HS, NW, BQ,
-                 (int)KVR, NWQ, BK, (int)QOR, WG == 2 ? " wgmma pipelined" : WG ? " wgmma" : "", c.name, mode_name());
+                 (int)KVR, NWQ, BK, (int)QOR, WG == 3 ? " wgmma pipelined both" : WG == 2 ? " wgmma pipelined" : WG ? " wgmma" : "",
+                 c.name, mode_name());
         if (only && !strstr(name, only)) continue;
         const Problem p = make_problem(c, HS);
         // Forward with the default variant of the head size gives out (bf16) and lse, as on the GPU.
@@ -248,18 +249,19 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
         emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
         constexpr bool FUSED = NWQ == 0;   // dQ in the dK/dV kernel, summed in key-block order
+        constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;   // as attention.cu's launch_bwd
         vector<int> sem(FUSED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) : 0, 0);   // ticket, semaphores
         vector<float> acc(FUSED ? (size_t)c.B * c.NH * c.Tq * HS : 0, NAN);
         a.dq_ticket = sem.data(), a.dq_sem = sem.data() + 1, a.dq_acc = acc.data();
         memset(attn_smem, 0xFF, sizeof attn_smem);
         EmuDim3 g3;
         g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
-        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, FUSED, WG != 0>(a); });
+        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, FUSED, WG_KV>(a); });
         if constexpr (!FUSED) {
             memset(attn_smem, 0xFF, sizeof attn_smem);
             EmuDim3 g4;
             g4.x = c.B * c.NH, g4.y = cdiv(c.Tq, 16 * NWQ);
-            emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR, WG>(a); });
+            emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR, WG_Q>(a); });
         }
         if (c.packed) report(name, {{"dqkv", to_float(gq)}}, {p.gq_ref});
         else report(name, {{"dq", to_float(gq)}, {"dkv", to_float(gkv)}}, {p.gq_ref, p.gkv_ref});
