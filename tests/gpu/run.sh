@@ -110,12 +110,22 @@ if [ "$RC" = 0 ]; then record build-all ok "$LAST_S" "$BUILD/bin"; elif [ "$RC" 
 
 # ---- 4. kernels against their CPU twins ---------------------------------------------------------
 tap_counts() { grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOGS/$1.log" | tail -1; }
+# The kernel tests' logs: attn_table.py chooses (and shows as best) only variants they passed.
+kernel_test_logs() { for f in kernel-tests kernel-tests-no-wgmma; do [ -f "$LOGS/$f.log" ] && echo "$LOGS/$f.log"; done; }
 if [ "$HAVE_GPU" = 1 ] && [ -x "$TEST" ]; then
   run kernel-tests 180 20 "$TEST"
   counts=$(tap_counts kernel-tests)
   if [ "$RC" = 0 ]; then record kernel-tests ok "$LAST_S" "$counts"
   elif [ "$RC" = skip ]; then :
-  else record kernel-tests FAIL "$LAST_S" "rc=$RC ${counts:-no summary}; $(grep -c '^not ok' "$LOGS/kernel-tests.log") not ok"; fi
+  else
+    record kernel-tests FAIL "$LAST_S" "rc=$RC ${counts:-no summary}; $(grep -c '^not ok' "$LOGS/kernel-tests.log") not ok; after: $(grep -E '^(not )?ok' "$LOGS/kernel-tests.log" | tail -1 | cut -c1-90); $(tail -1 "$LOGS/kernel-tests.log" | cut -c1-120)"
+    if [ -z "$counts" ]; then   # the process went down (a CUDA error is sticky): the rest, without wgmma
+      run kernel-tests-no-wgmma 180 20 "$TEST" --skip wgmma
+      counts=$(tap_counts kernel-tests-no-wgmma)
+      if [ "$RC" = 0 ]; then record kernel-tests-no-wgmma ok "$LAST_S" "$counts"
+      elif [ "$RC" != skip ]; then record kernel-tests-no-wgmma FAIL "$LAST_S" "rc=$RC ${counts:-no summary}"; fi
+    fi
+  fi
 else
   record kernel-tests skip 0 "no GPU or no test binary"
 fi
@@ -152,20 +162,36 @@ else
 fi
 
 # ---- 6. attention benchmark, lsst side: every variant; then at the e2e shape, whose fastest pair feeds 7 ----
+# sweep NAME LIMIT MIN CSV NOTE ARGS...: attn_bench --variants ARGS; the CSV rows that ran, even
+# when cut short, into $LOGS/CSV. If the process went down (a sticky CUDA error, not the time
+# limit), once more without the wgmma variants (NAME-no-wgmma), its rows appended.
+sweep() {
+  local name=$1 limit=$2 min=$3 csv=$4 note=$5; shift 5
+  run "$name" "$limit" "$min" "$BENCH" --variants "$@"
+  [ -f "$LOGS/$name.log" ] && grep -v '^#' "$LOGS/$name.log" | grep -E '^(impl|lsst),' > "$LOGS/$csv"
+  case "$RC" in
+    0) record "$name" ok "$LAST_S" "$note" ;;
+    skip) ;;
+    124) record "$name" FAIL "$LAST_S" "timeout" ;;
+    *) record "$name" FAIL "$LAST_S" "rc=$RC; $(tail -1 "$LOGS/$name.log" | cut -c1-120)"
+       run "$name-no-wgmma" "$limit" "$min" "$BENCH" --variants "$@" --skip wgmma
+       [ -f "$LOGS/$name-no-wgmma.log" ] && grep -v '^#' "$LOGS/$name-no-wgmma.log" | grep -E '^lsst,' >> "$LOGS/$csv"
+       if [ "$RC" = 0 ]; then record "$name-no-wgmma" ok "$LAST_S" "rows appended to $csv"
+       elif [ "$RC" != skip ]; then record "$name-no-wgmma" FAIL "$LAST_S" "rc=$RC"; fi ;;
+  esac
+}
 E2E_VARIANTS=
 if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
-  run attn-lsst 150 40 "$BENCH" --variants
-  # What ran, even when cut short: the CSV rows so far.
-  [ -f "$LOGS/attn-lsst.log" ] && grep -v '^#' "$LOGS/attn-lsst.log" | grep -E '^(impl|lsst),' > "$LOGS/attn_lsst.csv"
-  if [ "$RC" = 0 ]; then record attn-lsst ok "$LAST_S" "attn_lsst.csv"
-  elif [ "$RC" != skip ]; then record attn-lsst FAIL "$LAST_S" "rc=$RC"; fi
+  sweep attn-lsst 150 40 attn_lsst.csv attn_lsst.csv
   # The e2e run's own shape (batch 1, 12 heads of 64, T 8192): its fastest pair is what e2e times.
-  run attn-e2e-shape 60 20 "$BENCH" --variants --hs 64 --seq 8192 --batch 1 --heads 12
-  [ -f "$LOGS/attn-e2e-shape.log" ] && grep -v '^#' "$LOGS/attn-e2e-shape.log" | grep -E '^(impl|lsst),' \
-    > "$LOGS/attn_e2e_shape.csv"
-  E2E_VARIANTS=$(env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py --best 64 8192 "$LOGS/attn_e2e_shape.csv")
-  if [ "$RC" = 0 ]; then record attn-e2e-shape ok "$LAST_S" "fastest pair at 1 x 12 heads, hs 64, T 8192: ${E2E_VARIANTS:-?}"
-  elif [ "$RC" != skip ]; then record attn-e2e-shape FAIL "$LAST_S" "rc=$RC"; fi
+  sweep attn-e2e-shape 60 20 attn_e2e_shape.csv "its fastest pair is e2e's 'best' run" \
+    --hs 64 --seq 8192 --batch 1 --heads 12
+  # Only variants the kernel tests passed (a fast but wrong one must not time the e2e run).
+  mapfile -t tested < <(kernel_test_logs)
+  E2E_VARIANTS=$(env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py --best 64 8192 "$LOGS/attn_e2e_shape.csv" \
+    "${tested[@]}")
+  if [ -n "$E2E_VARIANTS" ]; then record attn-e2e-best ok 0 "fastest pair at 1 x 12 heads, hs 64, T 8192: $E2E_VARIANTS"
+  else record attn-e2e-best skip 0 "no row at the e2e shape of a variant the kernel tests passed"; fi
 else
   record attn-lsst skip 0 "no GPU or no benchmark binary"
 fi
@@ -217,7 +243,9 @@ fi
   summary
   if [ -s "$LOGS/attn_lsst.csv" ]; then
     echo
-    env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py "$LOGS/attn_lsst.csv" "$LOGS/attn_sdpa.csv" 2>&1
+    mapfile -t tested < <(kernel_test_logs)
+    env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py "$LOGS/attn_lsst.csv" "$LOGS/attn_sdpa.csv" \
+      "${tested[@]}" 2>&1
   fi
   if [ -s "$LOGS/layers.csv" ]; then   # the non-attention kernels, costliest per step first
     echo

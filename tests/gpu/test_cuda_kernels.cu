@@ -1,7 +1,7 @@
 // Every CUDA kernel of kernels/cuda against its CPU twin (kernels/cpu, linked from libkernels.a)
 // on random inputs. Prints TAP lines and, last, "N passed, N failed"; exits 1 on any failure.
 //
-//   test_cuda_kernels [--quick] [--only SUBSTRING]
+//   test_cuda_kernels [--quick] [--only SUBSTRING] [--skip SUBSTRING]
 //
 // Method, for every kernel:
 //  - Inputs are random; for the bf16 variants they are rounded to bf16 first and the CPU twin
@@ -40,7 +40,7 @@ typedef __nv_bfloat16 bf16_t;
 using std::vector;
 
 static bool quick = false;
-static const char *only = NULL;
+static const char *only = NULL, *skip = NULL;   // --only / --skip SUBSTRING of test names
 static int n_pass = 0, n_fail = 0;
 static cudaStream_t stream;
 
@@ -133,7 +133,9 @@ static Cmp compare(const vector<float> &got, const vector<float> &ref) {
     return c;
 }
 
-static bool selected(const std::string &name) { return !only || name.find(only) != std::string::npos; }
+static bool selected(const std::string &name) {
+    return (!only || name.find(only) != std::string::npos) && (!skip || name.find(skip) == std::string::npos);
+}
 
 // One TAP line for all the named outputs of one test: each must have no NaN, max error <= tol
 // and rms error <= rms_tol (rms_tol < 0: tol / 3).
@@ -767,7 +769,7 @@ static void test_seq_rows() {
 }
 
 int main(int argc, char **argv) {
-    if (parse_test_args(argc, argv, &quick, &only)) return 2;
+    if (parse_test_args(argc, argv, &quick, &only, &skip)) return 2;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
         printf("1..0 # SKIP no CUDA device\n0 passed, 0 failed\n");

@@ -54,16 +54,21 @@ static inline std::vector<float> seq_place_reference(const std::vector<float> &x
     } while (0)
 #endif
 
-// [--quick] [--only SUBSTRING]: 0, or 2 after a usage line. quick may be NULL (a program without
-// a quick mode takes the flag and ignores it, so one command line serves every program).
-static inline int parse_test_args(int argc, char **argv, bool *quick, const char **only) {
+// [--quick] [--only SUBSTRING] [--skip SUBSTRING]: 0, or 2 after a usage line. quick may be NULL
+// (a program without a quick mode takes the flag and ignores it, so one command line serves every
+// program); skip may be NULL (the program has no --skip: tests/gpu/run.sh uses it to rerun the
+// kernel test without the wgmma variants when one of them brought the process down).
+static inline int parse_test_args(int argc, char **argv, bool *quick, const char **only,
+                                  const char **skip = NULL) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
             if (quick) *quick = true;
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             *only = argv[++i];
+        } else if (skip && !strcmp(argv[i], "--skip") && i + 1 < argc) {
+            *skip = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--only SUBSTRING]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--only SUBSTRING]%s\n", argv[0], skip ? " [--skip SUBSTRING]" : "");
             return 2;
         }
     }

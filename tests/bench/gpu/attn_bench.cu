@@ -2,7 +2,7 @@
 // shapes of tests/bench/gpu/sdpa_peer.py (PyTorch scaled_dot_product_attention on the same GPU).
 //
 //   attn_bench [--hs 64,128] [--seq 4096,8192,16384,32768] [--iters 10] [--warmup 3] [--variants]
-//              [--batch B] [--heads NH]
+//              [--batch B] [--heads NH] [--skip SUBSTRING]
 //
 // Shapes: batch x heads fill the GPU as FlashAttention's benchmark does: B = max(1, 16384 / T),
 // NH = 2048 / hs (model dim 2048); --batch / --heads fix them instead (e.g. a training run's
@@ -15,7 +15,8 @@
 // Output: one CSV line per (hs, T, variant) on stdout:
 //   impl,hs,seq,batch,heads,variant,fwd_ms,bwd_ms,fwd_tflops,bwd_tflops,total_tflops,fwd_variant,bwd_variant
 // (--variants: row vN pairs forward variant N and backward variant N; where a head size has fewer
-// of one kind, that side is variant 0 again: fwd_variant / bwd_variant say which ran).
+// of one kind, or that side's name contains the --skip string (e.g. wgmma, after one of those
+// brought the process down), that side is variant 0 again: fwd_variant / bwd_variant say which ran).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ int main(int argc, char **argv) {
     std::vector<int> hss = {64, 128}, seqs = {4096, 8192, 16384, 32768};
     int iters = 10, warmup = 3, batch = 0, heads = 0;
     bool variants = false;
+    const char *skip = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hs") && i + 1 < argc) hss = parse_list(argv[++i]);
         else if (!strcmp(argv[i], "--seq") && i + 1 < argc) seqs = parse_list(argv[++i]);
@@ -66,9 +68,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--variants")) variants = true;
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--heads") && i + 1 < argc) heads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--skip") && i + 1 < argc) skip = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--hs 64,128] [--seq 4096,...] [--iters N] [--warmup N] [--variants] "
-                            "[--batch B] [--heads NH]\n", argv[0]);
+                            "[--batch B] [--heads NH] [--skip SUBSTRING]\n", argv[0]);
             return 2;
         }
     }
@@ -112,7 +115,8 @@ int main(int argc, char **argv) {
             const int nvar = variants ? cuda_attention_variants(hs) : 1;
             for (int var = 0; var < nvar; var++) {
                 const char *fname = cuda_attention_variant_name(hs, var, 0), *bname = cuda_attention_variant_name(hs, var, 1);
-                const int fv = strcmp(fname, "none") ? var : 0, bv = strcmp(bname, "none") ? var : 0;
+                auto runs = [&](const char *n) { return strcmp(n, "none") && !(skip && strstr(n, skip)); };
+                const int fv = runs(fname) ? var : 0, bv = runs(bname) ? var : 0;
                 if (var > 0 && fv == 0 && bv == 0) continue;  // nothing of this variant runs here
                 if (hs == 16 || hs == 32 || hs == 64 || hs == 128) cuda_attention_select(hs, fv, bv);
                 std::vector<float> tf, tb;

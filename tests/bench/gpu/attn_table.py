@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Joins attn_bench.cu's and sdpa_peer.py's CSV files into the comparison table (markdown).
 
-    python3 tests/bench/gpu/attn_table.py OURS.csv SDPA.csv
-    python3 tests/bench/gpu/attn_table.py --best HS T OURS.csv
+    python3 tests/bench/gpu/attn_table.py OURS.csv SDPA.csv [KERNEL_TEST_LOG ...]
+    python3 tests/bench/gpu/attn_table.py --best HS T OURS.csv [KERNEL_TEST_LOG ...]
 
 The second form prints "HS=F/B": lsst's fastest forward and backward variant at (HS, T), the
 value of LSST_ATTN_VARIANTS that makes a training run use them (nothing when there is no row).
+With the logs of test_cuda_kernels (TAP), only variants those tests passed count, in both forms:
+a variant with a "not ok", or with no line at all (the test process went down before it), is
+never chosen.
 
 Per (hs, T): lsst's default variant (v0); its fastest forward and fastest backward variant
 (chosen separately: attention.cu selects them separately) and the forward+backward TFLOP/s of
@@ -13,6 +16,7 @@ that pair; SDPA flash (and cuDNN when measured); the ratio best lsst / SDPA-flas
 forward+backward (goal: >= 0.7). Exit status 0 even when the goal is missed (the table says).
 """
 import csv
+import re
 import sys
 
 
@@ -28,28 +32,62 @@ def load(path):
     return rows
 
 
-def best_pair(rows, hs, T):
-    """The (fwd, bwd) variant numbers of the fastest forward and backward at (hs, T), or None."""
+# A kernel-test line of a tensor-core variant: "ok 12 - attention_forward bf16 self hs=64 [v3: ..."
+TEST_LINE = re.compile(r"^(not ok|ok) \d+ - attention_(forward|backward) bf16 .* hs=(\d+) \[v(\d+):")
+
+
+def passed_variants(logs, hs):
+    """{"fwd": set, "bwd": set} of head size hs's variants with an "ok" and no "not ok" in logs."""
+    seen = {"fwd": {}, "bwd": {}}
+    for path in logs:
+        try:
+            lines = open(path, errors="replace").read().splitlines()
+        except OSError as e:
+            print(f"attn_table: {path}: {e}", file=sys.stderr)
+            continue
+        for line in lines:
+            m = TEST_LINE.match(line)
+            if m and int(m.group(3)) == hs:
+                side, n = ("fwd" if m.group(2) == "forward" else "bwd"), int(m.group(4))
+                seen[side][n] = seen[side].get(n, True) and m.group(1) == "ok"
+    return {side: {n for n, good in v.items() if good} for side, v in seen.items()}
+
+
+def fv(r):   # the forward variant a row ran (a row vN may have run variant 0 on one side)
+    return int((r.get("fwd_variant") or r["variant"]).lstrip("v"))
+
+
+def bv(r):
+    return int((r.get("bwd_variant") or r["variant"]).lstrip("v"))
+
+
+def best_pair(rows, hs, T, passed=None):
+    """The (fwd, bwd) variant numbers of the fastest forward and backward at (hs, T) (among
+    `passed` when given), or None."""
     mine = [r for r in rows if r["impl"] == "lsst" and int(r["hs"]) == hs and int(r["seq"]) == T]
-    if not mine:
+    fwd = [r for r in mine if passed is None or fv(r) in passed["fwd"]]
+    bwd = [r for r in mine if passed is None or bv(r) in passed["bwd"]]
+    if not fwd or not bwd:
         return None
-    bf = min(mine, key=lambda r: float(r["fwd_ms"]))
-    bb = min(mine, key=lambda r: float(r["bwd_ms"]))
-    num = lambda v: int(v.lstrip("v"))
-    return num(bf.get("fwd_variant") or bf["variant"]), num(bb.get("bwd_variant") or bb["variant"])
+    return fv(min(fwd, key=lambda r: float(r["fwd_ms"]))), bv(min(bwd, key=lambda r: float(r["bwd_ms"])))
 
 
 def main():
-    if len(sys.argv) == 5 and sys.argv[1] == "--best":
+    if len(sys.argv) >= 5 and sys.argv[1] == "--best":
         hs, T = int(sys.argv[2]), int(sys.argv[3])
-        pair = best_pair(load(sys.argv[4]), hs, T)
+        passed = passed_variants(sys.argv[5:], hs) if len(sys.argv) > 5 else None
+        pair = best_pair(load(sys.argv[4]), hs, T, passed)
         if pair:
             print(f"{hs}={pair[0]}/{pair[1]}")
         return 0
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3 or sys.argv[1] == "--best":
         print(__doc__, file=sys.stderr)
         return 2
     ours, peer = load(sys.argv[1]), load(sys.argv[2])
+    if len(sys.argv) > 3:   # only the variants the kernel tests passed (v0 rows stay: the default)
+        passed = {hs: passed_variants(sys.argv[3:], hs) for hs in {int(r["hs"]) for r in ours}}
+        ours = [r for r in ours if r["variant"] == "v0" or
+                (fv(r) in passed[int(r["hs"])]["fwd"] and bv(r) in passed[int(r["hs"])]["bwd"])]
     keys = sorted({(int(r["hs"]), int(r["seq"])) for r in ours + peer})
     print("| hs | T | B x NH | lsst v0 fwd / bwd / total | lsst best fwd (variant) / bwd (variant) / total "
           "| SDPA flash fwd / bwd / total | cuDNN total | lsst best / flash |")
