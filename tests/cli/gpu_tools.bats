@@ -1,0 +1,44 @@
+#!/usr/bin/env bats
+# The GPU session's helpers that decide something without a GPU: tests/bench/gpu/attn_table.py
+# picks the attention variants the e2e run times (only variants the kernel tests passed).
+load ../lib
+
+setup() {
+  cd "$BATS_TEST_TMPDIR"
+  cat > ours.csv <<'CSV'
+impl,hs,seq,batch,heads,variant,fwd_ms,bwd_ms,fwd_tflops,bwd_tflops,total_tflops,fwd_variant,bwd_variant
+lsst,64,8192,1,12,v0,1.0,3.0,100,80,85,v0,v0
+lsst,64,8192,1,12,v1,0.9,2.5,110,90,95,v1,v1
+lsst,64,8192,1,12,v12,0.5,3.5,200,70,80,v12,v0
+lsst,64,8192,1,12,v13,0.6,2.0,180,110,120,v13,v13
+CSV
+  cat > tests.log <<'TAP'
+ok 1 - attention_forward bf16 self hs=64 [v0: fwd a; dkdv b] (out err 1e-3)
+ok 2 - attention_backward bf16 self hs=64 [v0: fwd a; dkdv b] (dq err 1e-3)
+ok 3 - attention_forward bf16 self hs=64 [v1: fwd a; dkdv b] (out err 1e-3)
+ok 4 - attention_backward bf16 self hs=64 [v1: fwd a; dkdv b] (dq err 1e-3)
+not ok 5 - attention_forward bf16 self hs=64 [v12: fwd c, wgmma; -] (out err 2.0)
+ok 6 - attention_forward bf16 zigzag hs=64 [v12: fwd c, wgmma; -] (out err 1e-3)
+ok 7 - attention_forward bf16 self hs=128 [v13: fwd d; dkdv e] (out err 1e-3)
+TAP
+}
+
+@test "attn_table --best: the fastest forward and backward variants" {
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" --best 64 8192 ours.csv
+  [ "$status" -eq 0 ]
+  [ "$output" = "64=12/13" ]
+}
+
+@test "attn_table --best with the kernel tests: a variant with a not ok, or never tested, is not chosen" {
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" --best 64 8192 ours.csv tests.log
+  [ "$status" -eq 0 ]
+  [ "$output" = "64=1/1" ]   # v12 failed once; v13 passed only at hs 128
+}
+
+@test "attn_table's table with the kernel tests shows only tested variants as best" {
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" ours.csv /dev/null tests.log
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"110 (v1) / 90 (v1) / 95"* ]]
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" ours.csv /dev/null
+  [[ "$output" == *"200 (v12) / 110 (v13)"* ]]
+}
