@@ -502,6 +502,18 @@ template <int M, int NT> static __device__ __forceinline__ void wg_batch_done(fl
 #pragma unroll
     for (int m = 0; m < M; m++) wg_fence_acc(d[m]);
 }
+// Pipelined backward kernels: the next block's two products (xn, yn), waited for, become the
+// current ones (x, y).
+template <int NT>
+static __device__ __forceinline__ void wg_take_next(float (&x)[NT][4], float (&y)[NT][4], float (&xn)[NT][4],
+                                                    float (&yn)[NT][4]) {
+    wg_fence_acc(xn);
+    wg_fence_acc(yn);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) x[nt][i] = xn[nt][i], y[nt][i] = yn[nt][i];
+}
 // A batch issued and waited for.
 template <bool TRANS_B, int ROWS, int M, int KS, int NT>
 static __device__ __forceinline__ void wg_batch(float (&d)[M][NT][4], uint32_t (&a)[M][KS][4], const bf16_t *tile,
@@ -1178,14 +1190,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
             wg_commit_wait();   // dV, dK, and (PIPE) S^T and dP^T of the next block
             wg_fence_acc(dV);
             wg_fence_acc(dK);
-            if (more) {
-                wg_fence_acc(stn);
-                wg_fence_acc(dptn);
-#pragma unroll
-                for (int nt = 0; nt < NQ; nt++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) st[nt][i] = stn[nt][i], dpt[nt][i] = dptn[nt][i];
-            }
+            if (more) wg_take_next(st, dpt, stn, dptn);
         } else {
 #pragma unroll
             for (int kk = 0; kk < BQ / 16; kk++) {
@@ -1373,14 +1378,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
             wg_rs_k<true, BK>(dQ, da, cK, true);
             wg_commit_wait();   // dQ, and (PIPE) S and dP of block kb + 1
             wg_fence_acc(dQ);
-            if (next) {
-                wg_fence_acc(sn);
-                wg_fence_acc(dpn);
-#pragma unroll
-                for (int nt = 0; nt < NS; nt++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) s[nt][i] = sn[nt][i], dp[nt][i] = dpn[nt][i];
-            }
+            if (next) wg_take_next(s, dp, sn, dpn);
         } else {
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
