@@ -29,7 +29,7 @@ enum { MIN_QBLOCK = 16 };
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
 //   backward WG 0: mma.sync, 1: wgmma, 2: wgmma with the dQ kernel pipelined (attn_bwd_dq_kernel),
 //            3: both kernels pipelined (attn_bwd_dkdv_kernel too).
-//   wgmma (WG 1, 2): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
+//   wgmma (WG >= 1): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
 //   (sm_90a only: attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one
 //   warpgroup).
 // Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
