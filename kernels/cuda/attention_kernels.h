@@ -522,6 +522,14 @@ static __device__ __forceinline__ void wg_batch(float (&d)[M][NT][4], uint32_t (
     wgmma_wait<0>();
     wg_batch_done(d);
 }
+// The same for one row tile (the backward's dQ += dS K): d (+)= a B(tile), waited for with every
+// group still in flight.
+template <bool TRANS_B, int ROWS, int KS, int NT>
+static __device__ __forceinline__ void wg_batch(float (&d)[NT][4], uint32_t (&a)[KS][4], const bf16_t *tile,
+                                                bool acc) {
+    wg_batch<TRANS_B, ROWS>(reinterpret_cast<float(&)[1][NT][4]>(d), reinterpret_cast<uint32_t(&)[1][KS][4]>(a),
+                            tile, acc);
+}
 // The dynamic shared memory from a 1024-byte boundary when ALIGN (wgmma kernels: their
 // launchers ask for 1024 bytes more).
 template <bool ALIGN> static __device__ __forceinline__ unsigned char *attn_smem_base() {
@@ -542,6 +550,17 @@ static __device__ __forceinline__ void pack_a(uint32_t (&a)[4], const float (&c0
     a[1] = pack_bf16(c0[2], c0[3]);
     a[2] = pack_bf16(c1[0], c1[1]);
     a[3] = pack_bf16(c1[2], c1[3]);
+}
+
+// c0, c1 (two n-tiles) += a * B, B's two n-tiles loaded by one ldmatrix.x4 at the lane's address
+// (TRANS: .trans, B stored [k][n]; else [n][k]): the mma.sync step the backward's products repeat.
+template <bool TRANS>
+static __device__ __forceinline__ void mma_x2(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4], uint32_t addr) {
+    uint32_t b[4];
+    if constexpr (TRANS) ldsm_x4_trans(b, addr);
+    else ldsm_x4(b, addr);
+    mma_bf16(c0, a, b[0], b[1]);
+    mma_bf16(c1, a, b[2], b[3]);
 }
 
 // dst[0..1] += (a, b), bf16 pair read-modify-write (dst 4-byte aligned).
@@ -937,13 +956,8 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
 #pragma unroll
             for (int np = 0; np < N / 16; np++) {
                 const int r = np * 16 + (lane & 7) + (lane >> 4) * 8, c = ks * 16 + ((lane >> 3) & 1) * 8;
-                uint32_t bb[4], bb2[4];
-                ldsm_x4(bb, smem_addr(b + swz<HS>(r, c)));
-                mma_bf16(x[2 * np], a, bb[0], bb[1]);
-                mma_bf16(x[2 * np + 1], a, bb[2], bb[3]);
-                ldsm_x4(bb2, smem_addr(b2 + swz<HS>(r, c)));
-                mma_bf16(y[2 * np], a2, bb2[0], bb2[1]);
-                mma_bf16(y[2 * np + 1], a2, bb2[2], bb2[3]);
+                mma_x2<false>(x[2 * np], x[2 * np + 1], a, smem_addr(b + swz<HS>(r, c)));
+                mma_x2<false>(y[2 * np], y[2 * np + 1], a2, smem_addr(b2 + swz<HS>(r, c)));
             }
         }
     }
@@ -978,12 +992,9 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
             uint32_t da[4];
             ldsm_x4(da, smem_addr(sdS + swz<BKV>(rt * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8)));
 #pragma unroll
-            for (int np = 0; np < NOW / 2; np++) {
-                uint32_t bk[4];
-                ldsm_x4_trans(bk, smem_addr(sK + swz<HS>(ks * 16 + (lane & 15), c0 + np * 16 + (lane >> 4) * 8)));
-                mma_bf16(dq[2 * np], da, bk[0], bk[1]);
-                mma_bf16(dq[2 * np + 1], da, bk[2], bk[3]);
-            }
+            for (int np = 0; np < NOW / 2; np++)
+                mma_x2<true>(dq[2 * np], dq[2 * np + 1], da,
+                             smem_addr(sK + swz<HS>(ks * 16 + (lane & 15), c0 + np * 16 + (lane >> 4) * 8)));
         }
     }
     const int turn = kb, last = a.qmax[qb] / BKV;   // contributors: key blocks 0 .. last
@@ -1200,13 +1211,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #pragma unroll
                 for (int np = 0; np < NO / 2; np++) {
                     const int r = kk * 16 + (lane & 15), c = np * 16 + (lane >> 4) * 8;
-                    uint32_t bo[4], bq[4];
-                    ldsm_x4_trans(bo, smem_addr(cdO + swz<HS>(r, c)));
-                    mma_bf16(dV[2 * np], pa, bo[0], bo[1]);
-                    mma_bf16(dV[2 * np + 1], pa, bo[2], bo[3]);
-                    ldsm_x4_trans(bq, smem_addr(cQ + swz<HS>(r, c)));
-                    mma_bf16(dK[2 * np], da, bq[0], bq[1]);
-                    mma_bf16(dK[2 * np + 1], da, bq[2], bq[3]);
+                    mma_x2<true>(dV[2 * np], dV[2 * np + 1], pa, smem_addr(cdO + swz<HS>(r, c)));
+                    mma_x2<true>(dK[2 * np], dK[2 * np + 1], da, smem_addr(cQ + swz<HS>(r, c)));
                 }
             }
         }
@@ -1372,12 +1378,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
             uint32_t da[BK / 16][4];
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) pack_a(da[kk], s[2 * kk], s[2 * kk + 1]);
-            wg_fence_a(da);
-            wg_fence_acc(dQ);
-            wgmma_fence();
-            wg_rs_k<true, BK>(dQ, da, cK, true);
-            wg_commit_wait();   // dQ, and (PIPE) S and dP of block kb + 1
-            wg_fence_acc(dQ);
+            wg_batch<true, BK>(dQ, da, cK, true);   // its wait completes S and dP of block kb + 1 too
             if (next) wg_take_next(s, dp, sn, dpn);
         } else {
 #pragma unroll
@@ -1385,12 +1386,9 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
                 uint32_t da[4];
                 pack_a(da, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
-                for (int np = 0; np < NO / 2; np++) {
-                    uint32_t bk[4];
-                    ldsm_x4_trans(bk, smem_addr(cK + swz<HS>(kk * 16 + (lane & 15), np * 16 + (lane >> 4) * 8)));
-                    mma_bf16(dQ[2 * np], da, bk[0], bk[1]);
-                    mma_bf16(dQ[2 * np + 1], da, bk[2], bk[3]);
-                }
+                for (int np = 0; np < NO / 2; np++)
+                    mma_x2<true>(dQ[2 * np], dQ[2 * np + 1], da,
+                                 smem_addr(cK + swz<HS>(kk * 16 + (lane & 15), np * 16 + (lane >> 4) * 8)));
             }
         }
         __syncthreads();   // this block's buffers are refilled by the next iterations' prefetches
