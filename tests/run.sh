@@ -4,7 +4,8 @@
 #   tests/run.sh            all parts
 #   tests/run.sh unit cli   only those parts (unit, cli, mpi, slurm, gpu)
 # gpu: the CUDA kernels' device code run on the CPU by tests/gpu/emulate.sh (needs the CUDA
-# headers, not a GPU; skipped without them). The GPU itself is tests/gpu/run.sh's.
+# headers, not a GPU; skipped without them), and the wgmma kernels' SASS checked for a known
+# ptxas miscompile by tests/gpu/sass_check.sh (needs nvcc). The GPU itself is tests/gpu/run.sh's.
 set -u
 cd "$(dirname "$0")/.."
 parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(unit cli mpi slurm gpu)
@@ -38,7 +39,8 @@ for part in "${parts[@]}"; do
     gpu)
       bf16_h=${CUDA_HOME:-/usr/local/cuda}/include/cuda_bf16.h
       if [ -f "$bf16_h" ]; then count gpu/emulate bash tests/gpu/emulate.sh --quick
-      else count gpu/emulate echo "ok 1 # skip no CUDA headers ($bf16_h)"; fi ;;
+      else count gpu/emulate echo "ok 1 # skip no CUDA headers ($bf16_h)"; fi
+      count gpu/sass bash tests/gpu/sass_check.sh ;;
     *) echo "tests/run.sh: unknown part '$part'" >&2; exit 2 ;;
   esac
 done

@@ -214,11 +214,13 @@ static void apply_variants_env(const char *e) {
     }
 }
 
-// At init: the wgmma probe, then the environment's choice of kernels, for timing a whole training
-// run with a non-default choice (tests/bench/gpu/e2e_compare.sh). LSST_ATTN_BWD=fused|split: each
-// head size uses its first fused (split) backward variant that runs here; LSST_ATTN_WGMMA=1: its
-// first wgmma forward and backward variants (of that kind), where it has them and they run here;
-// then LSST_ATTN_VARIANTS (above) for the head sizes it names. Unset: the defaults (variant 0).
+// At init: the wgmma probe, the defaults, then the environment's choice of kernels (for timing a
+// whole training run with a non-default choice: tests/bench/gpu/e2e_compare.sh). Defaults: where
+// the wgmma kernels run (sm_90 and an sm_90a build), each head size's first wgmma forward and
+// backward variants (measured the fastest on an H100, RESULTS.md), else variant 0.
+// LSST_ATTN_WGMMA=0: variant 0 (mma.sync) on sm_90 too. LSST_ATTN_BWD=fused|split: the first
+// fused (split) backward variant that runs here (of the wgmma ones where those are chosen). Then
+// LSST_ATTN_VARIANTS (above) for the head sizes it names.
 void cuda_attention_apply_env(void) {
     if (cuda_kernels()->sm_major == 9) {
         attn_wgmma_probe_kernel<<<1, 1>>>();
@@ -233,13 +235,16 @@ void cuda_attention_apply_env(void) {
         cudaRequire(!strcmp(e, "fused") || !strcmp(e, "split"), "LSST_ATTN_BWD=%s: expected fused or split", e);
         fused = !strcmp(e, "fused");
     }
-    const bool wg = w && *w && strcmp(w, "0");
-    for (int ti = 0; ti < 4 && (fused >= 0 || wg); ti++) {
+    cudaRequire(!w || !*w || !strcmp(w, "0") || !strcmp(w, "1"), "LSST_ATTN_WGMMA=%s: expected 0 or 1", w);
+    const bool wg = wgmma_ok && !(w && !strcmp(w, "0"));
+    for (int ti = 0; ti < 4; ti++) {
         const int hs = head_sizes[ti];
         const int f = wg ? first_variant(fwd_variants, N_FWD, hs, true, -1) : -1;
-        const int b = first_variant(bwd_variants, N_BWD, hs, wg, fused);
-        if (f >= 0) selected_fwd[ti] = f;
-        if (b >= 0) selected_bwd[ti] = b;
+        // The split backward unless LSST_ATTN_BWD=fused (measured 3x faster at hs 64 on an H100).
+        int b = wg || fused >= 0 ? first_variant(bwd_variants, N_BWD, hs, wg, fused < 0 ? 0 : fused) : -1;
+        if (b < 0 && wg && fused == 1) b = first_variant(bwd_variants, N_BWD, hs, false, 1);   // no wgmma fused one
+        selected_fwd[ti] = f >= 0 ? f : 0;
+        selected_bwd[ti] = b >= 0 ? b : 0;
     }
     const char *v = getenv("LSST_ATTN_VARIANTS");
     if (v && *v) apply_variants_env(v);

@@ -18,10 +18,13 @@ typedef __nv_bfloat16 bf16_t;
 enum { MIN_QBLOCK = 16 };
 
 // The tensor-core configurations, in one list for attention.cu's tables and for the CPU
-// emulator. The first entry of a head size is its default (variant 0).
+// emulator. The first entry of a head size is its default (variant 0) where the wgmma kernels do
+// not run; where they do (sm_90, sm_90a build), its first wgmma forward and first wgmma split
+// backward are the defaults (cuda_attention_apply_env).
 //   forward  (HS, MT, NW, BC, Q_REGS, WG): NW warps x 16*MT query rows each (block of 16*MT*NW
 //            queries), key blocks of BC; Q fragments in registers (Q_REGS) or re-read from
-//            shared memory per key block; WG 0: mma.sync, 1: wgmma, 2: wgmma with the next key
+//            shared memory per key block (wgmma: S read from the shared Q tile by the wgmma
+//            itself); WG 0: mma.sync, 1: wgmma, 2: wgmma with the next key
 //            block's scores in flight during the softmax (attn_fwd_kernel).
 //   backward (HS, NW, BQ, KV_REGS, NWQ, BK, QO_REGS, WG): dK/dV kernel with 16*NW keys per CTA and
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
@@ -32,35 +35,29 @@ enum { MIN_QBLOCK = 16 };
 //   wgmma (WG >= 1): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
 //   (sm_90a only: attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one
 //   warpgroup).
-// Defaults as measured on an H200 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): hs 64
-// backward with 4 warps is 7-10% faster than with 8 at seq 4k-32k.
-// Candidates not yet measured (chosen for no or few register spills in ptxas -v, sm_90): forward
-// hs 64 with 8 warps of 32 rows, with 32-key blocks, and with Q from shared memory (0 spills
-// where the default spills 8 bytes); hs 128 with 4 warps of 32 rows (FlashAttention-2's
-// 128-query block) and Q from shared memory (48 bytes of spills; with Q in registers 520);
-// backward hs 128 with 16-query blocks (split and fused), fused hs 128 with 8 warps, fused
-// hs 64 with 32-query blocks; all the wgmma variants: hs 64 forward (1 or 2 warpgroups, 64- or
-// 128-key blocks, 2 row tiles per warp; 256 rows per CTA: a K/V tile read from L2 serves 4x
-// more rows than with 64), split backward (1 or 2 warpgroups) and fused backward;
-// hs 128 forward (1 or 2 warpgroups) and split backward (query blocks of 64 or 32); the
-// pipelined forwards (WG 2: hs 64 with 1 or 2 warpgroups and 64-key blocks, 2 warpgroups and
-// 128-key blocks; hs 128 with 1 or 2 warpgroups; 164-246 registers; with 1 warpgroup and
-// 128-key blocks it spilled 48 bytes: left out), the pipelined dQ kernels (hs 64 with 1 or 2
-// warpgroups, 234-244 registers; hs 128 with 32-key blocks, 228: with 64 it spilled 280 bytes)
-// and pipelined dK/dV kernels (hs 64, 32-query blocks, 1 or 2 warpgroups: 213-221 registers; hs
-// 128 spilled 176 bytes: left out).
-// ptxas -v (sm_90a): no spills, but for the hs-128 backward with 64-query blocks (20 bytes).
+// Measured on an H100 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md, 2026-11-26): the
+// wgmma defaults at hs 64 (forward 4 warps, 128-key blocks; backward with the pipelined dQ
+// kernel) and hs 128 (forward 4 warps, 64-key blocks; backward with 32-query blocks) are the
+// fastest correct ones within a few percent; the fused backwards are 3x slower than the split
+// ones at T >= 4k (dQ summed in key-block order serializes); the mma.sync defaults are those an
+// H200 measured fastest (hs 64 backward with 4 warps 7-10% ahead of 8). Left out as
+// miscompiled (wrong on the H100): the non-pipelined wgmma forward and dQ kernels at hs 64 with
+// 64-key blocks and Q / dO in registers (see attn_fwd_kernel); their forms with Q / dO from
+// shared memory close the lists, not yet run on a GPU. Left out for spills (ptxas -v, sm_90a): the pipelined forward with 1
+// warpgroup and 128-key blocks (48 bytes), the pipelined dQ kernel at hs 128 with 64-key blocks
+// (280), the pipelined dK/dV kernel at hs 128 (176). No variant listed spills, but for the hs-128
+// backward with 64-query blocks (20 bytes).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
     X(128, 1, 8, 64, true, 0) X(128, 1, 4, 64, true, 0) X(128, 1, 8, 32, true, 0)               \
     X(64, 2, 8, 64, true, 0) X(64, 2, 4, 32, true, 0) X(64, 2, 4, 64, false, 0)                 \
     X(128, 2, 4, 32, false, 0)                                                                  \
-    X(64, 1, 4, 64, true, 1) X(64, 2, 4, 64, true, 1) X(64, 1, 8, 64, true, 1)                  \
-    X(64, 1, 4, 128, true, 1) X(64, 1, 8, 128, true, 1) X(64, 2, 8, 64, true, 1)                \
+    X(64, 1, 4, 128, true, 1) X(64, 1, 8, 128, true, 1)                                         \
     X(128, 1, 4, 64, true, 1) X(128, 1, 8, 64, true, 1)                                         \
     X(64, 1, 4, 64, true, 2) X(64, 1, 8, 64, true, 2) X(64, 1, 8, 128, true, 2)                 \
-    X(128, 1, 4, 64, true, 2) X(128, 1, 8, 64, true, 2)
+    X(128, 1, 4, 64, true, 2) X(128, 1, 8, 64, true, 2)                                         \
+    X(64, 1, 4, 64, false, 1) X(64, 1, 8, 64, false, 1)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
     X(16, 4, 64, true, 4, 64, true, 0) X(32, 4, 64, true, 4, 64, true, 0)                       \
     X(64, 4, 64, true, 4, 64, true, 0) X(64, 8, 64, true, 8, 64, true, 0)                       \
@@ -70,12 +67,12 @@ enum { MIN_QBLOCK = 16 };
     X(128, 4, 16, false, 4, 32, false, 0) X(128, 4, 16, false, 0, 0, false, 0)                  \
     X(128, 8, 32, false, 0, 0, false, 0) X(64, 4, 32, true, 0, 0, false, 0)                     \
     X(64, 8, 32, true, 0, 0, false, 0)                                                          \
-    X(64, 4, 64, true, 4, 64, true, 1) X(64, 4, 64, true, 0, 0, false, 1)                       \
-    X(64, 8, 64, true, 8, 64, true, 1)                                                          \
-    X(128, 4, 64, false, 4, 64, false, 1) X(128, 4, 32, false, 4, 64, false, 1)                 \
+    X(64, 4, 64, true, 0, 0, false, 1)                                                          \
+    X(128, 4, 32, false, 4, 64, false, 1) X(128, 4, 64, false, 4, 64, false, 1)                 \
     X(64, 4, 64, true, 4, 64, true, 2) X(64, 8, 64, true, 8, 64, true, 2)                       \
     X(128, 4, 32, false, 4, 32, false, 2)                                                       \
-    X(64, 4, 32, true, 4, 64, true, 3) X(64, 8, 32, true, 8, 64, true, 3)
+    X(64, 4, 32, true, 4, 64, true, 3) X(64, 8, 32, true, 8, 64, true, 3)                       \
+    X(64, 4, 64, true, 4, 64, false, 1) X(64, 8, 64, true, 8, 64, false, 1)
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
@@ -457,6 +454,14 @@ static __device__ __forceinline__ void wg_rs_k(float (&d)[NT][4], const uint32_t
         wgmma_rs<TRANS_B>(d, a[ks], TRANS_B ? wg_desc_mn<ROWS>(tile, ks) : wg_desc_k<ROWS>(tile, 0, ks),
                           acc || ks > 0);
 }
+// d (64 x N, N = 8 NT) = A B^T over HS columns, both K-major shared tiles: A's rows row0.. of a
+// tile of RA rows, B a tile of N rows; the first k-step overwrites d.
+template <int HS, int RA, int NT>
+static __device__ __forceinline__ void wg_ss_k(float (&d)[NT][4], const bf16_t *a, int row0, const bf16_t *b) {
+#pragma unroll
+    for (int ks = 0; ks < HS / 16; ks++)
+        wgmma_ss<false>(d, wg_desc_k<RA>(a, row0, ks), wg_desc_k<8 * NT>(b, 0, ks), ks > 0);
+}
 static __device__ __forceinline__ void wg_commit_wait() {
     wgmma_commit();
     wgmma_wait<0>();
@@ -650,7 +655,20 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
     constexpr int NO = HS / 8;   // n-tiles of O (head dim)
     static_assert(BC % 16 == 0 && HS % 16 == 0, "tile shapes");
     constexpr bool W = WG != 0, PIPE = WG == 2;   // wgmma; S of the next key block in flight
-    static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && (BC == 64 || BC == 128) && Q_REGS), "wgmma: warpgroups");
+    static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && (BC == 64 || BC == 128) && (Q_REGS || !PIPE)),
+                  "wgmma: warpgroups");
+    // A ptxas miscompile (CUDA 13.0.88, sm_90a), seen on an H100 on 2026-11-26 (out error 2) and
+    // then in the SASS (nvdisasm): with Q in registers (WG 1, hs 64, 64-key blocks), S = Q K^T
+    // and O += P V are both HGMMA.64x64x16 with A from registers, and ptxas gives P's fragments
+    // the registers of Q's (R88-R103), which the next key block's S still reads: from the second
+    // key block on, S is P K^T. The dQ kernel's S / dP and dQ += dS K products of that shape
+    // fail the same way (dS in dO's registers). The pipelined kernels (Q live across the P V
+    // product), 128-key blocks (S is 64x128) and hs 128 (P V is 64x128) get separate registers
+    // and pass. So with wgmma at hs 64 and 64-key blocks, Q comes from shared memory (Q_REGS
+    // false: S as wgmma with both operands in shared memory, FlashAttention-3's choice too).
+#ifndef ATTN_SASS_SELFTEST   // tests/gpu/sass_check.sh builds it on purpose, to see the check fail
+    static_assert(!(WG == 1 && HS == 64 && BC == 64 && Q_REGS), "ptxas miscompiles this one: Q_REGS false");
+#endif
     bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<W>());
     bf16_t *sK = sQ + BR * HS;      // 2 buffers
     bf16_t *sV = sK + 2 * BC * HS;  // 2 buffers
@@ -833,8 +851,16 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         float sn[MT][NS][4];   // PIPE: S of block kb + 1, in flight during block kb's softmax
         if constexpr (PIPE) {
             if (next) wg_batch_issue<false, BC>(sn, qf, sK + (buf ^ 1) * BC * HS, false);
-        } else if constexpr (W) {
+        } else if constexpr (W && Q_REGS) {
             wg_batch<false, BC>(s, qf, sK + buf * BC * HS, false);
+        } else if constexpr (W) {   // Q from its shared tile (see the miscompile above)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) wg_fence_acc(s[mt]);
+            wgmma_fence();
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) wg_ss_k<HS, BR>(s[mt], sQ, rowof(mt) & ~63, sK + buf * BC * HS);
+            wg_commit_wait();
+            wg_batch_done(s);
         } else {
             scores(s, sK + buf * BC * HS);
         }
@@ -1267,6 +1293,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
     constexpr int KBUF = PIPE ? 3 : 2;
     static_assert(BK % 16 == 0, "key block");
     static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && BK % 32 == 0), "wgmma: warpgroups of 64 queries");
+    static_assert(!(WG == 1 && HS == 64 && BK == 64 && QO_REGS), "ptxas miscompiles this one (see attn_fwd_kernel)");
     bf16_t *sQ = reinterpret_cast<bf16_t *>(attn_smem_base<W>());
     bf16_t *sdO = sQ + BQ * HS;
     bf16_t *sK = sdO + BQ * HS;        // KBUF buffers

@@ -7,10 +7,11 @@
 // the accumulating products; when cuBLASLt offers no algorithm for a case (alignment, types) the
 // same product goes through cublasGemmEx (bias broadcast first, then beta = 1). fp32: GemmEx
 // with fp32 compute (no TF32).
-// The MLP's GELU: forward and backward either as the GELU kernels after the product (default),
-// or inside the product's cuBLASLt epilogue (LSST_GELU=epilogue: GELU_AUX_BIAS writes gelu(x)
-// and keeps its input x; DGELU multiplies the dinp product by gelu'(x)), sparing a full pass
-// over the (N, 4C) activations each way.
+// The MLP's GELU: forward and backward inside the product's cuBLASLt epilogue (default:
+// GELU_AUX_BIAS writes gelu(x) and keeps its input x; DGELU multiplies the dinp product by
+// gelu'(x)), sparing a full pass over the (N, 4C) activations each way; or as the GELU kernels
+// after the product (LSST_GELU=kernels). H100, e2e shapes (RESULTS.md): the epilogue pair takes
+// 0.090 + 0.169 ms against 0.108 + 0.189 ms for product + kernel.
 #include <string.h>
 
 #include "cuda_common.h"
@@ -22,7 +23,7 @@ template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, i
 // The epilogue of a cuBLASLt product (part of a plan's key).
 typedef enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU } Epi;
 
-static bool gelu_epilogue;   // LSST_GELU=epilogue
+static bool gelu_epilogue = true;   // LSST_GELU=kernels: false
 static long gelu_fallbacks;  // epilogue wanted, cuBLASLt had no algorithm: the kernels ran
 
 // D (m, n) col-major, ldd: D[j*ldd + i] = bias[i] (the bias of output channel i, every row j).
@@ -214,7 +215,9 @@ static bool gelu_in_epilogue(int N, int C, int OC) { return gelu_epilogue && N >
 
 void cuda_matmul_apply_env(void) {
     const char *e = getenv("LSST_GELU");
-    gelu_epilogue = e && !strcmp(e, "epilogue");
+    if (!e || !*e) return;
+    cudaRequire(!strcmp(e, "epilogue") || !strcmp(e, "kernels"), "LSST_GELU=%s: expected epilogue or kernels", e);
+    gelu_epilogue = !strcmp(e, "epilogue");
 }
 
 extern "C" {

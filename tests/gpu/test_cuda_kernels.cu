@@ -688,6 +688,12 @@ static void test_attention_case(const AttnCase &c, int hs, int fwd_v, int bwd_v,
                "", rms_tol);
     if (!selected(bwd)) return;
 
+    // The backward starts from the reference forward's out (rounded as the kernel's own would be)
+    // and lse, so a wrong forward does not fail the backward variant paired with it.
+    const vector<float> out_in = act<T>(out_ref);
+    Dev<T> gout((long)B * Tq * C);
+    Dev<float> glse((long)B * NH * Tq);
+    upload(gout, out_in), upload(glse, lse_ref);
     // Backward: gradients accumulate into buffers shaped like the inputs (dq in the q buffer's
     // layout, dk/dv in the kv layout), the other columns of those buffers must stay untouched.
     vector<float> dout = act<T>(random_vec((long)B * Tq * C));
@@ -695,7 +701,7 @@ static void test_attention_case(const AttnCase &c, int hs, int fwd_v, int bwd_v,
     {
         float *gqp = gq_ref.data(), *gkp = c.packed ? gq_ref.data() + C : gkv_ref.data();
         float *gvp = c.packed ? gq_ref.data() + 2 * C : gkv_ref.data() + C;
-        attention_backward(gqp, gkp, gvp, dout.data(), out_ref.data(), lse_ref.data(), q, k, v, c.pos.data(), B, Tq,
+        attention_backward(gqp, gkp, gvp, dout.data(), out_in.data(), lse_ref.data(), q, k, v, c.pos.data(), B, Tq,
                            Tk, NH, hs, ldq, ldkv);
     }
     const vector<float> q0 = accum_init(gq_ref, Prec<T>::bf16), kv0 = accum_init(gkv_ref, Prec<T>::bf16);
@@ -708,7 +714,7 @@ static void test_attention_case(const AttnCase &c, int hs, int fwd_v, int bwd_v,
     for (int run = 0; run < 2; run++) {
         upload(gdq, q0), upload(gdkv, kv0);
         T *pq = gdq.p, *pk = c.packed ? gdq.p + C : gdkv.p, *pv = c.packed ? gdq.p + 2 * C : gdkv.p + C;
-        gpu_attention_backward(pq, pk, pv, gdout.p, dout_.p, dlse.p, gq, gk, gv, dpos.p, B, Tq, Tk, NH, hs, ldq, ldkv,
+        gpu_attention_backward(pq, pk, pv, gdout.p, gout.p, glse.p, gq, gk, gv, dpos.p, B, Tq, Tk, NH, hs, ldq, ldkv,
                                scratch.p);
         if (run == 0) {
             outs.push_back({c.packed ? "dqkv" : "dq", compare(download(gdq), q_tot)});

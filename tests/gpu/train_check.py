@@ -10,9 +10,10 @@ TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
   evaluation (valid split, steps 25 and 50):  the same bounds
   resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
   --plan:                                     equal to the reported mem_peak (device bytes)
-  LSST_GELU=epilogue / LSST_ATTN_BWD=fused:   1 rank vs cpu, 2 ranks (both set) vs cuda 1 rank: as above
-  head size 64, LSST_ATTN_WGMMA=1:            the same against a cpu run at head size 64; on an sm_90 GPU
-                                              the run's kernels line names wgmma forward and backward
+  LSST_GELU=kernels / LSST_ATTN_BWD=fused:    1 rank vs cpu, 2 ranks (both set) vs cuda 1 rank: as above
+  head size 64 (defaults, LSST_ATTN_WGMMA=0,  the same against a cpu run at head size 64; on an sm_90 GPU
+  LSST_ATTN_BWD=fused):                       the default and fused runs' kernels line names wgmma
+                                              forward and backward
   comm: nccl (the runs named in $NCCL_RUNS):  1 rank: loss and grad_norm bitwise equal to comm: mpi
                                               (no collective runs); more ranks: as multi-rank above
 """
@@ -55,7 +56,7 @@ def compare(name, a, b, max_rel=0.02, mean_rel=0.005):
 
 
 def kernels_used(run):
-    """On an sm_90 GPU (H100, H200, GH200) a LSST_ATTN_WGMMA=1 run must have used wgmma kernels:
+    """On an sm_90 GPU (H100, H200, GH200) a run without LSST_ATTN_WGMMA=0 must have used wgmma kernels:
     its "cuda:N NAME: attention ..." line says which ran."""
     path = os.path.join(W, f"{run}.log")
     line = next((l for l in open(path) if ": attention (head size" in l), "") if os.path.exists(path) else ""
@@ -72,16 +73,17 @@ compare("cuda vs cpu, 1 rank, 50 steps", cuda, cpu)
 for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg-2x1", "cuda-mg-4x1", "cuda-mg-2x2"]:
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
 if os.environ.get("BACKEND", "cuda") == "cuda":
-    for run, what in [("cuda-1-gelu-epilogue", "LSST_GELU=epilogue"), ("cuda-1-fused-bwd", "LSST_ATTN_BWD=fused")]:
+    for run, what in [("cuda-1-gelu-kernels", "LSST_GELU=kernels"), ("cuda-1-fused-bwd", "LSST_ATTN_BWD=fused")]:
         compare(f"{run} ({what}) vs cpu, 1 rank", steps(run), cpu)
     for run in ["cuda-2x1-opt", "cuda-mg-2x1-opt"]:
         compare(f"{run} (both) vs cuda 1 rank", steps(run), cuda)
     cpu64, cuda64 = steps("cpu-hs64"), steps("cuda-hs64")
     compare("cuda vs cpu, head size 64, 1 rank", cuda64, cpu64)
-    for run in ["cuda-hs64-wgmma", "cuda-hs64-wgmma-fused"]:
-        compare(f"{run} vs cpu, head size 64, 1 rank", steps(run), cpu64)
-        kernels_used(run)
-    compare("cuda-hs64-2x1-wgmma (wgmma, fused) vs cuda 1 rank, head size 64", steps("cuda-hs64-2x1-wgmma"), cuda64)
+    kernels_used("cuda-hs64")
+    compare("cuda-hs64-mma (LSST_ATTN_WGMMA=0) vs cpu, head size 64, 1 rank", steps("cuda-hs64-mma"), cpu64)
+    compare("cuda-hs64-wgmma-fused vs cpu, head size 64, 1 rank", steps("cuda-hs64-wgmma-fused"), cpu64)
+    kernels_used("cuda-hs64-wgmma-fused")
+    compare("cuda-hs64-2x1-wgmma (fused) vs cuda 1 rank, head size 64", steps("cuda-hs64-2x1-wgmma"), cuda64)
 for run in os.environ.get("NCCL_RUNS", "").split():
     if run == "cuda-1-nccl":
         a, b = steps(run), cuda

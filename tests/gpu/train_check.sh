@@ -6,10 +6,10 @@
 #   - evaluation (steps 25, 50) within the same tolerance;
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
 #   - learning: the loss falls;
-#   - the non-default kernel choices (LSST_GELU=epilogue, LSST_ATTN_BWD=fused, both; 1 rank and
+#   - the non-default kernel choices (LSST_GELU=kernels, LSST_ATTN_BWD=fused, both; 1 rank and
 #     lss 2x1 / megatron-sp 2x1) within the same tolerance of cpu / of cuda 1 rank; at head size
-#     64 the wgmma variants (LSST_ATTN_WGMMA=1, split and fused) likewise, and on an sm_90 GPU
-#     the run's kernels line must name them;
+#     64 the defaults (on an sm_90 GPU the wgmma variants: the run's kernels line must name them),
+#     the mma.sync variants (LSST_ATTN_WGMMA=0) and the fused backward likewise;
 #   - comm: nccl: 1 rank bitwise equal to comm: mpi; with 2+ GPUs lss 2x1 (+ zigzag/regather)
 #     and megatron-sp 2x1 (2x2 of both with 4+ GPUs), one GPU per rank, equal 1 rank; with one
 #     GPU, 2 ranks with comm: nccl are refused with a clear message.
@@ -68,21 +68,22 @@ run cuda-mg-4x1 4 "${cuda[@]}" $(mg 4 1)
 run cuda-mg-2x2 4 "${cuda[@]}" $(mg 2 2)
 run cuda-1-resumed 1 "${cuda[@]}" --resume "$W/cuda-1/checkpoints/step-000025.h5"
 if [ "${BACKEND:-cuda}" = cuda ]; then   # train_check.py compares these by name (cuda-1-*, cuda-*-opt)
-  LSST_GELU=epilogue run cuda-1-gelu-epilogue 1 "${cuda[@]}"
+  LSST_GELU=kernels run cuda-1-gelu-kernels 1 "${cuda[@]}"
   LSST_ATTN_BWD=fused run cuda-1-fused-bwd 1 "${cuda[@]}"
   # shellcheck disable=SC2046
-  LSST_GELU=epilogue LSST_ATTN_BWD=fused run cuda-2x1-opt 2 "${cuda[@]}" $(lss 2 1)
+  LSST_GELU=kernels LSST_ATTN_BWD=fused run cuda-2x1-opt 2 "${cuda[@]}" $(lss 2 1)
   # shellcheck disable=SC2046
-  LSST_GELU=epilogue LSST_ATTN_BWD=fused run cuda-mg-2x1-opt 2 "${cuda[@]}" $(mg 2 1)
-  # Head size 64 (2 heads), where the wgmma (sm_90a) variants exist: defaults, then wgmma split
-  # and fused backward (1 rank vs cpu), and lss 2x1 with wgmma + fused vs cuda 1 rank.
+  LSST_GELU=kernels LSST_ATTN_BWD=fused run cuda-mg-2x1-opt 2 "${cuda[@]}" $(mg 2 1)
+  # Head size 64 (2 heads), where the wgmma (sm_90a) variants exist: the defaults (wgmma on sm_90),
+  # mma.sync (LSST_ATTN_WGMMA=0) and the fused backward (1 rank vs cpu), and lss 2x1 with the
+  # fused backward vs cuda 1 rank.
   hs64=(--set model.heads=2)
   run cpu-hs64 1 "${hs64[@]}"
   run cuda-hs64 1 "${cuda[@]}" "${hs64[@]}"
-  LSST_ATTN_WGMMA=1 run cuda-hs64-wgmma 1 "${cuda[@]}" "${hs64[@]}"
-  LSST_ATTN_WGMMA=1 LSST_ATTN_BWD=fused run cuda-hs64-wgmma-fused 1 "${cuda[@]}" "${hs64[@]}"
+  LSST_ATTN_WGMMA=0 run cuda-hs64-mma 1 "${cuda[@]}" "${hs64[@]}"
+  LSST_ATTN_BWD=fused run cuda-hs64-wgmma-fused 1 "${cuda[@]}" "${hs64[@]}"
   # shellcheck disable=SC2046
-  LSST_ATTN_WGMMA=1 LSST_ATTN_BWD=fused run cuda-hs64-2x1-wgmma 2 "${cuda[@]}" "${hs64[@]}" $(lss 2 1)
+  LSST_ATTN_BWD=fused run cuda-hs64-2x1-wgmma 2 "${cuda[@]}" "${hs64[@]}" $(lss 2 1)
 fi
 NCCL_RUNS=
 nccl() {  # nccl NAME RANKS [--set ...]: a comm: nccl run, compared with cuda-1 by train_check.py
