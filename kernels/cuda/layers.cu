@@ -60,7 +60,7 @@ static void layernorm_forward_t(T *out, float *mean, float *rstd, const T *inp, 
                                 int N, int C, cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
     const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
-    if (C % vec16<T>() == 0 && aligned16(out, inp, inp))
+    if (C % vec16<T>() == 0 && aligned16(out, inp, inp) && aligned16(weight, bias, bias))
         layernorm_forward_kernel<T, vec16<T>()><<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
     else
         layernorm_forward_kernel<T, 1><<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
@@ -73,7 +73,7 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
                                  cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
     const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
-    if (C % vec16<T>() == 0 && aligned16(dinp, dout, inp))
+    if (C % vec16<T>() == 0 && aligned16(dinp, dout, inp) && aligned16(weight, weight, weight))
         layernorm_backward_dinp_kernel<T, vec16<T>()><<<grid, BLOCK, 0, stream>>>(dinp, dout, inp, weight, mean, rstd,
                                                                                   N, C);
     else

@@ -34,6 +34,21 @@ template <typename T, int V> __device__ __forceinline__ void store_vec(T *p, con
         for (int k = 0; k < V; k++) p[k] = x.v[k];
 }
 
+// V consecutive floats of a parameter vector (LayerNorm weight, bias) in 16-byte loads where V
+// is a multiple of 4 (then p must be 16-byte aligned), else one by one.
+template <int V> __device__ __forceinline__ VecN<float, V> load_params(const float *p) {
+    VecN<float, V> r;
+    if constexpr (V % 4 == 0) {
+        for (int j = 0; j < V / 4; j++) {
+            const VecN<float, 4> q = load_vec<float, 4>(p + 4 * j);
+            for (int k = 0; k < 4; k++) r.v[4 * j + k] = q.v[k];
+        }
+    } else {
+        for (int k = 0; k < V; k++) r.v[k] = p[k];
+    }
+    return r;
+}
+
 // ---- embedding --------------------------------------------------------------------------
 
 template <typename T>
@@ -91,7 +106,7 @@ __global__ void embedding_backward_wpe_kernel(float *dwpe, const T *dout, int B,
 // ---- layernorm --------------------------------------------------------------------------
 // One warp per row; two passes over the row for the variance, as the CPU twin. Lane j of the
 // row's warp takes the V-element groups j, j+32, ... (V = 1 or vec16<T>(): C a multiple of V,
-// rows 16-byte aligned).
+// rows, weight and bias 16-byte aligned; weight and bias then in 16-byte loads too).
 
 template <typename T, int V>
 __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const T *inp, const float *weight,
@@ -118,9 +133,9 @@ __global__ void layernorm_forward_kernel(T *out, float *mean, float *rstd, const
     T *o = out + row * C;
     for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
         const VecN<T, V> xv = load_vec<T, V>(x + c0);
+        const VecN<float, V> wv = load_params<V>(weight + c0), bv = load_params<V>(bias + c0);
         VecN<T, V> ov;
-        for (int k = 0; k < V; k++)
-            ov.v[k] = from_float<T>((to_float(xv.v[k]) - m) * s * weight[c0 + k] + bias[c0 + k]);
+        for (int k = 0; k < V; k++) ov.v[k] = from_float<T>((to_float(xv.v[k]) - m) * s * wv.v[k] + bv.v[k]);
         store_vec<T, V>(o + c0, ov);
     }
     if (lane == 0) {
@@ -140,8 +155,9 @@ __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *
     float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
     for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
         const VecN<T, V> xv = load_vec<T, V>(x + c0), dv = load_vec<T, V>(d + c0);
+        const VecN<float, V> wv = load_params<V>(weight + c0);
         for (int k = 0; k < V; k++) {
-            const float dnorm = weight[c0 + k] * to_float(dv.v[k]);
+            const float dnorm = wv.v[k] * to_float(dv.v[k]);
             dnorm_mean += dnorm;
             dnorm_norm_mean += dnorm * (to_float(xv.v[k]) - m) * s;
         }
@@ -152,9 +168,10 @@ __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *
     for (int c0 = lane * V; c0 < C; c0 += 32 * V) {
         const VecN<T, V> xv = load_vec<T, V>(x + c0), dv = load_vec<T, V>(d + c0);
         VecN<T, V> iv = load_vec<T, V>(di + c0);
+        const VecN<float, V> wv = load_params<V>(weight + c0);
         for (int k = 0; k < V; k++) {
             const float norm = (to_float(xv.v[k]) - m) * s;
-            const float g = (weight[c0 + k] * to_float(dv.v[k]) - dnorm_mean - norm * dnorm_norm_mean) * s;
+            const float g = (wv.v[k] * to_float(dv.v[k]) - dnorm_mean - norm * dnorm_norm_mean) * s;
             iv.v[k] = from_float<T>(to_float(iv.v[k]) + g);
         }
         store_vec<T, V>(di + c0, iv);
