@@ -113,12 +113,12 @@ void cuda_matmul_gelu_forward_bf16(bf16 *out, bf16 *pre, const bf16 *inp, const 
 void cuda_matmul_backward_dgelu_bf16(bf16 *dpre, float *dweight, float *dbias, const bf16 *dout, const bf16 *inp,
                                      const bf16 *weight, const bf16 *pre, int N, int C, int OC,
                                      cudaStream_t stream);
-// Where the GELU of those two runs: 0 = GELU kernels after the products (the default), 1 = in
-// the products' cuBLASLt epilogues (GELU_AUX_BIAS, DGELU; falls back to the kernels where
-// cuBLASLt offers no algorithm, counted by cuda_matmul_gelu_fallbacks). LSST_GELU=epilogue in
-// the environment selects 1 at cuda_kernels_init.
+// Where the GELU of those two runs: 1 = in the products' cuBLASLt epilogues (GELU_AUX_BIAS,
+// DGELU; the default; falls back to the kernels where cuBLASLt offers no algorithm, counted by
+// cuda_matmul_gelu_fallbacks), 0 = GELU kernels after the products. LSST_GELU=kernels (epilogue)
+// in the environment selects 0 (1) at cuda_kernels_init.
 void cuda_matmul_gelu_select(int epilogue);
-int cuda_matmul_gelu_selected(void);   // 1: the epilogues (LSST_GELU=epilogue), 0: the kernels
+int cuda_matmul_gelu_selected(void);   // 1: the epilogues (default), 0: the kernels (LSST_GELU=kernels)
 long cuda_matmul_gelu_fallbacks(void);
 
 // ---- GELU (tanh approximation) / residual ---------------------------------------------------

@@ -161,13 +161,15 @@ int main(int argc, char **argv) {
     row("layernorm_backward", shape, 2 * L + 1, ms, 8.0 * nc + 8.0 * N, 0);
     ms = median_ms([&] { cuda_residual_forward_bf16(out, x, y, nc, stream); });
     row("residual_forward", shape, 2 * L, ms, 6.0 * nc, 0);
+    // The GELU kernels: counted in the product + GELU pair rows below (calls_per_step 0 here).
     ms = median_ms([&] { cuda_gelu_forward_bf16(act, pre, nf, stream); });
-    row("gelu_forward", shape_f, L, ms, 4.0 * nf, 0);
+    row("gelu_forward", shape_f, 0, ms, 4.0 * nf, 0);
     ms = median_ms([&] { cuda_gelu_backward_inplace_bf16(dpre, pre, nf, stream); });
-    row("gelu_backward_inplace", shape_f, L, ms, 6.0 * nf, 0);
-    // The matmul bias gradients: qkv (q and [k|v] separately), attention projection, fc, fc projection.
+    row("gelu_backward_inplace", shape_f, 0, ms, 6.0 * nf, 0);
+    // The matmul bias gradients: qkv (q and [k|v] separately), attention projection, fc (the fc
+    // projection's is part of its product + dGELU pair row below).
     const struct { const char *name; int cols, calls; } sums[] = {
-        {"colsum", C, 3 * L}, {"colsum", 2 * C, L}, {"colsum", F, L}};
+        {"colsum", C, 2 * L}, {"colsum", 2 * C, L}, {"colsum", F, L}};
     for (const auto &s : sums) {
         char sh[64];
         snprintf(sh, sizeof sh, "%dx%d", N, s.cols);
@@ -188,25 +190,28 @@ int main(int argc, char **argv) {
         bf16_t *w = random_bf16((long)WIDE * C, 14, 0.02f), *bias = random_bf16(WIDE, 15, 0.02f);
         float *dweight = dalloc<float>((long)WIDE * C);
         CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * (size_t)WIDE * C, stream));
-        const struct { const char *name; int in, outc, calls; bf16_t *inp, *o; } g[] = {
-            {"matmul_qkv", C, 3 * C, L, x, qkv_d}, {"matmul_attproj", C, C, L, x, out},
-            {"matmul_fc", C, F, L, x, pre}, {"matmul_fcproj", F, C, L, act, out}};
+        // Calls per step forward and backward; the fc forward and the fc projection's backward
+        // are the product + GELU pairs below.
+        const struct { const char *name; int in, outc, fwd_calls, bwd_calls; bf16_t *inp, *o; } g[] = {
+            {"matmul_qkv", C, 3 * C, L, L, x, qkv_d}, {"matmul_attproj", C, C, L, L, x, out},
+            {"matmul_fc", C, F, 0, L, x, pre}, {"matmul_fcproj", F, C, L, 0, act, out}};
         for (const auto &p : g) {
             char sh[64], name[80];
             snprintf(sh, sizeof sh, "%dx%dx%d", N, p.in, p.outc);
             const double flops = 2.0 * N * p.in * p.outc;
             ms = median_ms([&] { cuda_matmul_forward_bf16(p.o, p.inp, w, bias, N, p.in, p.outc, stream); });
             snprintf(name, sizeof name, "%s_fwd", p.name);
-            row(name, sh, p.calls, ms, 0, flops);
+            row(name, sh, p.fwd_calls, ms, 0, flops);
             bf16_t *dinp = p.in == F ? dpre : y;
             ms = median_ms([&] {
                 cuda_matmul_backward_bf16(dinp, dweight, NULL, p.o, p.inp, w, N, p.in, p.outc, stream);
             });
             snprintf(name, sizeof name, "%s_bwd", p.name);
-            row(name, sh, p.calls, ms, 0, 2.0 * flops);
+            row(name, sh, p.bwd_calls, ms, 0, 2.0 * flops);
         }
-        // The MLP's product + GELU pair, both ways (LSST_GELU=epilogue or not): calls_per_step 0,
-        // the rows above already count the default way.
+        // The MLP's product + GELU pair, both ways (the epilogues, default, or LSST_GELU=kernels):
+        // the default way counts L calls per step, the other 0.
+        const int epi_default = cuda_matmul_gelu_selected();
         for (int epi = 0; epi < 2; epi++) {
             char sh[64], name[80];
             snprintf(sh, sizeof sh, "%dx%dx%d", N, C, F);
@@ -214,16 +219,16 @@ int main(int argc, char **argv) {
             const double flops = 2.0 * N * C * F;
             ms = median_ms([&] { cuda_matmul_gelu_forward_bf16(act, pre, x, w, bias, N, C, F, stream); });
             snprintf(name, sizeof name, "fc_gelu_fwd_%s", epi ? "epilogue" : "kernels");
-            row(name, sh, 0, ms, 0, flops);
+            row(name, sh, epi == epi_default ? L : 0, ms, 0, flops);
             snprintf(sh, sizeof sh, "%dx%dx%d", N, F, C);
             ms = median_ms([&] {
                 cuda_matmul_backward_dgelu_bf16(dpre, dweight, db, out, act, w, pre, N, F, C, stream);
             });
             snprintf(name, sizeof name, "fcproj_dgelu_bwd_%s", epi ? "epilogue" : "kernels");
-            row(name, sh, 0, ms, 0, 2.0 * flops);
+            row(name, sh, epi == epi_default ? L : 0, ms, 0, 2.0 * flops);
         }
         fprintf(stderr, "# GELU epilogue fallbacks (cuBLASLt had no algorithm): %ld\n", cuda_matmul_gelu_fallbacks());
-        cuda_matmul_gelu_select(0);
+        cuda_matmul_gelu_select(epi_default);
         CHECK(cudaFree(w));
         CHECK(cudaFree(bias));
         CHECK(cudaFree(dweight));
