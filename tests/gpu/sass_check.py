@@ -10,6 +10,9 @@ emulator, which runs the C++ and not the SASS. This finds that pattern in every 
 cubin: an HGMMA inside a loop whose A operand registers (register form) are not written in the
 loop before it, so the loop carries them in, yet are written later in the loop, so the next
 iteration reads whatever was written there instead. TAP, one line per kernel with an HGMMA.
+(A kernel that meant to carry A fragments written at the end of its loop into the next iteration
+would be flagged too; none does: every A operand here is either loop-invariant or packed in the
+loop before its HGMMA.)
 
 The kernels' code is taken from the cubin's .text.<name> sections and disassembled as raw SM90
 instructions (`nvdisasm -b SM90`), which an nvdisasm older than the cubin's toolkit can do.
