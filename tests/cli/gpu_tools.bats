@@ -42,3 +42,16 @@ TAP
   run "$PY" "$REPO/tests/bench/gpu/attn_table.py" ours.csv /dev/null
   [[ "$output" == *"200 (v12) / 110 (v13)"* ]]
 }
+
+@test "attn_table: the default row is the default column, and the goal is judged on it" {
+  { cat ours.csv; echo "lsst,64,8192,1,12,default,0.6,2.5,180,90,100,v13,v1"; } > with_default.csv
+  cat > sdpa.csv <<'CSV'
+impl,hs,seq,batch,heads,variant,fwd_ms,bwd_ms,fwd_tflops,bwd_tflops,total_tflops
+sdpa-flash,64,8192,1,12,-,0.5,2.0,200,150,125
+CSV
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" with_default.csv sdpa.csv
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"| (13/1) 180 / 90 / 100 |"* ]]
+  [[ "$output" == *"| 0.80 | 1.02 |"* ]]   # default 100 / 125; best: v12 fwd + v13 bwd, 128 / 125
+  [[ "$output" == *"Worst lsst default / SDPA-flash ratio: 0.80 (goal >= 0.70: met)"* ]]
+}

@@ -14,9 +14,11 @@
 // Time: CUDA events around each call, median over --iters after --warmup calls.
 // Output: one CSV line per (hs, T, variant) on stdout:
 //   impl,hs,seq,batch,heads,variant,fwd_ms,bwd_ms,fwd_tflops,bwd_tflops,total_tflops,fwd_variant,bwd_variant
-// (--variants: row vN pairs forward variant N and backward variant N; where a head size has fewer
-// of one kind, or that side's name contains the --skip string (e.g. wgmma, after one of those
-// brought the process down), that side is variant 0 again: fwd_variant / bwd_variant say which ran).
+// First the row "default": the pair lsst-run uses here (cuda_attention_apply_env: wgmma on sm_90).
+// Then (--variants) row vN pairs forward variant N and backward variant N; where a head size has
+// fewer of one kind, or that side's name contains the --skip string (e.g. wgmma, after one of
+// those brought the process down), that side is variant 0 again: fwd_variant / bwd_variant say
+// which ran. (--skip applies to the default row too.)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -92,6 +94,8 @@ int main(int argc, char **argv) {
 
     for (int hs : hss)
         for (int T : seqs) {
+            // The pair lsst-run would use (cuda_kernels_init applied the defaults and environment).
+            const int def_f = cuda_attention_selected(hs, 0), def_b = cuda_attention_selected(hs, 1);
             const int B = batch > 0 ? batch : std::max(1, 16384 / T), NH = heads > 0 ? heads : 2048 / hs;
             const int C = NH * hs;
             const long n = (long)B * T * C;
@@ -112,11 +116,13 @@ int main(int argc, char **argv) {
             CHECK(cudaGetLastError());
             const double fwd_flops = 4.0 * B * NH * (double)T * T * hs / 2.0, bwd_flops = 2.5 * fwd_flops;
 
-            const int nvar = variants ? cuda_attention_variants(hs) : 1;
-            for (int var = 0; var < nvar; var++) {
-                const char *fname = cuda_attention_variant_name(hs, var, 0), *bname = cuda_attention_variant_name(hs, var, 1);
+            const int nvar = variants ? cuda_attention_variants(hs) : 0;
+            for (int var = -1; var < nvar; var++) {   // -1: the default pair
+                const int want_f = var < 0 ? def_f : var, want_b = var < 0 ? def_b : var;
+                const char *fname = cuda_attention_variant_name(hs, want_f, 0);
+                const char *bname = cuda_attention_variant_name(hs, want_b, 1);
                 auto runs = [&](const char *n) { return strcmp(n, "none") && !(skip && strstr(n, skip)); };
-                const int fv = runs(fname) ? var : 0, bv = runs(bname) ? var : 0;
+                const int fv = runs(fname) ? want_f : 0, bv = runs(bname) ? want_b : 0;
                 if (var > 0 && fv == 0 && bv == 0) continue;  // nothing of this variant runs here
                 if (hs == 16 || hs == 32 || hs == 64 || hs == 128) cuda_attention_select(hs, fv, bv);
                 std::vector<float> tf, tb;
@@ -137,14 +143,17 @@ int main(int argc, char **argv) {
                     if (it >= warmup) tb.push_back(ms);
                 }
                 const float mf = median(tf), mb = median(tb);
-                printf("lsst,%d,%d,%d,%d,v%d,%.4f,%.4f,%.2f,%.2f,%.2f,v%d,v%d\n", hs, T, B, NH, var, mf, mb,
+                char label[16];
+                if (var < 0) snprintf(label, sizeof label, "default");
+                else snprintf(label, sizeof label, "v%d", var);
+                printf("lsst,%d,%d,%d,%d,%s,%.4f,%.4f,%.2f,%.2f,%.2f,v%d,v%d\n", hs, T, B, NH, label, mf, mb,
                        fwd_flops / (mf * 1e-3) / 1e12, bwd_flops / (mb * 1e-3) / 1e12,
                        (fwd_flops + bwd_flops) / ((mf + mb) * 1e-3) / 1e12, fv, bv);
                 fflush(stdout);
-                fprintf(stderr, "#   hs=%d T=%d v%d: %s | %s\n", hs, T, var, fv == var ? fname : "(default fwd)",
-                        bv == var ? bname : "(default bwd)");
+                fprintf(stderr, "#   hs=%d T=%d %s: %s | %s\n", hs, T, label, fv == want_f ? fname : "(variant 0 fwd)",
+                        bv == want_b ? bname : "(variant 0 bwd)");
             }
-            if (hs == 16 || hs == 32 || hs == 64 || hs == 128) cuda_attention_select(hs, 0, 0);
+            if (hs == 16 || hs == 32 || hs == 64 || hs == 128) cuda_attention_select(hs, def_f, def_b);
             CHECK(cudaStreamSynchronize(stream));
             for (bf16_t **b : bufs) CHECK(cudaFree(*b));
             CHECK(cudaFree(lse));
