@@ -55,3 +55,14 @@ CSV
   [[ "$output" == *"| 0.80 | 1.02 |"* ]]   # default 100 / 125; best: v12 fwd + v13 bwd, 128 / 125
   [[ "$output" == *"Worst lsst default / SDPA-flash ratio: 0.80 (goal >= 0.70: met)"* ]]
 }
+
+@test "attn_table --check-run: an e2e run's kernels against the kernel tests" {
+  echo "cuda:0 H100: attention (head size 64): forward v1 fwd a | backward v1 dkdv b | GELU: kernels" > good.log
+  echo "cuda:0 H100: attention (head size 64): forward v12 fwd c | backward v1 dkdv b | GELU: kernels" > bad.log
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" --check-run good.log tests.log
+  [ "$output" = "tested" ]
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" --check-run bad.log tests.log
+  [ "$output" = "NOT tested-ok: fwd v12" ]
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" --check-run missing.log tests.log
+  [[ "$output" == "no log"* ]]
+}

@@ -209,8 +209,9 @@ fi
 
 # ---- 7. end-to-end training speed vs torch.compile (GPU_E2E=0 skips) -----------------------------
 if [ "${GPU_E2E:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
+  mapfile -t tested < <(kernel_test_logs)
   run e2e 300 120 env BUILD="$BUILD" OUT="$LOGS" NO_BUILD=1 E2E_ATTN_VARIANTS="$E2E_VARIANTS" \
-    bash tests/bench/gpu/e2e_compare.sh 15
+    E2E_KERNEL_TEST_LOGS="${tested[*]}" bash tests/bench/gpu/e2e_compare.sh 15
   if [ "$RC" = 0 ]; then record e2e ok "$LAST_S" "$(grep -E '^\| (torch|lsst)' "$LOGS/e2e.log" | tr '\n' ' ')"
   elif [ "$RC" != skip ]; then record e2e FAIL "$LAST_S" "rc=$RC"; fi
 else

@@ -3,12 +3,16 @@
 
     python3 tests/bench/gpu/attn_table.py OURS.csv SDPA.csv [KERNEL_TEST_LOG ...]
     python3 tests/bench/gpu/attn_table.py --best HS T OURS.csv [KERNEL_TEST_LOG ...]
+    python3 tests/bench/gpu/attn_table.py --check-run LSST_RUN_LOG KERNEL_TEST_LOG ...
 
 The second form prints "HS=F/B": lsst's fastest forward and backward variant at (HS, T), the
 value of LSST_ATTN_VARIANTS that makes a training run use them (nothing when there is no row).
 With the logs of test_cuda_kernels (TAP), only variants those tests passed count, in both forms:
 a variant with a "not ok", or with no line at all (the test process went down before it), is
-never chosen.
+never chosen. The third form reads the attention kernels a training run used (lsst-run's
+"attention (head size H): forward vF ... | backward vB ..." line) and prints "tested" when the
+kernel tests passed both, else what failed or was not tested, so that an end-to-end time taken
+with a wrong kernel is not reported as a result.
 
 Per (hs, T): lsst's default pair (attn_bench's "default" row: what lsst-run uses on that GPU;
 variant 0 for older CSVs without one), with its variant numbers; lsst's fastest forward and
@@ -74,7 +78,27 @@ def best_pair(rows, hs, T, passed=None):
     return fv(min(fwd, key=lambda r: float(r["fwd_ms"]))), bv(min(bwd, key=lambda r: float(r["bwd_ms"])))
 
 
+RUN_LINE = re.compile(r"attention \(head size (\d+)\): forward v(-?\d+) .*\| backward v(-?\d+) ")
+
+
+def check_run(run_log, logs):
+    """The verdict on the attention variants of one lsst-run log (see the module's docstring)."""
+    try:
+        m = next((m for m in map(RUN_LINE.search, open(run_log, errors="replace")) if m), None)
+    except OSError as e:
+        return f"no log ({e.strerror})"
+    if not m:
+        return "no kernels line"
+    hs, f, b = (int(x) for x in m.groups())
+    passed = passed_variants(logs, hs)
+    bad = [f"{side} v{n}" for side, n in (("fwd", f), ("bwd", b)) if n >= 0 and n not in passed[side]]
+    return "tested" if not bad else "NOT tested-ok: " + ", ".join(bad)
+
+
 def main():
+    if len(sys.argv) >= 4 and sys.argv[1] == "--check-run":
+        print(check_run(sys.argv[2], sys.argv[3:]))
+        return 0
     if len(sys.argv) >= 5 and sys.argv[1] == "--best":
         hs, T = int(sys.argv[2]), int(sys.argv[3])
         passed = passed_variants(sys.argv[5:], hs) if len(sys.argv) > 5 else None

@@ -6,7 +6,11 @@
 # Both sides: fp32 master weights, bf16 compute, the same model, init, optimizer and clipping;
 # tokens/s from the median step time after WARM steps, MFU against the card's dense bf16 peak.
 #
-#   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] bash tests/bench/gpu/e2e_compare.sh [STEPS]
+#   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] [E2E_KERNEL_TEST_LOGS="LOG..."] \
+#     bash tests/bench/gpu/e2e_compare.sh [STEPS]
+# With the kernel tests' logs (test_cuda_kernels TAP; tests/gpu/run.sh passes them), each lsst run
+# says whether the attention kernels it used passed them ("tested"); a run that used a kernel that
+# failed or was not tested is no result (the table says so instead of a ratio).
 # Needs: the device kit sourced (MPI, HDF5, libyaml for lsst-run), python3 with torch. NO_BUILD=1:
 # lsst-run is already built (tests/gpu/run.sh). Exit status 1 when any run gave no step time.
 set -u
@@ -83,18 +87,26 @@ fi
 
 # ---- table ------------------------------------------------------------------------------------------
 echo
-echo "| impl | step ms | tokens/s | MFU |"
-echo "|---|---:|---:|---:|"
+echo "| impl | step ms | tokens/s | MFU | attention kernels |"
+echo "|---|---:|---:|---:|---|"
 if [ -n "$torch_line" ]; then
   IFS=, read -r impl _ _ _ _ _ _ ms tok mfu _ <<< "$torch_line"
-  echo "| $impl | $ms | $tok | $mfu |"
+  echo "| $impl | $ms | $tok | $mfu | SDPA |"
   torch_tok=$tok
 fi
-[ ${#lsst_lines[@]} -gt 0 ] || echo "| lsst-cuda | - | - | - (no result: see e2e_lsst-cuda.log) |"
+[ ${#lsst_lines[@]} -gt 0 ] || echo "| lsst-cuda | - | - | - (no result: see e2e_lsst-cuda.log) | - |"
+read -r -a test_logs <<< "${E2E_KERNEL_TEST_LOGS:-}"
 for line in "${lsst_lines[@]}"; do
   IFS=, read -r impl ms tok mfu <<< "$line"
-  echo "| $impl | $ms | $tok | $mfu |"
-  [ -n "${torch_tok:-}" ] && awk -v n="$impl" -v a="$tok" -v b="$torch_tok" \
-    'BEGIN {printf "%s / torch.compile tokens/s: %.2f (goal >= 1.00: %s)\n", n, a / b, (a >= b ? "met" : "NOT met")}'
+  verdict="not checked (no kernel test logs)"
+  [ ${#test_logs[@]} -gt 0 ] &&
+    verdict=$(env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py --check-run "$OUT/e2e_$impl.log" "${test_logs[@]}")
+  echo "| $impl | $ms | $tok | $mfu | $verdict |"
+  case $verdict in
+    tested|"not checked"*)
+      [ -n "${torch_tok:-}" ] && awk -v n="$impl" -v a="$tok" -v b="$torch_tok" \
+        'BEGIN {printf "%s / torch.compile tokens/s: %.2f (goal >= 1.00: %s)\n", n, a / b, (a >= b ? "met" : "NOT met")}' ;;
+    *) echo "$impl: no result (its attention kernels: $verdict)" ;;
+  esac
 done
 exit $rc
