@@ -389,14 +389,10 @@ void gpu_grad_sum_squares(Gpu *g, const Model *m, double *out) {
     gpu_to_host(g, out, g->sumsq, NUM_PARAM_TENSORS * sizeof(double));
 }
 
-void gpu_scale_grads(Gpu *g, const Model *m, float s) {
-    cuda_scale_inplace(g->grads, (long)m->num_params, s, g->stream);
-}
-
 void gpu_adamw(Gpu *g, size_t off, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-               int t) {
+               int t, float grad_scale) {
     cuda_adamw_update(g->params + off, g->params_bf16 + off, g->grads + off, g->m + off, g->v + off, (long)n, lr,
-                      beta1, beta2, eps, weight_decay, t, g->stream);
+                      beta1, beta2, eps, weight_decay, t, grad_scale, g->stream);
 }
 
 #else  // built without CUDA: config validation refuses backend: cuda before any of this is reached
@@ -419,10 +415,10 @@ void gpu_grads_to_device(Gpu *g, const Model *m) { (void)g, (void)m; not_built()
 double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss) { (void)g, (void)m, (void)comm, (void)dloss; not_built(); }
 void gpu_backward(Gpu *g, Model *m, Comm *comm) { (void)g, (void)m, (void)comm; not_built(); }
 void gpu_grad_sum_squares(Gpu *g, const Model *m, double *out) { (void)g, (void)m, (void)out; not_built(); }
-void gpu_scale_grads(Gpu *g, const Model *m, float s) { (void)g, (void)m, (void)s; not_built(); }
 void gpu_adamw(Gpu *g, size_t off, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-               int t) {
+               int t, float grad_scale) {
     (void)g, (void)off, (void)n, (void)lr, (void)beta1, (void)beta2, (void)eps, (void)weight_decay, (void)t;
+    (void)grad_scale;
     not_built();
 }
 #endif

@@ -63,6 +63,7 @@ double gpu_forward(Gpu *g, Model *m, Comm *comm, float dloss);
 void gpu_backward(Gpu *g, Model *m, Comm *comm);
 // Sum of squares of the gradient of every tensor (NUM_PARAM_TENSORS doubles).
 void gpu_grad_sum_squares(Gpu *g, const Model *m, double *out);
-void gpu_scale_grads(Gpu *g, const Model *m, float s);
-// AdamW on tensor i (offset `off` floats into the parameter block); refreshes its bf16 copy.
-void gpu_adamw(Gpu *g, size_t off, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int t);
+// AdamW on tensor i (offset `off` floats into the parameter block); refreshes its bf16 copy. The
+// gradients enter multiplied by grad_scale (the clipping factor, 1: none) in the same pass.
+void gpu_adamw(Gpu *g, size_t off, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int t,
+               float grad_scale);

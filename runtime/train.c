@@ -141,7 +141,9 @@ static bool decays(int i) {
            !strcmp(n, "h.attprojw") || !strcmp(n, "h.fcw") || !strcmp(n, "h.fcprojw");
 }
 
-static void optimizer_step(Trainer *tr, double lr, int64_t step) {
+// grad_scale: the clipping factor (1: none). The GPU applies it inside AdamW (no pass of its own
+// over the gradients; the same bits); the CPU has scaled the gradients already (train_step).
+static void optimizer_step(Trainer *tr, double lr, int64_t step, float grad_scale) {
     Model *m = &tr->model;
     const RunConfig *c = &tr->cfg;
     size_t off = 0;
@@ -149,7 +151,8 @@ static void optimizer_step(Trainer *tr, double lr, int64_t step) {
         size_t n = m->param_sizes[i];
         float wd = decays(i) ? (float)c->weight_decay : 0.0f;
         if (tr->gpu)
-            gpu_adamw(tr->gpu, off, n, (float)lr, (float)c->beta1, (float)c->beta2, (float)c->eps, wd, (int)step);
+            gpu_adamw(tr->gpu, off, n, (float)lr, (float)c->beta1, (float)c->beta2, (float)c->eps, wd, (int)step,
+                      grad_scale);
         else
             adamw_update(m->params_mem + off, m->grads_mem + off, m->m_mem + off, m->v_mem + off, (long)n, (float)lr,
                          (float)c->beta1, (float)c->beta2, (float)c->eps, wd, (int)step);
@@ -171,13 +174,13 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     average_gradients(tr);
     comm_allreduce_sum_double(&tr->comm, GROUP_WORLD, &loss_sum, 1);
     double grad_norm = gradient_norm(tr);
+    float grad_scale = 1.0f;
     if (c->clip > 0 && grad_norm > c->clip) {
-        float s = (float)(c->clip / grad_norm);
-        if (tr->gpu) gpu_scale_grads(tr->gpu, m, s);
-        else scale_inplace(m->grads_mem, (long)m->num_params, s);
+        grad_scale = (float)(c->clip / grad_norm);
+        if (!tr->gpu) scale_inplace(m->grads_mem, (long)m->num_params, grad_scale);
     }
     double lr = lr_at(c, step);
-    optimizer_step(tr, lr, step);
+    optimizer_step(tr, lr, step, grad_scale);
     if (tr->gpu) gpu_sync(tr->gpu, &tr->comm);
     double t_step = now_seconds() - t0;
 

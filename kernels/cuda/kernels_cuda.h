@@ -186,8 +186,11 @@ void cuda_softmax_xent_forward_backward_bf16(float *losses, bf16 *logits, const 
 // ---- optimizer -----------------------------------------------------------------------------
 // AdamW on fp32 master weights, t 1-based: p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p).
 // params_bf16 (may be NULL): receives the updated parameters rounded to bf16, in the same pass.
+// grad_scale: the gradient clipping factor (1: none), the same bits as cuda_scale_inplace on the
+// gradients first, without that pass over them (0.36 ms of a 91M-parameter step on an H100).
 void cuda_adamw_update(float *params, bf16 *params_bf16, const float *grads, float *m, float *v, long n, float lr,
-                       float beta1, float beta2, float eps, float weight_decay, int t, cudaStream_t stream);
+                       float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale,
+                       cudaStream_t stream);
 // Rounds fp32 params to their bf16 copy (after init or a checkpoint load).
 void cuda_copy_to_bf16(bf16 *dst, const float *src, long n, cudaStream_t stream);
 // Sum of squares in double with a fixed tree (same bits for the same n on any GPU), written

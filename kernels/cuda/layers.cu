@@ -226,11 +226,13 @@ void cuda_softmax_xent_forward_backward_bf16(float *losses, bf16 *logits, const 
 }
 
 void cuda_adamw_update(float *params, bf16 *params_bf16, const float *grads, float *m, float *v, long n, float lr,
-                       float beta1, float beta2, float eps, float weight_decay, int t, cudaStream_t stream) {
+                       float beta1, float beta2, float eps, float weight_decay, int t, float grad_scale,
+                       cudaStream_t stream) {
     // Bias corrections in double on the host, as the CPU twin.
     const float c1 = (float)(1.0 / (1.0 - pow(beta1, t)));
     const float c2 = (float)(1.0 / (1.0 - pow(beta2, t)));
-    ELEMENTWISE(adamw_kernel, n, params, params_bf16, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2);
+    ELEMENTWISE(adamw_kernel, n, params, params_bf16, grads, m, v, n, lr, beta1, beta2, eps, weight_decay, grad_scale,
+                c1, c2);
 }
 
 void cuda_copy_to_bf16(bf16 *dst, const float *src, long n, cudaStream_t stream) {

@@ -424,10 +424,13 @@ __global__ void softmax_xent_forward_backward_kernel(float *losses, T *logits, c
 
 // ---- optimizer ----------------------------------------------------------------------------
 
+// grad_scale: the gradient clipping factor (1: none), applied as the clip pass would have (g * s
+// rounded to fp32 on its own, then used), so the results are those of scale_kernel + this with 1.
 __global__ void adamw_kernel(float *params, bf16_t *params_bf16, const float *grads, float *m, float *v, long n,
-                             float lr, float beta1, float beta2, float eps, float weight_decay, float c1, float c2) {
+                             float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                             float c1, float c2) {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-        const float g = grads[i];
+        const float g = grads[i] * grad_scale;
         const float mi = beta1 * m[i] + (1.0f - beta1) * g;
         const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
         m[i] = mi;

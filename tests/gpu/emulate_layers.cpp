@@ -90,10 +90,11 @@ static void check_tickets(const std::string &name, const vector<int> &tickets) {
     printf("%s %d - %s (all back at 0)\n", ok ? "ok" : "not ok", n_pass + n_fail, name.c_str());
 }
 
-static void check_bits(const std::string &name, const vector<float> &got, const vector<float> &ref) {
+static void check_bits(const std::string &name, const vector<float> &got, const vector<float> &ref,
+                       const char *what = "the scalar kernel") {
     const bool ok = got.size() == ref.size() && !memcmp(got.data(), ref.data(), sizeof(float) * got.size());
     (ok ? n_pass : n_fail)++;
-    printf("%s %d - %s (bitwise equal to the scalar kernel)\n", ok ? "ok" : "not ok", n_pass + n_fail, name.c_str());
+    printf("%s %d - %s (bitwise equal to %s)\n", ok ? "ok" : "not ok", n_pass + n_fail, name.c_str(), what);
 }
 
 static bool want(const std::string &name) { return !only || name.find(only) != std::string::npos; }
@@ -297,10 +298,26 @@ static void test_optimizer() {
         const float c1 = (float)(1.0 / (1.0 - pow(0.9f, 7))), c2 = (float)(1.0 / (1.0 - pow(0.95f, 7)));
         vector<bf16_t> copy = poisoned<bf16_t>(n);
         emu::launch(grid(2), BLOCK, [&] {
-            adamw_kernel(p.data(), copy.data(), g.data(), m.data(), v.data(), n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, c1, c2);
+            adamw_kernel(p.data(), copy.data(), g.data(), m.data(), v.data(), n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f,
+                         c1, c2);
         });
         vector<float> rcopy = act<bf16_t>(rp);
         report("adamw + bf16 copy", {{"params", p}, {"m", m}, {"v", v}, {"bf16", host(copy)}}, {rp, rm, rv, rcopy}, 1e-5);
+        // The clipping factor inside: the same bits as the scale kernel on the gradients first.
+        vector<float> p0 = rnd(n), g0 = rnd(n, -0.1f, 0.1f), m0 = rnd(n, -0.01f, 0.01f), v0 = rnd(n, 0.0f, 1e-3f);
+        vector<float> p1 = p0, m1 = m0, v1 = v0, p2 = p0, g2 = g0, m2 = m0, v2 = v0;
+        emu::launch(grid(2), BLOCK, [&] {
+            adamw_kernel(p1.data(), nullptr, g0.data(), m1.data(), v1.data(), n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.37f,
+                         c1, c2);
+        });
+        emu::launch(grid(2), BLOCK, [&] { scale_kernel(g2.data(), n, 0.37f); });
+        emu::launch(grid(2), BLOCK, [&] {
+            adamw_kernel(p2.data(), nullptr, g2.data(), m2.data(), v2.data(), n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f,
+                         c1, c2);
+        });
+        check_bits("adamw grad_scale (params)", p1, p2, "scale_kernel, then adamw");
+        check_bits("adamw grad_scale (m)", m1, m2, "scale_kernel, then adamw");
+        check_bits("adamw grad_scale (v)", v1, v2, "scale_kernel, then adamw");
     }
     if (want("sum_squares")) {
         for (long len : {0L, 1L, 1000L, 70001L}) {

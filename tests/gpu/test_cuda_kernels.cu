@@ -567,12 +567,24 @@ static void test_optimizer() {
             upload(dp, p), upload(dg, g), upload(dm, m), upload(dv, v);
             copy.poison();
             cuda_adamw_update(dp.p, with_copy ? copy.p : NULL, dg.p, dm.p, dv.p, n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 7,
-                              stream);
+                              1.0f, stream);
             vector<std::pair<const char *, Cmp>> outs = {
                 {"params", compare(download(dp), rp)}, {"m", compare(download(dm), rm)}, {"v", compare(download(dv), rv)}};
             if (with_copy) outs.push_back({"params_bf16", compare(download(copy), rounded(rp))});
             report(with_copy ? "adamw_update + bf16 copy" : "adamw_update", outs, with_copy ? 1e-2 : 1e-5);
         }
+        // The clipping factor inside AdamW: the same bits as scaling the gradients first.
+        vector<float> p = random_vec(n), g = random_vec(n, -0.1f, 0.1f), m = random_vec(n, -0.01f, 0.01f),
+                      v = random_vec(n, 0.0f, 1e-3f);
+        Dev<float> dp(n), dg(n), dm(n), dv(n), dp2(n), dg2(n), dm2(n), dv2(n);
+        upload(dp, p), upload(dg, g), upload(dm, m), upload(dv, v);
+        upload(dp2, p), upload(dg2, g), upload(dm2, m), upload(dv2, v);
+        cuda_adamw_update(dp.p, NULL, dg.p, dm.p, dv.p, n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 7, 0.37f, stream);
+        cuda_scale_inplace(dg2.p, n, 0.37f, stream);
+        cuda_adamw_update(dp2.p, NULL, dg2.p, dm2.p, dv2.p, n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 7, 1.0f, stream);
+        report("adamw_update grad_scale = scale_inplace first (exact)",
+               {{"params", compare(download(dp), download(dp2))}, {"m", compare(download(dm), download(dm2))},
+                {"v", compare(download(dv), download(dv2))}}, 0.0);
     }
     if (selected("copy_to_bf16")) {
         vector<float> x = random_vec(n, -100.0f, 100.0f);
