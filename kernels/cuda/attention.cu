@@ -183,16 +183,21 @@ static bool variant_runs(bool wg) { return !wg || wgmma_ok; }
 static bool variant_fused(const FwdVariant &) { return false; }
 static bool variant_fused(const BwdVariant &v) { return v.fused; }
 
-// The first variant of head size hs (index among its entries, -1: none) that runs here and
-// matches: wgmma if `wg`, for the backward also fused or split if `fused` is 0 or 1 (-1: either).
+// The first variant of head size hs (index among its entries) that runs here, of the kind asked
+// for (the backward: fused or split if `fused` is 1 or 0; -1: either), wgmma or mma.sync as `wg`
+// says; where hs has no wgmma variant of that kind, its first mma.sync one. -1: none at all.
 template <typename V> static int first_variant(const V *table, int n, int hs, bool wg, int fused) {
+    int mma = -1;   // the first mma.sync match (the answer for !wg, the fallback for wg)
     for (int i = 0, v = 0; i < n; i++) {
         if (table[i].hs != hs) continue;
         const bool kind_ok = fused < 0 || fused == (int)variant_fused(table[i]);
-        if (variant_runs(table[i].wg) && (!wg || table[i].wg) && kind_ok) return v;
+        if (variant_runs(table[i].wg) && kind_ok) {
+            if (table[i].wg == wg) return v;
+            if (mma < 0 && !table[i].wg) mma = v;
+        }
         v++;
     }
-    return -1;
+    return mma;
 }
 
 // LSST_ATTN_VARIANTS="HS=F/B[,HS=F/B...]": forward variant F and backward variant B for head size
@@ -239,10 +244,9 @@ void cuda_attention_apply_env(void) {
     const bool wg = wgmma_ok && !(w && !strcmp(w, "0"));
     for (int ti = 0; ti < 4; ti++) {
         const int hs = head_sizes[ti];
-        const int f = wg ? first_variant(fwd_variants, N_FWD, hs, true, -1) : -1;
+        const int f = first_variant(fwd_variants, N_FWD, hs, wg, -1);
         // The split backward unless LSST_ATTN_BWD=fused (measured 3x faster at hs 64 on an H100).
-        int b = wg || fused >= 0 ? first_variant(bwd_variants, N_BWD, hs, wg, fused < 0 ? 0 : fused) : -1;
-        if (b < 0 && wg && fused == 1) b = first_variant(bwd_variants, N_BWD, hs, false, 1);   // no wgmma fused one
+        const int b = first_variant(bwd_variants, N_BWD, hs, wg, fused < 0 ? 0 : fused);
         selected_fwd[ti] = f >= 0 ? f : 0;
         selected_bwd[ti] = b >= 0 ? b : 0;
     }
@@ -250,7 +254,6 @@ void cuda_attention_apply_env(void) {
     if (v && *v) apply_variants_env(v);
 }
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 // ---- the C interface ----------------------------------------------------------------------------
 

@@ -43,10 +43,10 @@ enum { MIN_QBLOCK = 16 };
 // H200 measured fastest (hs 64 backward with 4 warps 7-10% ahead of 8). Left out as
 // miscompiled (wrong on the H100): the non-pipelined wgmma forward and dQ kernels at hs 64 with
 // 64-key blocks and Q / dO in registers (see attn_fwd_kernel); their forms with Q / dO from
-// shared memory close the lists, not yet run on a GPU. Left out for spills (ptxas -v, sm_90a): the pipelined forward with 1
-// warpgroup and 128-key blocks (48 bytes), the pipelined dQ kernel at hs 128 with 64-key blocks
-// (280), the pipelined dK/dV kernel at hs 128 (176). No variant listed spills, but for the hs-128
-// backward with 64-query blocks (20 bytes).
+// shared memory close the lists, not yet run on a GPU. Left out for spills (ptxas -v, sm_90a):
+// the pipelined forward with 1 warpgroup and 128-key blocks (48 bytes), the pipelined dQ kernel
+// at hs 128 with 64-key blocks (280), the pipelined dK/dV kernel at hs 128 (176). No variant
+// listed spills, but for the hs-128 backward with 64-query blocks (20 bytes).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
@@ -454,14 +454,6 @@ static __device__ __forceinline__ void wg_rs_k(float (&d)[NT][4], const uint32_t
         wgmma_rs<TRANS_B>(d, a[ks], TRANS_B ? wg_desc_mn<ROWS>(tile, ks) : wg_desc_k<ROWS>(tile, 0, ks),
                           acc || ks > 0);
 }
-// d (64 x N, N = 8 NT) = A B^T over HS columns, both K-major shared tiles: A's rows row0.. of a
-// tile of RA rows, B a tile of N rows; the first k-step overwrites d.
-template <int HS, int RA, int NT>
-static __device__ __forceinline__ void wg_ss_k(float (&d)[NT][4], const bf16_t *a, int row0, const bf16_t *b) {
-#pragma unroll
-    for (int ks = 0; ks < HS / 16; ks++)
-        wgmma_ss<false>(d, wg_desc_k<RA>(a, row0, ks), wg_desc_k<8 * NT>(b, 0, ks), ks > 0);
-}
 static __device__ __forceinline__ void wg_commit_wait() {
     wgmma_commit();
     wgmma_wait<0>();
@@ -525,6 +517,22 @@ static __device__ __forceinline__ void wg_batch(float (&d)[M][NT][4], uint32_t (
                                                 bool acc) {
     wg_batch_issue<TRANS_B, ROWS>(d, a, tile, acc);
     wgmma_wait<0>();
+    wg_batch_done(d);
+}
+// The same with A from a shared tile too: d[m] (64 x N, N = 8 NT) = A B^T over HS columns, both
+// K-major shared tiles, A's rows row0 + 64 m.. of a tile of RA rows, B a tile of N rows (the
+// forward's S with Q from shared memory); issued and waited for.
+template <int HS, int RA, int M, int NT>
+static __device__ __forceinline__ void wg_batch_ss(float (&d)[M][NT][4], const bf16_t *a, int row0, const bf16_t *b) {
+#pragma unroll
+    for (int m = 0; m < M; m++) wg_fence_acc(d[m]);
+    wgmma_fence();
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int ks = 0; ks < HS / 16; ks++)
+            wgmma_ss<false>(d[m], wg_desc_k<RA>(a, row0 + 64 * m, ks), wg_desc_k<8 * NT>(b, 0, ks), ks > 0);
+    wg_commit_wait();
     wg_batch_done(d);
 }
 // The same for one row tile (the backward's dQ += dS K): d (+)= a B(tile), waited for with every
@@ -854,13 +862,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         } else if constexpr (W && Q_REGS) {
             wg_batch<false, BC>(s, qf, sK + buf * BC * HS, false);
         } else if constexpr (W) {   // Q from its shared tile (see the miscompile above)
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) wg_fence_acc(s[mt]);
-            wgmma_fence();
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) wg_ss_k<HS, BR>(s[mt], sQ, rowof(mt) & ~63, sK + buf * BC * HS);
-            wg_commit_wait();
-            wg_batch_done(s);
+            wg_batch_ss<HS, BR>(s, sQ, rowof(0) & ~63, sK + buf * BC * HS);
         } else {
             scores(s, sK + buf * BC * HS);
         }

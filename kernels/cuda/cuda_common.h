@@ -64,6 +64,10 @@ void cuda_gelu_backward_inplace_bf16(bf16 *d, const bf16 *inp, long n, cudaStrea
 
 
 static inline unsigned ceil_div_u(long a, long b) { return (unsigned)((a + b - 1) / b); }
+// Whether every pointer is 16-byte aligned (the vectorized and tensor-core kernels' condition).
+template <typename... P> static inline bool aligned16(const P *...p) {
+    return ((reinterpret_cast<uintptr_t>(p) | ...) & 15) == 0;
+}
 // Grid size for grid-stride elementwise loops: enough blocks to fill any current GPU.
 static inline unsigned elementwise_grid(long n, int block) {
     long g = (n + block - 1) / block;

@@ -48,10 +48,6 @@ static ReductionScratch reduction_scratch(int cols) {
     return {(float *)k->scratch, (int *)((char *)k->scratch + k->scratch_bytes) - ceil_div_u(cols, 32)};
 }
 
-static bool aligned16(const void *a, const void *b, const void *c) {
-    return ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16 == 0;
-}
-
 // Grid of the column reductions (layers_kernels.h): 32*V columns per block, REDUCE_CHUNKS row chunks.
 static dim3 colsum_grid(int cols, int V) { return dim3(ceil_div_u(cols, 32 * V), REDUCE_CHUNKS); }
 
@@ -60,7 +56,7 @@ static void layernorm_forward_t(T *out, float *mean, float *rstd, const T *inp, 
                                 int N, int C, cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
     const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
-    if (C % vec16<T>() == 0 && aligned16(out, inp, inp) && aligned16(weight, bias, bias))
+    if (C % vec16<T>() == 0 && aligned16(out, inp, weight, bias))
         layernorm_forward_kernel<T, vec16<T>()><<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
     else
         layernorm_forward_kernel<T, 1><<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
@@ -73,7 +69,7 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
                                  cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
     const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
-    if (C % vec16<T>() == 0 && aligned16(dinp, dout, inp) && aligned16(weight, weight, weight))
+    if (C % vec16<T>() == 0 && aligned16(dinp, dout, inp, weight))
         layernorm_backward_dinp_kernel<T, vec16<T>()><<<grid, BLOCK, 0, stream>>>(dinp, dout, inp, weight, mean, rstd,
                                                                                   N, C);
     else
@@ -81,7 +77,7 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
     cudaCheckLaunch();
     const ReductionScratch r = reduction_scratch(C);
     float *partial_w = r.partial, *partial_b = r.partial + (size_t)REDUCE_CHUNKS * C;
-    if (C % vec16<T>() == 0 && aligned16(dout, inp, inp))
+    if (C % vec16<T>() == 0 && aligned16(dout, inp))
         layernorm_backward_columns_kernel<T, vec16<T>()><<<colsum_grid(C, vec16<T>()), BLOCK, 0, stream>>>(
             dweight, dbias, partial_w, partial_b, r.tickets, dout, inp, mean, rstd, N, C);
     else
@@ -94,7 +90,7 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
 template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, int N, int OC, cudaStream_t stream) {
     if (N <= 0 || OC <= 0) return;
     const ReductionScratch r = reduction_scratch(OC);
-    if (OC % vec16<T>() == 0 && aligned16(dout, dout, dout))
+    if (OC % vec16<T>() == 0 && aligned16(dout))
         colsum_kernel<T, vec16<T>()><<<colsum_grid(OC, vec16<T>()), BLOCK, 0, stream>>>(dbias, r.partial, r.tickets,
                                                                                        dout, N, OC);
     else

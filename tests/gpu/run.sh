@@ -110,8 +110,6 @@ if [ "$RC" = 0 ]; then record build-all ok "$LAST_S" "$BUILD/bin"; elif [ "$RC" 
 
 # ---- 4. kernels against their CPU twins ---------------------------------------------------------
 tap_counts() { grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOGS/$1.log" | tail -1; }
-# The kernel tests' logs: attn_table.py chooses (and shows as best) only variants they passed.
-kernel_test_logs() { for f in kernel-tests kernel-tests-no-wgmma; do [ -f "$LOGS/$f.log" ] && echo "$LOGS/$f.log"; done; }
 if [ "$HAVE_GPU" = 1 ] && [ -x "$TEST" ]; then
   run kernel-tests 180 20 "$TEST"
   counts=$(tap_counts kernel-tests)
@@ -129,6 +127,11 @@ if [ "$HAVE_GPU" = 1 ] && [ -x "$TEST" ]; then
 else
   record kernel-tests skip 0 "no GPU or no test binary"
 fi
+
+# The kernel tests' logs: attn_table.py chooses (and shows as best) only variants they passed, and
+# e2e_compare.sh marks a run whose attention kernels they did not pass.
+TESTED=()
+for f in kernel-tests kernel-tests-no-wgmma; do [ -f "$LOGS/$f.log" ] && TESTED+=("$LOGS/$f.log"); done
 
 # ---- 4b. compute-sanitizer on the kernel test (early: the budget cuts the benchmarks, not these) -----
 SAN=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
@@ -187,9 +190,8 @@ if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
   sweep attn-e2e-shape 60 20 attn_e2e_shape.csv "its fastest pair is e2e's 'best' run" \
     --hs 64 --seq 8192 --batch 1 --heads 12
   # Only variants the kernel tests passed (a fast but wrong one must not time the e2e run).
-  mapfile -t tested < <(kernel_test_logs)
   E2E_VARIANTS=$(env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py --best 64 8192 "$LOGS/attn_e2e_shape.csv" \
-    "${tested[@]}")
+    "${TESTED[@]}")
   if [ -n "$E2E_VARIANTS" ]; then record attn-e2e-best ok 0 "fastest pair at 1 x 12 heads, hs 64, T 8192: $E2E_VARIANTS"
   else record attn-e2e-best skip 0 "no row at the e2e shape of a variant the kernel tests passed"; fi
 else
@@ -209,9 +211,8 @@ fi
 
 # ---- 7. end-to-end training speed vs torch.compile (GPU_E2E=0 skips) -----------------------------
 if [ "${GPU_E2E:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
-  mapfile -t tested < <(kernel_test_logs)
   run e2e 300 120 env BUILD="$BUILD" OUT="$LOGS" NO_BUILD=1 E2E_ATTN_VARIANTS="$E2E_VARIANTS" \
-    E2E_KERNEL_TEST_LOGS="${tested[*]}" bash tests/bench/gpu/e2e_compare.sh 15
+    E2E_KERNEL_TEST_LOGS="${TESTED[*]}" bash tests/bench/gpu/e2e_compare.sh 15
   if [ "$RC" = 0 ]; then record e2e ok "$LAST_S" "$(grep -E '^\| (torch|lsst)' "$LOGS/e2e.log" | tr '\n' ' ')"
   elif [ "$RC" != skip ]; then record e2e FAIL "$LAST_S" "rc=$RC"; fi
 else
@@ -244,9 +245,8 @@ fi
   summary
   if [ -s "$LOGS/attn_lsst.csv" ]; then
     echo
-    mapfile -t tested < <(kernel_test_logs)
     env -u LD_LIBRARY_PATH python3 tests/bench/gpu/attn_table.py "$LOGS/attn_lsst.csv" "$LOGS/attn_sdpa.csv" \
-      "${tested[@]}" 2>&1
+      "${TESTED[@]}" 2>&1
   fi
   if [ -s "$LOGS/layers.csv" ]; then   # the non-attention kernels, costliest per step first
     echo
