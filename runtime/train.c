@@ -450,7 +450,7 @@ int trainer_run(Trainer *tr) {
         say(tr, stdout, "lsst-run: %s, %d x %d ranks, %zu params/rank, seq %d, batch %d, %d steps", scheme_name(c->scheme),
             c->sequence, c->data, tr->model.num_params, c->seq_len, c->batch, c->steps);
     if (tr->gpu) {
-        char line[512];
+        char line[1024];
         gpu_kernels_line(&tr->model, line, sizeof line);
         say(tr, stdout, "%s: %s", gpu_device_name(tr->gpu), line);
     }

@@ -19,7 +19,9 @@
 //                 Fused variants (NWQ = 0) have that accumulator instead: the dK/dV kernel
 //                 computes each query block's partial dQ = dS K and the key blocks add them
 //                 in fp32 in ascending order, one at a time (a semaphore per query block;
-//                 see attn_bwd_dkdv_kernel): 5 products, still deterministic.
+//                 see attn_bwd_dkdv_kernel): 5 products, still deterministic. Atomic
+//                 variants (NWQ = -1) add the partials by fp32 atomics instead (as
+//                 FlashAttention-2): no waits, not deterministic, never a default.
 //  2. CUDA cores (any arch, any hs <= 256, fp32 or bf16): one warp per query row (forward,
 //     dq) or key row (dk, dv), dot products reduced across the warp. Correct and slow: the
 //     fp32 path, Volta (sm_70) and odd head sizes.
@@ -92,8 +94,8 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     const int nqb = (a.Tq + BQ - 1) / BQ;
     attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
     cudaCheckLaunch();
-    constexpr int BKV = 16 * NW;
-    constexpr bool FUSED = NWQ == 0;
+    constexpr int BKV = 16 * NW, DQ = dq_kind(NWQ);
+    constexpr bool FUSED = DQ != DQ_SPLIT;
     // WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
     // gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
     constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;
@@ -101,13 +103,20 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     const size_t smem_kv = (size_t)(2 * BKV + 2 * QBUF * BQ) * HS * sizeof(bf16_t) +
                            (size_t)3 * QBUF * BQ * sizeof(float) + (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) +
                            wg_pad(WG != 0);
-    // The fused kernel's ticket counter and semaphores (one int before the semaphores), zeroed.
-    if (FUSED) cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb) * sizeof(int), stream));
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, WG_KV>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, FUSED, WG_KV>
+    // Zeroed: the ordered kernel's ticket counter and semaphores (one int before the
+    // semaphores); the atomic kernel's fp32 dQ sums.
+    if (DQ == DQ_ORDERED)
+        cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb) * sizeof(int), stream));
+    if (DQ == DQ_ATOMIC) cudaCheck(cudaMemsetAsync(a.dq_acc, 0, (size_t)a.B * a.NH * a.Tq * HS * sizeof(float), stream));
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
     if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG_Q>(a, stream);
+    if constexpr (DQ == DQ_ATOMIC) {
+        attn_dq_finish_kernel<<<elementwise_grid((long)a.B * a.NH * a.Tq * HS / 2, 256), 256, 0, stream>>>(a);
+        cudaCheckLaunch();
+    }
 }
 
 typedef void (*AttnLaunch)(const AttnArgs &, cudaStream_t);
@@ -122,7 +131,7 @@ struct BwdVariant {
     int hs;
     AttnLaunchBwd launch;
     const char *name;
-    bool fused;   // dQ in the dK/dV kernel (NWQ = 0): needs dq_acc and dq_sem in the scratch
+    int dq;       // DQ_SPLIT, or dQ in the dK/dV kernel (DQ_ORDERED, DQ_ATOMIC): dq_acc, dq_sem in the scratch
     bool wg;      // wgmma (sm_90a)
 };
 #define WG_SUFFIX_0 ""
@@ -134,11 +143,13 @@ struct BwdVariant {
      "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG != 0},
 #define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR, WG)                                                   \
     {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR, WG>,                                              \
-     NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR          \
-                "), dq summed in key-block order" WG_SUFFIX_##WG                                      \
-              : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
+     NWQ == 0  ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR         \
+                 "), dq summed in key-block order" WG_SUFFIX_##WG                                     \
+     : NWQ < 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR         \
+                 "), dq summed by fp32 atomics (not deterministic)" WG_SUFFIX_##WG                    \
+               : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                 " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
-     NWQ == 0, WG != 0},
+     dq_kind(NWQ), WG != 0},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
 enum {
@@ -180,17 +191,17 @@ __global__ void attn_wgmma_probe_kernel() {
 static bool wgmma_ok;
 
 static bool variant_runs(bool wg) { return !wg || wgmma_ok; }
-static bool variant_fused(const FwdVariant &) { return false; }
-static bool variant_fused(const BwdVariant &v) { return v.fused; }
+static int variant_dq(const FwdVariant &) { return DQ_SPLIT; }
+static int variant_dq(const BwdVariant &v) { return v.dq; }
 
 // The first variant of head size hs (index among its entries) that runs here, of the kind asked
-// for (the backward: fused or split if `fused` is 1 or 0; -1: either), wgmma or mma.sync as `wg`
+// for (the backward: dq DQ_SPLIT, DQ_ORDERED or DQ_ATOMIC; -1: any), wgmma or mma.sync as `wg`
 // says; where hs has no wgmma variant of that kind, its first mma.sync one. -1: none at all.
-template <typename V> static int first_variant(const V *table, int n, int hs, bool wg, int fused) {
+template <typename V> static int first_variant(const V *table, int n, int hs, bool wg, int dq) {
     int mma = -1;   // the first mma.sync match (the answer for !wg, the fallback for wg)
     for (int i = 0, v = 0; i < n; i++) {
         if (table[i].hs != hs) continue;
-        const bool kind_ok = fused < 0 || fused == (int)variant_fused(table[i]);
+        const bool kind_ok = dq < 0 || dq == variant_dq(table[i]);
         if (variant_runs(table[i].wg) && kind_ok) {
             if (table[i].wg == wg) return v;
             if (mma < 0 && !table[i].wg) mma = v;
@@ -223,9 +234,10 @@ static void apply_variants_env(const char *e) {
 // whole training run with a non-default choice: tests/bench/gpu/e2e_compare.sh). Defaults: where
 // the wgmma kernels run (sm_90 and an sm_90a build), each head size's first wgmma forward and
 // backward variants (measured the fastest on an H100, RESULTS.md), else variant 0.
-// LSST_ATTN_WGMMA=0: variant 0 (mma.sync) on sm_90 too. LSST_ATTN_BWD=fused|split: the first
-// fused (split) backward variant that runs here (of the wgmma ones where those are chosen). Then
-// LSST_ATTN_VARIANTS (above) for the head sizes it names.
+// LSST_ATTN_WGMMA=0: variant 0 (mma.sync) on sm_90 too. LSST_ATTN_BWD=split|fused|atomic: the
+// first backward variant of that kind (DQ_SPLIT, DQ_ORDERED, DQ_ATOMIC: the last one is not
+// deterministic) that runs here (of the wgmma ones where those are chosen); a head size without
+// one keeps variant 0. Then LSST_ATTN_VARIANTS (above) for the head sizes it names.
 void cuda_attention_apply_env(void) {
     if (cuda_kernels()->sm_major == 9) {
         attn_wgmma_probe_kernel<<<1, 1>>>();
@@ -235,18 +247,18 @@ void cuda_attention_apply_env(void) {
         wgmma_ok = built != 0;
     }
     const char *e = getenv("LSST_ATTN_BWD"), *w = getenv("LSST_ATTN_WGMMA");
-    int fused = -1;
+    int dq = DQ_SPLIT;   // the split backward unless asked (measured 3x faster than fused at hs 64 on an H100)
     if (e && *e) {
-        cudaRequire(!strcmp(e, "fused") || !strcmp(e, "split"), "LSST_ATTN_BWD=%s: expected fused or split", e);
-        fused = !strcmp(e, "fused");
+        const bool split = !strcmp(e, "split"), fused = !strcmp(e, "fused"), atomic = !strcmp(e, "atomic");
+        cudaRequire(split || fused || atomic, "LSST_ATTN_BWD=%s: expected split, fused or atomic", e);
+        dq = split ? DQ_SPLIT : fused ? DQ_ORDERED : DQ_ATOMIC;
     }
     cudaRequire(!w || !*w || !strcmp(w, "0") || !strcmp(w, "1"), "LSST_ATTN_WGMMA=%s: expected 0 or 1", w);
     const bool wg = wgmma_ok && !(w && !strcmp(w, "0"));
     for (int ti = 0; ti < 4; ti++) {
         const int hs = head_sizes[ti];
         const int f = first_variant(fwd_variants, N_FWD, hs, wg, -1);
-        // The split backward unless LSST_ATTN_BWD=fused (measured 3x faster at hs 64 on an H100).
-        const int b = first_variant(bwd_variants, N_BWD, hs, wg, fused < 0 ? 0 : fused);
+        const int b = first_variant(bwd_variants, N_BWD, hs, wg, dq);
         selected_fwd[ti] = f >= 0 ? f : 0;
         selected_bwd[ti] = b >= 0 ? b : 0;
     }
@@ -340,6 +352,11 @@ const char *cuda_attention_variant_name(int hs, int variant, int backward) {
     return v && variant_runs(v->wg) ? v->name : "none";
 }
 
+int cuda_attention_bwd_deterministic(int hs, int variant) {
+    const BwdVariant *v = find_variant(bwd_variants, N_BWD, hs, variant);
+    return !v || v->dq != DQ_ATOMIC;
+}
+
 // The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, where head
 // size hs has a fused variant, its ticket counter and semaphores (dq_ticket, dq_sem) and fp32
 // dQ sums (dq_acc).
@@ -349,7 +366,7 @@ struct BwdScratch {
 static BwdScratch bwd_scratch(int B, int NH, int Tq, int hs) {
     auto round256 = [](size_t n) { return (n + 255) / 256 * 256; };
     bool fused = false;
-    for (int i = 0; i < N_BWD; i++) fused = fused || (bwd_variants[i].hs == hs && bwd_variants[i].fused);
+    for (int i = 0; i < N_BWD; i++) fused = fused || (bwd_variants[i].hs == hs && bwd_variants[i].dq != DQ_SPLIT);
     const size_t nqb = (size_t)(Tq + MIN_QBLOCK - 1) / MIN_QBLOCK;
     BwdScratch s;
     s.qmax = dsum_bytes(B, NH, Tq);
@@ -415,9 +432,10 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
     a.q = q, a.k = k, a.v = v, a.q_pos = q_pos;
     const BwdScratch sc = bwd_scratch(B, NH, Tq, hs);
     a.qmax = (const int *)((char *)scratch + sc.qmax);
-    a.dq_ticket = var->fused ? (int *)((char *)scratch + sc.sem) : NULL;
-    a.dq_sem = var->fused ? a.dq_ticket + 1 : NULL;
-    a.dq_acc = var->fused ? (float *)((char *)scratch + sc.acc) : NULL;
+    const bool fused = var->dq != DQ_SPLIT;
+    a.dq_ticket = fused ? (int *)((char *)scratch + sc.sem) : NULL;
+    a.dq_sem = fused ? a.dq_ticket + 1 : NULL;
+    a.dq_acc = fused ? (float *)((char *)scratch + sc.acc) : NULL;
     a.B = B, a.Tq = Tq, a.Tk = Tk, a.NH = NH, a.hs = hs, a.ldq = ldq, a.ldkv = ldkv;
     a.scale = 1.0f / sqrtf((float)hs);
     a.scale_log2 = a.scale * LOG2E_F;

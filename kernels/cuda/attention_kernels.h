@@ -29,7 +29,11 @@ enum { MIN_QBLOCK = 16 };
 //   backward (HS, NW, BQ, KV_REGS, NWQ, BK, QO_REGS, WG): dK/dV kernel with 16*NW keys per CTA and
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
-//            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too (FUSED_DQ; BK, QO_REGS unused).
+//            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too and the key blocks add their
+//            partials in key-block order (DQ_ORDERED; BK, QO_REGS unused); NWQ = -1: the same with
+//            the partials added by fp32 atomics, then written into dq by attn_dq_finish_kernel
+//            (DQ_ATOMIC: FlashAttention-2's way; the sum order varies from run to run, so not
+//            deterministic: never a default, LSST_ATTN_BWD=atomic).
 //   backward WG 0: mma.sync, 1: wgmma, 2: wgmma with the dQ kernel pipelined (attn_bwd_dq_kernel),
 //            3: both kernels pipelined (attn_bwd_dkdv_kernel too).
 //   wgmma (WG >= 1): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
@@ -45,8 +49,11 @@ enum { MIN_QBLOCK = 16 };
 // 64-key blocks and Q / dO in registers (see attn_fwd_kernel); their forms with Q / dO from
 // shared memory close the lists, not yet run on a GPU. Left out for spills (ptxas -v, sm_90a):
 // the pipelined forward with 1 warpgroup and 128-key blocks (48 bytes), the pipelined dQ kernel
-// at hs 128 with 64-key blocks (280), the pipelined dK/dV kernel at hs 128 (176). No variant
-// listed spills, but for the hs-128 backward with 64-query blocks (20 bytes).
+// at hs 128 with 64-key blocks (280), the pipelined dK/dV kernel at hs 128 (176). No wgmma
+// variant listed spills, but the hs-128 backward with 64-query blocks (20 bytes); several
+// mma.sync kernels at 255 registers spill 4-60 bytes (the fused dK/dV ones among them), as built
+// for sm_80 too. The atomic backwards (NWQ -1, after the shared-memory-Q forms) have not run on
+// a GPU yet.
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
@@ -72,7 +79,14 @@ enum { MIN_QBLOCK = 16 };
     X(64, 4, 64, true, 4, 64, true, 2) X(64, 8, 64, true, 8, 64, true, 2)                       \
     X(128, 4, 32, false, 4, 32, false, 2)                                                       \
     X(64, 4, 32, true, 4, 64, true, 3) X(64, 8, 32, true, 8, 64, true, 3)                       \
-    X(64, 4, 64, true, 4, 64, false, 1) X(64, 8, 64, true, 8, 64, false, 1)
+    X(64, 4, 64, true, 4, 64, false, 1) X(64, 8, 64, true, 8, 64, false, 1)                     \
+    X(64, 4, 64, true, -1, 0, false, 1) X(64, 4, 64, true, -1, 0, false, 0)                      \
+    X(128, 4, 32, false, -1, 0, false, 0)
+
+// How a backward variant computes dQ (from its NWQ): its own kernel, in the dK/dV kernel summed in
+// key-block order, or in the dK/dV kernel summed by atomics.
+enum { DQ_SPLIT = 0, DQ_ORDERED = 1, DQ_ATOMIC = 2 };
+constexpr int dq_kind(int nwq) { return nwq > 0 ? DQ_SPLIT : nwq == 0 ? DQ_ORDERED : DQ_ATOMIC; }
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
@@ -289,7 +303,7 @@ template <int N> static __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// The fused backward's ordered dQ sums (attn_bwd_dkdv_kernel<..., FUSED_DQ>): one thread of a CTA
+// The fused backward's ordered dQ sums (attn_bwd_dkdv_kernel<..., DQ_ORDERED>): one thread of a CTA
 // waits until the semaphore of a query block shows the CTA's turn (acquire, gpu scope); after its
 // stores (and a fence) the CTA posts the next turn (release). The partial sums travel through L2
 // (.cg: not cached in the SM's L1, which is not coherent across SMs).
@@ -583,6 +597,16 @@ static __device__ __forceinline__ void add_bf16x2(bf16_t *dst, float a, float b)
     f.x += a;
     f.y += b;
     *p = __float22bfloat162_rn(f);
+}
+
+// p[0] += x, p[1] += y as fp32 atomics (p 8-byte aligned): one vector reduction on sm_90.
+static __device__ __forceinline__ void atomic_add2(float *p, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2 *>(p), make_float2(x, y));
+#else
+    atomicAdd(p, x);
+    atomicAdd(p + 1, y);
+#endif
 }
 
 // Element offset of (row, col) in a swizzled rows x HS tile; col is a multiple of 8 for every
@@ -993,10 +1017,11 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
 
 // ---- backward: the fused kernel's dQ of one query block ----------------------------------------
 // dQ_part (BQ x HS) = dS (BQ x BKV, shared, [query][key]) @ K (BKV x HS, shared), then the ordered
-// sum into dq_acc / dq (see attn_bwd_dkdv_kernel). Warp w computes row tile w % (BQ/16) of the
-// block, columns [c0, c0 + HS / (NW / (BQ/16))). WG: one warpgroup, both operands from shared
-// memory (dS K-major, K MN-major), warp w computing rows 16w.. as with mma.sync.
-template <int HS, int NW, int BQ, bool WG = false>
+// sum into dq_acc / dq (see attn_bwd_dkdv_kernel), or (ATOMIC) fp32 atomic adds into dq_acc. Warp
+// w computes row tile w % (BQ/16) of the block, columns [c0, c0 + HS / (NW / (BQ/16))). WG: one
+// warpgroup, both operands from shared memory (dS K-major, K MN-major), warp w computing rows
+// 16w.. as with mma.sync.
+template <int HS, int NW, int BQ, bool WG = false, bool ATOMIC = false>
 static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
                                                     int h, int kb, int qb, int nqb) {
     constexpr int BKV = 16 * NW, RT = BQ / 16, WC = HS / (NW / RT), NOW = WC / 8;
@@ -1025,11 +1050,22 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
                              smem_addr(sK + swz<HS>(ks * 16 + (lane & 15), c0 + np * 16 + (lane >> 4) * 8)));
         }
     }
+    float *acc = a.dq_acc + ((long)b * a.NH + h) * a.Tq * HS;
+    if constexpr (ATOMIC) {
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const int r = qb * BQ + rt * 16 + g + 8 * hh;
+            if (r >= a.Tq) continue;
+#pragma unroll
+            for (int no = 0; no < NOW; no++)
+                atomic_add2(acc + (long)r * HS + c0 + no * 8 + 2 * t4, dq[no][2 * hh], dq[no][2 * hh + 1]);
+        }
+        return;
+    }
     const int turn = kb, last = a.qmax[qb] / BKV;   // contributors: key blocks 0 .. last
     int *sem = a.dq_sem + ((long)b * a.NH + h) * nqb + qb;
     if (tid == 0) attn_wait_turn(sem, turn);
     __syncthreads();
-    float *acc = a.dq_acc + ((long)b * a.NH + h) * a.Tq * HS;
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         const int r = qb * BQ + rt * 16 + g + 8 * hh;
@@ -1050,12 +1086,12 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 }
 
 // ---- backward: dK, dV -----------------------------------------------------------------------
-// CTA: (b, h) = blockIdx.x, keys [k0, k0 + 16*NW), k0 = blockIdx.y * 16*NW (fused: the same
-// numbering, by ticket). Warp w owns keys k0 + 16w .. +15 (rows of S^T, dK, dV). Query blocks
-// of BQ rows that see the keys are visited in ascending order (fused: descending),
+// CTA: (b, h) = blockIdx.x, keys [k0, k0 + 16*NW), k0 = blockIdx.y * 16*NW (DQ_ORDERED: the
+// same numbering, by ticket). Warp w owns keys k0 + 16w .. +15 (rows of S^T, dK, dV). Query
+// blocks of BQ rows that see the keys are visited in ascending order (DQ_ORDERED: descending),
 // double-buffered. KV_REGS keeps the warp's K and V fragments in registers (small heads);
 // otherwise they are re-read from shared memory per query block.
-// FUSED_DQ: dQ here too, no dQ kernel (5 tile products instead of 7). Per query block the CTA
+// DQ_ORDERED: dQ here too, no dQ kernel (5 tile products instead of 7). Per query block the CTA
 // puts dS in shared memory and computes its partial dQ = dS K over its keys; the partials of
 // the key blocks that see a query block (0 .. qmax / BKV) are summed in fp32 in dq_acc in
 // ascending key-block order, each CTA waiting for its turn on the block's semaphore: a fixed
@@ -1068,13 +1104,17 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // (k steps for key block k, at the start). In descending order both meet q at the same step
 // (the blocks from the end), so k waits only for k - 1's add of that step: the resident CTAs of
 // a head run skewed by one add each, not by one step, and read the same Q / dO tiles together.
+// DQ_ATOMIC: the same partial dQ, added into dq_acc (zeroed before) by fp32 atomics as it comes,
+// query blocks ascending as in the split kernel (at each step the CTAs of a head are at
+// different query blocks: few adds to the same address at once); attn_dq_finish_kernel then
+// adds dq_acc into dq. No waits; the sum order, and so its rounding, varies from run to run.
 // WG 1, 2: the products as wgmma, one per warpgroup of 64 keys (sm_90a; hs 64 or 128, query
 // blocks of 32 or 64; K, V from shared memory where not KV_REGS). WG 3 (split only) pipelines the
 // query blocks as the dQ kernel does its key blocks: S^T and dP^T of the next query block run on
 // the tensor cores while the warpgroup computes this block's P^T and dS^T; Q, dO and their row
 // statistics are triple-buffered (this block's for dV and dK, the next one's in flight, the one
 // after arriving).
-template <int HS, int NW, int BQ, bool KV_REGS, bool FUSED_DQ = false, int WG = 0>
+template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -1085,6 +1125,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     constexpr int NO = HS / 8;   // n-tiles of dK, dV (head dim)
     static_assert(BQ % 16 == 0 && BQ >= MIN_QBLOCK, "query block");
     constexpr bool W = WG != 0, PIPE = WG == 3;
+    constexpr bool FUSED_DQ = DQ != DQ_SPLIT, ORDERED = DQ == DQ_ORDERED;
     constexpr int QBUF = PIPE ? 3 : 2;   // buffers of the query-block tiles and statistics
     static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && BQ % 32 == 0 && (!FUSED_DQ || (NW == 4 && HS == 64))),
                   "wgmma: warpgroups of 64 keys, query blocks of 32 or 64 (fused: one warpgroup, hs 64)");
@@ -1099,11 +1140,11 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     int *s_pos = reinterpret_cast<int *>(s_D + QBUF * BQ);          // QBUF x BQ
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
-    // The CTA's tile: (b*NH + h, key block kb) = blockIdx. Fused: the tile of the CTA's ticket,
+    // The CTA's tile: (b*NH + h, key block kb) = blockIdx. Ordered: the tile of the CTA's ticket,
     // tickets taken in the order CTAs start, tiles numbered key block by key block, so the key
     // block a CTA waits for belongs to a CTA that started before it, in any dispatch order.
     int bh = blockIdx.x, kb = blockIdx.y;
-    if constexpr (FUSED_DQ) {
+    if constexpr (ORDERED) {
         __shared__ int s_ticket;
         if (tid == 0) s_ticket = atomicAdd(a.dq_ticket, 1);
         __syncthreads();
@@ -1115,13 +1156,13 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     const int nqb = (Tq + BQ - 1) / BQ;
 
     // The query blocks that see key k0 or later (the table is uniform across the CTA): ascending;
-    // fused, descending (STEP -1), see the comment above.
-    constexpr int STEP = FUSED_DQ ? -1 : 1;
+    // ordered, descending (STEP -1), see the comment above.
+    constexpr int STEP = ORDERED ? -1 : 1;
     auto seeing = [&](int blk) {   // blk, or the next block in STEP order that sees the keys; -1 or nqb: none
         while (blk >= 0 && blk < nqb && a.qmax[blk] < k0) blk += STEP;
         return blk;
     };
-    int qb = seeing(FUSED_DQ ? nqb - 1 : 0);
+    int qb = seeing(ORDERED ? nqb - 1 : 0);
     if (qb < 0 || qb >= nqb) return;  // no query sees these keys: nothing to add
 
     const long stat0 = ((long)b * a.NH + h) * Tq;
@@ -1253,7 +1294,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                                    dpt[nt][i]);
             if constexpr (W) fence_proxy_async();
             __syncthreads();
-            fused_dq_add<HS, NW, BQ, W>(a, sdS, sK, b, h, kb, qb, nqb);
+            fused_dq_add<HS, NW, BQ, W, DQ == DQ_ATOMIC>(a, sdS, sK, b, h, kb, qb, nqb);
         }
         __syncthreads();  // buffer `buf` is refilled by a later iteration's prefetch
         buf = PIPE ? (buf + 1) % 3 : buf ^ 1;
@@ -1274,6 +1315,17 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         }
     }
 #endif
+}
+
+// DQ_ATOMIC's last step: dq (b, t, h*hs + c) += scale * dq_acc (b, h, t, c), two columns a thread.
+__global__ void attn_dq_finish_kernel(AttnArgs a) {
+    const long n = (long)a.B * a.NH * a.Tq * a.hs / 2;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const long e = 2 * i, row = e / a.hs;   // row (b * NH + h) * Tq + t
+        const int c = (int)(e - row * a.hs), t = (int)(row % a.Tq), bh = (int)(row / a.Tq);
+        bf16_t *dst = a.dq + ((long)(bh / a.NH) * a.Tq + t) * a.ldq + (bh % a.NH) * a.hs + c;
+        add_bf16x2(dst, a.scale * a.dq_acc[e], a.scale * a.dq_acc[e + 1]);
+    }
 }
 
 // ---- backward: dQ -----------------------------------------------------------------------------

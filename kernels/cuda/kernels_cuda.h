@@ -120,6 +120,13 @@ void cuda_matmul_backward_dgelu_bf16(bf16 *dpre, float *dweight, float *dbias, c
 void cuda_matmul_gelu_select(int epilogue);
 int cuda_matmul_gelu_selected(void);   // 1: the epilogues (default), 0: the kernels (LSST_GELU=kernels)
 long cuda_matmul_gelu_fallbacks(void);
+// Where the bias gradients of the bf16 matmul backwards are summed: 0 = a column-sum kernel over
+// dout after the products (the default), 1 = in the dweight product's cuBLASLt epilogue (BGRADB;
+// falls back to the kernel where cuBLASLt offers no algorithm, counted). LSST_BGRAD=epilogue
+// (kernels) selects 1 (0) at cuda_kernels_init.
+void cuda_matmul_bgrad_select(int epilogue);
+int cuda_matmul_bgrad_selected(void);
+long cuda_matmul_bgrad_fallbacks(void);
 
 // ---- GELU (tanh approximation) / residual ---------------------------------------------------
 void cuda_gelu_forward(float *out, const float *inp, long n, cudaStream_t stream);
@@ -150,7 +157,8 @@ void cuda_attention_forward_bf16(bf16 *out, float *lse, const bf16 *q, const bf1
 // head sizes with a fused variant, fp32 dq partial sums: enough for every variant of hs).
 // dk/dv are written by one pass over query blocks per key block; dq by one pass over key
 // blocks per query block, or (fused variants) summed over key blocks in a fixed order: no
-// float atomics, deterministic.
+// float atomics, deterministic. The one exception: the atomic variants (LSST_ATTN_BWD=atomic,
+// never a default) sum dq by fp32 atomics; cuda_attention_bwd_deterministic says which.
 size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq, int hs);
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                              const float *q, const float *k, const float *v, const int *q_pos, int B, int Tq, int Tk,
@@ -167,6 +175,8 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
 int cuda_attention_variants(int hs);
 void cuda_attention_select(int hs, int fwd_variant, int bwd_variant);
 const char *cuda_attention_variant_name(int hs, int variant, int backward);
+// 1 if backward variant `variant` of hs (-1: the CUDA-core kernel) gives the same bits every run.
+int cuda_attention_bwd_deterministic(int hs, int variant);
 // The variant the bf16 calls use for hs now (-1: the CUDA-core kernel, also for head sizes without
 // tensor-core kernels).
 int cuda_attention_selected(int hs, int backward);

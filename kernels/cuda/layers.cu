@@ -97,6 +97,8 @@ template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, i
         colsum_kernel<T, 1><<<colsum_grid(OC, 1), BLOCK, 0, stream>>>(dbias, r.partial, r.tickets, dout, N, OC);
     cudaCheckLaunch();
 }
+// Used by matmul.cu: n floats of the reduction scratch (the bias gradients of its epilogue).
+float *cuda_reduction_scratch_floats(int n) { return reduction_scratch(n).partial; }
 template void cuda_colsum_accumulate<float>(float *, const float *, int, int, cudaStream_t);
 template void cuda_colsum_accumulate<bf16_t>(float *, const bf16_t *, int, int, cudaStream_t);
 

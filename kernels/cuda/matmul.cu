@@ -12,6 +12,11 @@
 // gelu'(x)), sparing a full pass over the (N, 4C) activations each way; or as the GELU kernels
 // after the product (LSST_GELU=kernels). H100, e2e shapes (RESULTS.md): the epilogue pair takes
 // 0.090 + 0.169 ms against 0.108 + 0.189 ms for product + kernel.
+// The bias gradients (bf16): by default a column-sum kernel over dout after the products
+// (cuda_colsum_accumulate); LSST_BGRAD=epilogue has the dweight product compute them in its
+// cuBLASLt epilogue instead (BGRADB: the sum of op(B) = dout over the contraction, the tokens),
+// sparing a pass over dout; the epilogue writes, so it writes into the reduction scratch and a
+// small add accumulates (the += contract). Not a default: not yet run on a GPU.
 #include <string.h>
 
 #include "cuda_common.h"
@@ -19,12 +24,15 @@
 typedef __nv_bfloat16 bf16_t;
 
 template <typename T> void cuda_colsum_accumulate(float *dbias, const T *dout, int N, int OC, cudaStream_t stream);
+float *cuda_reduction_scratch_floats(int n);
 
 // The epilogue of a cuBLASLt product (part of a plan's key).
-typedef enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU } Epi;
+typedef enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU, EPI_BGRADB } Epi;
 
 static bool gelu_epilogue = true;   // LSST_GELU=kernels: false
 static long gelu_fallbacks;  // epilogue wanted, cuBLASLt had no algorithm: the kernels ran
+static bool bgrad_epilogue = false;   // LSST_BGRAD=epilogue: true
+static long bgrad_fallbacks;   // likewise for the bias-gradient epilogue
 
 // D (m, n) col-major, ldd: D[j*ldd + i] = bias[i] (the bias of output channel i, every row j).
 template <typename T> __global__ void bias_broadcast_kernel(T *D, const T *bias, int m, int n, int ldd) {
@@ -84,8 +92,14 @@ static void plan_create(LtPlan *p, CudaKernels *kern) {
     if (p->epi != EPI_NONE) {
         const cublasLtEpilogue_t epi = p->epi == EPI_BIAS            ? CUBLASLT_EPILOGUE_BIAS
                                        : p->epi == EPI_GELU_AUX_BIAS ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                                                     : CUBLASLT_EPILOGUE_DGELU;
+                                       : p->epi == EPI_DGELU         ? CUBLASLT_EPILOGUE_DGELU
+                                                                     : CUBLASLT_EPILOGUE_BGRADB;
         cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    }
+    if (p->epi == EPI_BGRADB) {   // the bias gradient in fp32 (what D is here; said, not assumed)
+        const int32_t bias_type = CUDA_R_32F;
+        cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                   sizeof bias_type));
     }
     if (p->epi == EPI_GELU_AUX_BIAS || p->epi == EPI_DGELU) {  // the GELU's input: laid out like D
         const int64_t aux_ld = p->ldd;
@@ -132,7 +146,8 @@ void cuda_matmul_cache_clear(void) {
 // D (m,n; ldd) = epilogue(op(A) op(B) + beta D) through cuBLASLt, fp32 compute; false (nothing
 // done) when cuBLASLt has no algorithm for the case. A, B of ab_type, D of d_type; the bias (m,
 // EPI_BIAS / EPI_GELU_AUX_BIAS) of d_type (cuBLASLt's rule); aux (m,n; ldd) of d_type is the
-// GELU's input, written by EPI_GELU_AUX_BIAS and read by EPI_DGELU.
+// GELU's input, written by EPI_GELU_AUX_BIAS and read by EPI_DGELU. EPI_BGRADB: `bias` (n, fp32)
+// is written with the column sums of op(B) (k x n).
 static bool gemm_lt(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
                     const void *B, int ldb, void *D, int ldd, cudaDataType ab_type, cudaDataType d_type, float beta,
                     Epi epi, const void *bias, void *aux, cudaStream_t stream) {
@@ -198,12 +213,29 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                              &beta, D, d_type, ldd, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// dweight (fp32, +=) = dout^T @ inp with dbias (fp32, +=) = colsum(dout) in the product's epilogue
+// (bf16, LSST_BGRAD=epilogue); false (nothing done) where cuBLASLt has no algorithm for it.
+static bool dweight_bgrad_lt(float *dweight, float *dbias, const bf16_t *dout, const bf16_t *inp, int N, int C, int OC,
+                             cudaStream_t stream) {
+    if (!bgrad_epilogue || !dbias || N <= 0 || C <= 0 || OC <= 0) return false;
+    float *sums = cuda_reduction_scratch_floats(OC);
+    if (!gemm_lt(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, CUDA_R_16BF, CUDA_R_32F, 1.0f,
+                 EPI_BGRADB, sums, NULL, stream)) {
+        bgrad_fallbacks++;
+        return false;
+    }
+    cuda_residual_forward(dbias, dbias, sums, OC, stream);
+    return true;
+}
+
 // dinp (T) = dout @ weight + beta dinp (beta 1: += in the GEMM, 0: written); dweight (fp32, +=) =
 // dout^T @ inp; dbias (fp32, +=) = colsum(dout).
 template <typename T>
 static void matmul_backward_t(T *dinp, float *dweight, float *dbias, const T *dout, const T *inp, const T *weight,
                               int N, int C, int OC, cudaDataType type, float beta, cudaStream_t stream) {
     if (dinp) gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dinp, C, type, type, beta, NULL, stream);
+    if constexpr (sizeof(T) == 2)
+        if (dweight_bgrad_lt(dweight, dbias, dout, inp, N, C, OC, stream)) return;
     gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, type, CUDA_R_32F, 1.0f, NULL, stream);
     if (dbias) cuda_colsum_accumulate<T>(dbias, dout, N, OC, stream);
 }
@@ -213,11 +245,17 @@ static void matmul_backward_t(T *dinp, float *dweight, float *dbias, const T *do
 // (not accumulated), then that product's dweight and dbias as matmul_backward_t.
 static bool gelu_in_epilogue(int N, int C, int OC) { return gelu_epilogue && N > 0 && C > 0 && OC > 0; }
 
-void cuda_matmul_apply_env(void) {
-    const char *e = getenv("LSST_GELU");
+// LSST_GELU, LSST_BGRAD: "epilogue" or "kernels" (unset or empty: the default).
+static void apply_epilogue_env(const char *name, bool *epilogue) {
+    const char *e = getenv(name);
     if (!e || !*e) return;
-    cudaRequire(!strcmp(e, "epilogue") || !strcmp(e, "kernels"), "LSST_GELU=%s: expected epilogue or kernels", e);
-    gelu_epilogue = !strcmp(e, "epilogue");
+    cudaRequire(!strcmp(e, "epilogue") || !strcmp(e, "kernels"), "%s=%s: expected epilogue or kernels", name, e);
+    *epilogue = !strcmp(e, "epilogue");
+}
+
+void cuda_matmul_apply_env(void) {
+    apply_epilogue_env("LSST_GELU", &gelu_epilogue);
+    apply_epilogue_env("LSST_BGRAD", &bgrad_epilogue);
 }
 
 extern "C" {
@@ -225,6 +263,9 @@ extern "C" {
 void cuda_matmul_gelu_select(int epilogue) { gelu_epilogue = epilogue != 0; }
 int cuda_matmul_gelu_selected(void) { return gelu_epilogue; }
 long cuda_matmul_gelu_fallbacks(void) { return gelu_fallbacks; }
+void cuda_matmul_bgrad_select(int epilogue) { bgrad_epilogue = epilogue != 0; }
+int cuda_matmul_bgrad_selected(void) { return bgrad_epilogue; }
+long cuda_matmul_bgrad_fallbacks(void) { return bgrad_fallbacks; }
 
 void cuda_matmul_gelu_forward_bf16(bf16 *out, bf16 *pre, const bf16 *inp, const bf16 *weight, const bf16 *bias,
                                    int N, int C, int OC, cudaStream_t stream) {

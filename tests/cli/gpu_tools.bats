@@ -35,6 +35,19 @@ TAP
   [ "$output" = "64=1/1" ]   # v12 failed once; v13 passed only at hs 128
 }
 
+@test "attn_table --best: an atomic (not deterministic) backward is never the e2e pair's" {
+  echo "lsst,64,8192,1,12,v2,0.95,1.0,105,200,180,v0,v2" >> ours.csv
+  { cat tests.log
+    echo "ok 8 - attention_backward bf16 self hs=64 [v2: -; fused dkdv+dq 4 warps x 16 keys, query blocks of 64 (KV regs true), dq summed by fp32 atomics (not deterministic), wgmma] (dq err 1e-3)"
+  } > atomic.log
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" --best 64 8192 ours.csv atomic.log
+  [ "$status" -eq 0 ]
+  [ "$output" = "64=1/1" ]   # v2's backward is the fastest and passed, but sums dq by atomics
+  sed -i 's/by fp32 atomics (not deterministic)/in key-block order/' atomic.log
+  run "$PY" "$REPO/tests/bench/gpu/attn_table.py" --best 64 8192 ours.csv atomic.log
+  [ "$output" = "64=1/2" ]
+}
+
 @test "attn_table's table with the kernel tests shows only tested variants as best" {
   run "$PY" "$REPO/tests/bench/gpu/attn_table.py" ours.csv /dev/null tests.log
   [ "$status" -eq 0 ]

@@ -268,6 +268,11 @@ static inline int atomicAdd(int *p, int v) {
     *p = old + v;
     return old;
 }
+static inline float atomicAdd(float *p, float v) {
+    const float old = *p;
+    *p = old + v;
+    return old;
+}
 static inline int atomicMin(int *p, int v) {
     const int old = *p;
     *p = std::min(old, v);

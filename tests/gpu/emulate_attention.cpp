@@ -248,16 +248,21 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         EmuDim3 g2;
         g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
         emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
-        constexpr bool FUSED = NWQ == 0;   // dQ in the dK/dV kernel, summed in key-block order
+        constexpr int DQ = dq_kind(NWQ);   // dQ in its own kernel, or in the dK/dV kernel (ordered, atomic)
         constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;   // as attention.cu's launch_bwd
-        vector<int> sem(FUSED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) : 0, 0);   // ticket, semaphores
-        vector<float> acc(FUSED ? (size_t)c.B * c.NH * c.Tq * HS : 0, NAN);
+        vector<int> sem(DQ == DQ_ORDERED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) : 0, 0);   // ticket, semaphores
+        vector<float> acc(DQ != DQ_SPLIT ? (size_t)c.B * c.NH * c.Tq * HS : 0, DQ == DQ_ATOMIC ? 0.0f : NAN);
         a.dq_ticket = sem.data(), a.dq_sem = sem.data() + 1, a.dq_acc = acc.data();
         memset(attn_smem, 0xFF, sizeof attn_smem);
         EmuDim3 g3;
         g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
-        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, FUSED, WG_KV>(a); });
-        if constexpr (!FUSED) {
+        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, DQ, WG_KV>(a); });
+        if constexpr (DQ == DQ_ATOMIC) {
+            EmuDim3 g5;
+            g5.x = 3, g5.y = 1;   // fewer threads than pairs: the grid-stride loop too
+            emu::launch(g5, 64, [&] { attn_dq_finish_kernel(a); });
+        }
+        if constexpr (DQ == DQ_SPLIT) {
             memset(attn_smem, 0xFF, sizeof attn_smem);
             EmuDim3 g4;
             g4.x = c.B * c.NH, g4.y = cdiv(c.Tq, 16 * NWQ);

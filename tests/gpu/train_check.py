@@ -11,9 +11,10 @@ TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
   resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
   --plan:                                     equal to the reported mem_peak (device bytes)
   LSST_GELU=kernels / LSST_ATTN_BWD=fused:    1 rank vs cpu, 2 ranks (both set) vs cuda 1 rank: as above
+  / LSST_BGRAD=epilogue:                      (LSST_BGRAD: 1 rank vs cpu)
   head size 64 (defaults, LSST_ATTN_WGMMA=0,  the same against a cpu run at head size 64; on an sm_90 GPU
-  LSST_ATTN_BWD=fused):                       the default and fused runs' kernels line names wgmma
-                                              forward and backward
+  LSST_ATTN_BWD=fused, LSST_ATTN_BWD=atomic   the default, fused and atomic runs' kernels line names
+  with wgmma and mma.sync):                   wgmma forward and backward
   comm: nccl (the runs named in $NCCL_RUNS):  1 rank: loss and grad_norm bitwise equal to comm: mpi
                                               (no collective runs); more ranks: as multi-rank above
 """
@@ -73,7 +74,8 @@ compare("cuda vs cpu, 1 rank, 50 steps", cuda, cpu)
 for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg-2x1", "cuda-mg-4x1", "cuda-mg-2x2"]:
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
 if os.environ.get("BACKEND", "cuda") == "cuda":
-    for run, what in [("cuda-1-gelu-kernels", "LSST_GELU=kernels"), ("cuda-1-fused-bwd", "LSST_ATTN_BWD=fused")]:
+    for run, what in [("cuda-1-gelu-kernels", "LSST_GELU=kernels"), ("cuda-1-fused-bwd", "LSST_ATTN_BWD=fused"),
+                      ("cuda-1-bgrad-epilogue", "LSST_BGRAD=epilogue")]:
         compare(f"{run} ({what}) vs cpu, 1 rank", steps(run), cpu)
     for run in ["cuda-2x1-opt", "cuda-mg-2x1-opt"]:
         compare(f"{run} (both) vs cuda 1 rank", steps(run), cuda)
@@ -84,6 +86,9 @@ if os.environ.get("BACKEND", "cuda") == "cuda":
     compare("cuda-hs64-wgmma-fused vs cpu, head size 64, 1 rank", steps("cuda-hs64-wgmma-fused"), cpu64)
     kernels_used("cuda-hs64-wgmma-fused")
     compare("cuda-hs64-2x1-wgmma (fused) vs cuda 1 rank, head size 64", steps("cuda-hs64-2x1-wgmma"), cuda64)
+    compare("cuda-hs64-atomic (LSST_ATTN_BWD=atomic) vs cpu, head size 64, 1 rank", steps("cuda-hs64-atomic"), cpu64)
+    kernels_used("cuda-hs64-atomic")
+    compare("cuda-hs64-mma-atomic (mma.sync) vs cpu, head size 64, 1 rank", steps("cuda-hs64-mma-atomic"), cpu64)
 for run in os.environ.get("NCCL_RUNS", "").split():
     if run == "cuda-1-nccl":
         a, b = steps(run), cuda

@@ -6,10 +6,12 @@
 #   - evaluation (steps 25, 50) within the same tolerance;
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
 #   - learning: the loss falls;
-#   - the non-default kernel choices (LSST_GELU=kernels, LSST_ATTN_BWD=fused, both; 1 rank and
-#     lss 2x1 / megatron-sp 2x1) within the same tolerance of cpu / of cuda 1 rank; at head size
+#   - the non-default kernel choices (LSST_GELU=kernels, LSST_ATTN_BWD=fused, both, and
+#     LSST_BGRAD=epilogue; 1 rank and lss 2x1 / megatron-sp 2x1) within the same tolerance of
+#     cpu / of cuda 1 rank; at head size
 #     64 the defaults (on an sm_90 GPU the wgmma variants: the run's kernels line must name them),
-#     the mma.sync variants (LSST_ATTN_WGMMA=0) and the fused backward likewise;
+#     the mma.sync variants (LSST_ATTN_WGMMA=0), the fused backward and the atomic one
+#     (LSST_ATTN_BWD=atomic, wgmma and mma.sync) likewise;
 #   - comm: nccl: 1 rank bitwise equal to comm: mpi; with 2+ GPUs lss 2x1 (+ zigzag/regather)
 #     and megatron-sp 2x1 (2x2 of both with 4+ GPUs), one GPU per rank, equal 1 rank; with one
 #     GPU, 2 ranks with comm: nccl are refused with a clear message.
@@ -70,6 +72,7 @@ run cuda-1-resumed 1 "${cuda[@]}" --resume "$W/cuda-1/checkpoints/step-000025.h5
 if [ "${BACKEND:-cuda}" = cuda ]; then   # train_check.py compares these by name (cuda-1-*, cuda-*-opt)
   LSST_GELU=kernels run cuda-1-gelu-kernels 1 "${cuda[@]}"
   LSST_ATTN_BWD=fused run cuda-1-fused-bwd 1 "${cuda[@]}"
+  LSST_BGRAD=epilogue run cuda-1-bgrad-epilogue 1 "${cuda[@]}"
   # shellcheck disable=SC2046
   LSST_GELU=kernels LSST_ATTN_BWD=fused run cuda-2x1-opt 2 "${cuda[@]}" $(lss 2 1)
   # shellcheck disable=SC2046
@@ -84,6 +87,9 @@ if [ "${BACKEND:-cuda}" = cuda ]; then   # train_check.py compares these by name
   LSST_ATTN_BWD=fused run cuda-hs64-wgmma-fused 1 "${cuda[@]}" "${hs64[@]}"
   # shellcheck disable=SC2046
   LSST_ATTN_BWD=fused run cuda-hs64-2x1-wgmma 2 "${cuda[@]}" "${hs64[@]}" $(lss 2 1)
+  # dQ by fp32 atomics (not deterministic): the wgmma kernel on sm_90, the mma.sync one elsewhere
+  LSST_ATTN_BWD=atomic run cuda-hs64-atomic 1 "${cuda[@]}" "${hs64[@]}"
+  LSST_ATTN_WGMMA=0 LSST_ATTN_BWD=atomic run cuda-hs64-mma-atomic 1 "${cuda[@]}" "${hs64[@]}"
 fi
 NCCL_RUNS=
 nccl() {  # nccl NAME RANKS [--set ...]: a comm: nccl run, compared with cuda-1 by train_check.py

@@ -43,8 +43,10 @@ TEST_LINE = re.compile(r"^(not ok|ok) \d+ - attention_(forward|backward) bf16 .*
 
 
 def passed_variants(logs, hs):
-    """{"fwd": set, "bwd": set} of head size hs's variants with an "ok" and no "not ok" in logs."""
+    """{"fwd": set, "bwd": set} of head size hs's variants with an "ok" and no "not ok" in logs;
+    "nondet": the backward variants whose name says they are not deterministic (fp32 atomics)."""
     seen = {"fwd": {}, "bwd": {}}
+    nondet = set()
     for path in logs:
         try:
             lines = open(path, errors="replace").read().splitlines()
@@ -56,7 +58,11 @@ def passed_variants(logs, hs):
             if m and int(m.group(3)) == hs:
                 side, n = ("fwd" if m.group(2) == "forward" else "bwd"), int(m.group(4))
                 seen[side][n] = seen[side].get(n, True) and m.group(1) == "ok"
-    return {side: {n for n, good in v.items() if good} for side, v in seen.items()}
+                if side == "bwd" and "atomics (not deterministic)" in line:
+                    nondet.add(n)
+    passed = {side: {n for n, good in v.items() if good} for side, v in seen.items()}
+    passed["nondet"] = nondet
+    return passed
 
 
 def fv(r):   # the forward variant a row ran (a row vN may have run variant 0 on one side)
@@ -69,10 +75,11 @@ def bv(r):
 
 def best_pair(rows, hs, T, passed=None):
     """The (fwd, bwd) variant numbers of the fastest forward and backward at (hs, T) (among
-    `passed` when given), or None."""
+    `passed` when given, the backward among the deterministic ones: the atomic variants are timed
+    end to end on their own), or None."""
     mine = [r for r in rows if r["impl"] == "lsst" and int(r["hs"]) == hs and int(r["seq"]) == T]
     fwd = [r for r in mine if passed is None or fv(r) in passed["fwd"]]
-    bwd = [r for r in mine if passed is None or bv(r) in passed["bwd"]]
+    bwd = [r for r in mine if passed is None or (bv(r) in passed["bwd"] and bv(r) not in passed["nondet"])]
     if not fwd or not bwd:
         return None
     return fv(min(fwd, key=lambda r: float(r["fwd_ms"]))), bv(min(bwd, key=lambda r: float(r["bwd_ms"])))

@@ -208,7 +208,19 @@ int main(int argc, char **argv) {
             });
             snprintf(name, sizeof name, "%s_bwd", p.name);
             row(name, sh, p.bwd_calls, ms, 0, 2.0 * flops);
+            // The same with its bias gradient in the dweight product's epilogue (LSST_BGRAD=epilogue:
+            // not a default, 0 calls; against this row + the colsum row of its width).
+            const int bgrad_default = cuda_matmul_bgrad_selected();
+            cuda_matmul_bgrad_select(1);
+            ms = median_ms([&] {
+                cuda_matmul_backward_bf16(dinp, dweight, db, p.o, p.inp, w, N, p.in, p.outc, stream);
+            });
+            cuda_matmul_bgrad_select(bgrad_default);
+            snprintf(name, sizeof name, "%s_bwd_bgrad_epilogue", p.name);
+            row(name, sh, 0, ms, 0, 2.0 * flops);
         }
+        fprintf(stderr, "# bias-gradient epilogue fallbacks (cuBLASLt had no algorithm): %ld\n",
+                cuda_matmul_bgrad_fallbacks());
         // The MLP's product + GELU pair, both ways (the epilogues, default, or LSST_GELU=kernels):
         // the default way counts L calls per step, the other 0.
         const int epi_default = cuda_matmul_gelu_selected();
