@@ -111,10 +111,13 @@ const char *gpu_device_name(const Gpu *g) { return g->name; }
 
 void gpu_kernels_line(const Model *m, char *buf, size_t n) {
     const int hs = m->C / m->NH, f = cuda_attention_selected(hs, 0), b = cuda_attention_selected(hs, 1);
-    snprintf(buf, n, "attention (head size %d): forward v%d %s | backward v%d %s | GELU: %s | bias gradients: %s", hs,
-             f, cuda_attention_variant_name(hs, f, 0), b, cuda_attention_variant_name(hs, b, 1),
+    snprintf(buf, n,
+             "attention (head size %d): forward v%d %s | backward v%d %s | GELU: %s | bias gradients: %s | "
+             "LayerNorm: %s",
+             hs, f, cuda_attention_variant_name(hs, f, 0), b, cuda_attention_variant_name(hs, b, 1),
              cuda_matmul_gelu_selected() ? "cuBLASLt epilogues" : "kernels",
-             cuda_matmul_bgrad_selected() ? "cuBLASLt epilogues" : "kernels");
+             cuda_matmul_bgrad_selected() ? "cuBLASLt epilogues" : "kernels",
+             cuda_layernorm_selected() ? "fused" : "split");
 }
 
 // ---- open / close ---------------------------------------------------------------------------

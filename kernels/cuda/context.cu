@@ -1,5 +1,7 @@
 // Module state of the CUDA kernels: cuBLAS / cuBLASLt handles, their workspace, and the scratch
 // of the two-pass reductions. One per process (one GPU per rank).
+#include <string.h>
+
 #include "cuda_common.h"
 
 static CudaKernels g_kernels;
@@ -52,6 +54,7 @@ void cuda_kernels_init(size_t scratch_bytes) {
     k->initialized = 1;
     cuda_attention_apply_env();
     cuda_matmul_apply_env();
+    cuda_layers_apply_env();
 }
 
 void cuda_kernels_shutdown(void) {
@@ -78,8 +81,16 @@ size_t cuda_kernels_plan_bytes(size_t scratch_bytes) {
     return WORKSPACE_BYTES + (scratch_bytes ? scratch_bytes : DEFAULT_SCRATCH_BYTES);
 }
 
-// Two fp32 partial arrays (e.g. dweight and dbias) of REDUCE_CHUNKS rows each, and an int ticket
-// per 32 columns (layers.cu: reduction_scratch).
+// Two fp32 partial arrays (e.g. dweight and dbias) of REDUCE_CHUNKS rows each (LN_CHUNKS for the
+// fused LayerNorm backward), and an int ticket per 32 columns (layers.cu: reduction_scratch).
 size_t cuda_kernels_reduction_bytes(int cols) {
-    return (size_t)2 * REDUCE_CHUNKS * (size_t)cols * sizeof(float) + (size_t)(cols + 31) / 32 * sizeof(int);
+    const size_t chunks = (int)LN_CHUNKS > (int)REDUCE_CHUNKS ? (size_t)LN_CHUNKS : (size_t)REDUCE_CHUNKS;
+    return 2 * chunks * (size_t)cols * sizeof(float) + (size_t)(cols + 31) / 32 * sizeof(int);
+}
+
+void cuda_env_choice(const char *name, const char *on, const char *off, bool *flag) {
+    const char *e = getenv(name);
+    if (!e || !*e) return;
+    cudaRequire(!strcmp(e, on) || !strcmp(e, off), "%s=%s: expected %s or %s", name, e, on, off);
+    *flag = !strcmp(e, on);
 }

@@ -57,8 +57,14 @@ CudaKernels *cuda_kernels(void);
 void cuda_matmul_cache_clear(void);
 // attention.cu: the environment's choice of attention kernels (LSST_ATTN_BWD), at init.
 void cuda_attention_apply_env(void);
-// matmul.cu: the environment's choice of where the MLP's GELU runs (LSST_GELU), at init.
+// matmul.cu: the environment's choice of where the MLP's GELU and the bias gradients run
+// (LSST_GELU, LSST_BGRAD), at init.
 void cuda_matmul_apply_env(void);
+// layers.cu: the environment's choice of LayerNorm kernels (LSST_LN), at init.
+void cuda_layers_apply_env(void);
+// *flag = true if the environment variable `name` is `on`, false if `off`; unset or empty: left
+// alone; anything else refused (cudaRequire).
+void cuda_env_choice(const char *name, const char *on, const char *off, bool *flag);
 // layers.cu: d = gelu'(inp) d in place (bf16), for matmul.cu's GELU backward without the epilogue.
 void cuda_gelu_backward_inplace_bf16(bf16 *d, const bf16 *inp, long n, cudaStream_t stream);
 

@@ -6,6 +6,11 @@
 // Row chunks of the column reductions (a multiple of 16: layers_kernels.h sum_chunks): a constant,
 // so results depend only on shapes.
 enum { REDUCE_CHUNKS = 64 };
+// Row chunks of the LayerNorm backward with its column sums in the same pass (LSST_LN=fused): 256
+// blocks of 8 warps, about two per SM of an H100 (a constant too; a multiple of 8).
+enum { LN_CHUNKS = 256 };
+// The widest row a LayerNorm kernel keeps in registers: LN_MAX_GROUPS groups of V elements a lane.
+enum { LN_MAX_GROUPS = 4 };
 // Blocks of the sum of squares' first pass (constant for the same reason).
 enum { SUMSQ_BLOCKS = 256 };
 

@@ -74,6 +74,13 @@ void cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *i
 void cuda_layernorm_forward_bf16(bf16 *out, float *mean, float *rstd, const bf16 *inp, const float *weight,
                                  const float *bias, int N, int C, cudaStream_t stream);
 // dinp (N,C) +=; dweight, dbias (C) fp32 += (column sums through the module scratch).
+// Which kernels: 0 (the default, "split") one warp per row re-reading the row for each pass, the
+// backward's column sums in a kernel of their own; 1 ("fused") the row in registers (C <= 1024
+// for bf16, 512 for fp32 rows 16-byte aligned; wider rows take the split kernels), the backward's
+// column sums in the same pass as dinp (same out, mean, rstd, dinp bits; dweight, dbias summed in
+// another fixed order). LSST_LN=fused (split) selects 1 (0) at cuda_kernels_init.
+void cuda_layernorm_select(int fused);
+int cuda_layernorm_selected(void);
 void cuda_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                              const float *weight, const float *mean, const float *rstd, int N, int C,
                              cudaStream_t stream);

@@ -8,6 +8,8 @@
 #include "cuda_common.h"
 #include "layers_kernels.h"
 
+static bool ln_fused = false;   // LSST_LN=fused: the LayerNorm kernels with the row in registers
+
 template <typename T>
 static void embedding_forward_t(T *out, const int *tokens, const float *wte, const float *wpe, int B, int T_, int C,
                                 cudaStream_t stream) {
@@ -48,6 +50,26 @@ static ReductionScratch reduction_scratch(int cols) {
     return {(float *)k->scratch, (int *)((char *)k->scratch + k->scratch_bytes) - ceil_div_u(cols, 32)};
 }
 
+// The LayerNorm kernels with the row in registers, V elements a load; false (nothing launched)
+// where a row does not fit.
+template <typename T, int V>
+static bool layernorm_forward_rows(T *out, float *mean, float *rstd, const T *inp, const float *weight,
+                                   const float *bias, int N, int C, cudaStream_t stream) {
+    return with_row_groups<V>(C, [&](auto g) {
+        layernorm_forward_rows_kernel<T, V, decltype(g)::value>
+            <<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+    });
+}
+template <typename T, int V>
+static bool layernorm_backward_fused(T *dinp, float *partial_w, float *partial_b, const T *dout, const T *inp,
+                                     const float *weight, const float *mean, const float *rstd, int N, int C,
+                                     cudaStream_t stream) {
+    return with_row_groups<V>(C, [&](auto g) {
+        layernorm_backward_fused_kernel<T, V, decltype(g)::value><<<dim3(1, LN_CHUNKS), BLOCK, 0, stream>>>(
+            dinp, partial_w, partial_b, dout, inp, weight, mean, rstd, N, C);
+    });
+}
+
 // Grid of the column reductions (layers_kernels.h): 32*V columns per block, REDUCE_CHUNKS row chunks.
 static dim3 colsum_grid(int cols, int V) { return dim3(ceil_div_u(cols, 32 * V), REDUCE_CHUNKS); }
 
@@ -56,7 +78,13 @@ static void layernorm_forward_t(T *out, float *mean, float *rstd, const T *inp, 
                                 int N, int C, cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
     const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
-    if (C % vec16<T>() == 0 && aligned16(out, inp, weight, bias))
+    const bool vec = C % vec16<T>() == 0 && aligned16(out, inp, weight, bias);
+    if (ln_fused && (vec ? layernorm_forward_rows<T, vec16<T>()>(out, mean, rstd, inp, weight, bias, N, C, stream)
+                         : layernorm_forward_rows<T, 1>(out, mean, rstd, inp, weight, bias, N, C, stream))) {
+        cudaCheckLaunch();
+        return;
+    }
+    if (vec)
         layernorm_forward_kernel<T, vec16<T>()><<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
     else
         layernorm_forward_kernel<T, 1><<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
@@ -69,7 +97,22 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
                                  cudaStream_t stream) {
     if (N <= 0 || C <= 0) return;
     const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
-    if (C % vec16<T>() == 0 && aligned16(dinp, dout, inp, weight))
+    const bool vec = C % vec16<T>() == 0 && aligned16(dinp, dout, inp, weight);
+    if (ln_fused) {   // one pass: dinp and the chunks' column partials, then their sum
+        const ReductionScratch r = reduction_scratch(C);
+        float *partial_w = r.partial, *partial_b = r.partial + (size_t)LN_CHUNKS * C;
+        if (vec ? layernorm_backward_fused<T, vec16<T>()>(dinp, partial_w, partial_b, dout, inp, weight, mean, rstd,
+                                                           N, C, stream)
+                : layernorm_backward_fused<T, 1>(dinp, partial_w, partial_b, dout, inp, weight, mean, rstd, N, C,
+                                                 stream)) {
+            cudaCheckLaunch();
+            columns_finish_kernel<<<ceil_div_u(C, 32), BLOCK, 0, stream>>>(dweight, dbias, partial_w, partial_b,
+                                                                          LN_CHUNKS, C);
+            cudaCheckLaunch();
+            return;
+        }
+    }
+    if (vec)
         layernorm_backward_dinp_kernel<T, vec16<T>()><<<grid, BLOCK, 0, stream>>>(dinp, dout, inp, weight, mean, rstd,
                                                                                   N, C);
     else
@@ -149,7 +192,12 @@ void cuda_gelu_backward_inplace_bf16(bf16 *d, const bf16 *inp, long n, cudaStrea
     gelu_backward_inplace_t<bf16_t>(d, inp, n, stream);
 }
 
+void cuda_layers_apply_env(void) { cuda_env_choice("LSST_LN", "fused", "split", &ln_fused); }
+
 extern "C" {
+
+void cuda_layernorm_select(int fused) { ln_fused = fused != 0; }
+int cuda_layernorm_selected(void) { return ln_fused; }
 
 void cuda_embedding_forward(float *out, const int *tokens, const float *wte, const float *wpe, int B, int T, int C,
                             cudaStream_t stream) {

@@ -3,6 +3,8 @@
 #pragma once
 #include <math.h>
 
+#include <type_traits>
+
 #include "device_common.h"
 
 typedef __nv_bfloat16 bf16_t;
@@ -188,8 +190,8 @@ __global__ void layernorm_backward_dinp_kernel(T *dinp, const T *dout, const T *
 // adds the REDUCE_CHUNKS partials of its columns into the output, k = 0, 1, ... in order. Every
 // column is summed in the same order for any V and whichever block comes last, so V and the
 // schedule change the speed, not the bits; every order depends on the shapes only.
-static __device__ __forceinline__ void chunk_rows(int N, long *r0, long *r1) {
-    const long rows = (N + REDUCE_CHUNKS - 1) / REDUCE_CHUNKS;
+static __device__ __forceinline__ void chunk_rows(int N, long *r0, long *r1, int chunks = REDUCE_CHUNKS) {
+    const long rows = (N + chunks - 1) / chunks;
     *r0 = blockIdx.y * rows;
     *r1 = *r0 + rows < N ? *r0 + rows : N;
 }
@@ -296,6 +298,174 @@ __global__ void colsum_kernel(float *out, float *partial, int *tickets, const T 
     if (w == 0 && c < C)
         for (int k = 0; k < V; k++) partial[(long)blockIdx.y * C + c + k] = acc[k];
     if (last_block_of_columns(tickets)) finish_columns(out, nullptr, partial, nullptr, C, V);
+}
+
+// ---- layernorm with the row in registers (LSST_LN=fused; cuda_layernorm_select) -------------
+// The kernels above re-read a row from L1/L2 for each pass. These read it once: lane j keeps its
+// G groups (V elements from (j + 32 g) V, g < G = ceil(C / (32 V)) <= LN_MAX_GROUPS) in
+// registers. The arithmetic and its order are those of the kernels above, so out, mean, rstd and
+// dinp have the same bits (for the same V). The backward also sums its chunk's column partials
+// of dweight and dbias in the same pass, so x and dout are read once in all (the split form reads
+// them again in layernorm_backward_columns_kernel): block k = blockIdx.y of LN_CHUNKS takes rows
+// [k rows, (k+1) rows), warp w the rows r0 + w, r0 + w + 8, ... with the next row's x and dout in
+// flight while it computes one; each lane sums its own columns over its rows, the warps' sums are
+// added in warp order into partial[k, c], and columns_finish_kernel adds the chunks in order. Every
+// order depends on the shapes only (not on V: a column's sums follow the rows, whoever holds it).
+
+// Host side: f(std::integral_constant<int, G>()) for G = ceil(C / (32 V)), the groups of V
+// elements a lane holds of a row of C; false (f not called) when that exceeds LN_MAX_GROUPS.
+template <int V, typename F> static bool with_row_groups(int C, F f) {
+    static_assert(LN_MAX_GROUPS == 4, "with_row_groups: one case per group count");
+    switch ((C + 32 * V - 1) / (32 * V)) {
+    case 1: f(std::integral_constant<int, 1>()); return true;
+    case 2: f(std::integral_constant<int, 2>()); return true;
+    case 3: f(std::integral_constant<int, 3>()); return true;
+    case 4: f(std::integral_constant<int, 4>()); return true;
+    default: return false;
+    }
+}
+
+template <typename T, int V, int G>
+__device__ __forceinline__ void load_row(VecN<T, V> (&r)[G], const T *x, int C, int lane) {
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        if ((lane + 32 * g) * V < C) r[g] = load_vec<T, V>(x + (lane + 32 * g) * V);
+        else
+            for (int k = 0; k < V; k++) r[g].v[k] = from_float<T>(0.0f);   // never read; defined all the same
+}
+
+template <typename T, int V, int G>
+__global__ void layernorm_forward_rows_kernel(T *out, float *mean, float *rstd, const T *inp, const float *weight,
+                                              const float *bias, int N, int C) {
+    const long row = (long)blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    VecN<T, V> xv[G];
+    load_row<T, V, G>(xv, inp + row * C, C, lane);
+    float sum = 0.0f;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        if ((lane + 32 * g) * V < C)
+            for (int k = 0; k < V; k++) sum += to_float(xv[g].v[k]);
+    const float m = warp_sum(sum) / C;
+    float var = 0.0f;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        if ((lane + 32 * g) * V < C)
+            for (int k = 0; k < V; k++) {
+                const float d = to_float(xv[g].v[k]) - m;
+                var += d * d;
+            }
+    const float s = 1.0f / sqrtf(warp_sum(var) / C + 1e-5f);
+    T *o = out + row * C;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const int c0 = (lane + 32 * g) * V;
+        if (c0 >= C) continue;
+        const VecN<float, V> wv = load_params<V>(weight + c0), bv = load_params<V>(bias + c0);
+        VecN<T, V> ov;
+        for (int k = 0; k < V; k++) ov.v[k] = from_float<T>((to_float(xv[g].v[k]) - m) * s * wv.v[k] + bv.v[k]);
+        store_vec<T, V>(o + c0, ov);
+    }
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = s;
+    }
+}
+
+// One row of the fused backward: dinp += the row's input gradient (as layernorm_backward_dinp_kernel),
+// acc_w += norm * dout, acc_b += dout over the lane's columns.
+template <typename T, int V, int G>
+__device__ __forceinline__ void layernorm_backward_row(T *di, const VecN<T, V> (&xv)[G], const VecN<T, V> (&dv)[G],
+                                                       const float *weight, float m, float s, int C, int lane,
+                                                       float (&acc_w)[G][V], float (&acc_b)[G][V]) {
+    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        if ((lane + 32 * g) * V < C) {
+            const VecN<float, V> wv = load_params<V>(weight + (lane + 32 * g) * V);
+            for (int k = 0; k < V; k++) {
+                const float dnorm = wv.v[k] * to_float(dv[g].v[k]);
+                dnorm_mean += dnorm;
+                dnorm_norm_mean += dnorm * (to_float(xv[g].v[k]) - m) * s;
+            }
+        }
+    dnorm_mean = warp_sum(dnorm_mean) / C;
+    dnorm_norm_mean = warp_sum(dnorm_norm_mean) / C;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const int c0 = (lane + 32 * g) * V;
+        if (c0 >= C) continue;
+        VecN<T, V> iv = load_vec<T, V>(di + c0);
+        const VecN<float, V> wv = load_params<V>(weight + c0);
+        for (int k = 0; k < V; k++) {
+            const float d = to_float(dv[g].v[k]), norm = (to_float(xv[g].v[k]) - m) * s;
+            iv.v[k] = from_float<T>(to_float(iv.v[k]) + (wv.v[k] * d - dnorm_mean - norm * dnorm_norm_mean) * s);
+            acc_w[g][k] += norm * d;
+            acc_b[g][k] += d;
+        }
+        store_vec<T, V>(di + c0, iv);
+    }
+}
+
+// partial[blockIdx.y, c] = sum over the block's warps, in warp order, of acc[g][k] (column
+// (lane + 32 g) V + k of lane `lane` of each warp).
+template <int V, int G>
+__device__ __forceinline__ void store_chunk_sums(float *partial, const float (&acc)[G][V], int C) {
+    __shared__ float sums[WARPS_PER_BLOCK][32 * V];
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        for (int k = 0; k < V; k++) sums[w][lane * V + k] = acc[g][k];
+        __syncthreads();
+        for (int j = threadIdx.x; j < 32 * V; j += BLOCK) {
+            float t = 0.0f;
+            for (int i = 0; i < WARPS_PER_BLOCK; i++) t += sums[i][j];
+            if (32 * V * g + j < C) partial[(long)blockIdx.y * C + 32 * V * g + j] = t;
+        }
+        __syncthreads();   // sums is rewritten for the next group
+    }
+}
+
+template <typename T, int V, int G>
+__global__ void __launch_bounds__(BLOCK, 2) layernorm_backward_fused_kernel(T *dinp, float *partial_w, float *partial_b, const T *dout,
+                                                const T *inp, const float *weight, const float *mean,
+                                                const float *rstd, int N, int C) {
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    long r0, r1;
+    chunk_rows(N, &r0, &r1, (int)gridDim.y);
+    float acc_w[G][V], acc_b[G][V];
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        for (int k = 0; k < V; k++) acc_w[g][k] = acc_b[g][k] = 0.0f;
+    for (long n = r0 + w; n < r1; n += WARPS_PER_BLOCK) {
+        VecN<T, V> xv[G], dv[G];
+        load_row<T, V, G>(xv, inp + n * C, C, lane);
+        load_row<T, V, G>(dv, dout + n * C, C, lane);
+        layernorm_backward_row<T, V, G>(dinp + n * C, xv, dv, weight, mean[n], rstd[n], C, lane, acc_w, acc_b);
+    }
+    store_chunk_sums<V, G>(partial_w, acc_w, C);
+    store_chunk_sums<V, G>(partial_b, acc_b, C);
+}
+
+// out0[c] += sum_k partial0[k, c] (and out1 from partial1, if given), k < chunks: block x takes the
+// columns [32 x, 32 x + 32); warp w sums the chunks w, w + 8, ... in order, then the warps' sums
+// are added in warp order.
+__global__ void columns_finish_kernel(float *out0, float *out1, const float *partial0, const float *partial1,
+                                      int chunks, int C) {
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, c = blockIdx.x * 32 + lane;
+    float acc[2] = {0.0f, 0.0f};
+    if (c < C)
+#pragma unroll 8
+        for (int k = w; k < chunks; k += WARPS_PER_BLOCK) {
+            acc[0] += partial0[(long)k * C + c];
+            if (partial1) acc[1] += partial1[(long)k * C + c];
+        }
+    sum_over_warps(acc);
+    if (w == 0 && c < C) {
+        out0[c] += acc[0];
+        if (out1) out1[c] += acc[1];
+    }
 }
 
 // ---- GELU (tanh approximation, as GPT-2) / residual ---------------------------------------

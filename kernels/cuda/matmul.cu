@@ -245,17 +245,9 @@ static void matmul_backward_t(T *dinp, float *dweight, float *dbias, const T *do
 // (not accumulated), then that product's dweight and dbias as matmul_backward_t.
 static bool gelu_in_epilogue(int N, int C, int OC) { return gelu_epilogue && N > 0 && C > 0 && OC > 0; }
 
-// LSST_GELU, LSST_BGRAD: "epilogue" or "kernels" (unset or empty: the default).
-static void apply_epilogue_env(const char *name, bool *epilogue) {
-    const char *e = getenv(name);
-    if (!e || !*e) return;
-    cudaRequire(!strcmp(e, "epilogue") || !strcmp(e, "kernels"), "%s=%s: expected epilogue or kernels", name, e);
-    *epilogue = !strcmp(e, "epilogue");
-}
-
 void cuda_matmul_apply_env(void) {
-    apply_epilogue_env("LSST_GELU", &gelu_epilogue);
-    apply_epilogue_env("LSST_BGRAD", &bgrad_epilogue);
+    cuda_env_choice("LSST_GELU", "epilogue", "kernels", &gelu_epilogue);
+    cuda_env_choice("LSST_BGRAD", "epilogue", "kernels", &bgrad_epilogue);
 }
 
 extern "C" {

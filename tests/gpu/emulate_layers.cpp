@@ -230,6 +230,84 @@ template <typename T> static void test_layernorm(int N) {
     }
 }
 
+// The LayerNorm kernels with the row in registers (LSST_LN=fused), V = 1 and the vector width,
+// at widths that give 1 to 4 groups a lane: out, mean, rstd and dinp bitwise those of the split
+// kernels (same arithmetic, same order); dweight, dbias against the CPU twin, bitwise the same for
+// both V (their order follows the rows), and twice accumulates twice. `chunks` row chunks (the
+// backward's grid; LN_CHUNKS on the GPU, fewer here so that warps take several rows at small N).
+template <typename T> static void test_layernorm_fused(int N, int C, int chunks) {
+    const std::string name = std::string("layernorm fused C=") + std::to_string(C) + " N=" + std::to_string(N) +
+                             " chunks=" + std::to_string(chunks) + " " + P<T>::name;
+    if (!want(name)) return;
+    vector<float> x = act<T>(rnd((long)N * C, -2.0f, 3.0f)), w = rnd(C, 0.5f, 1.5f), b = rnd(C);
+    vector<float> ref((long)N * C), mean(N), rstd(N);
+    layernorm_forward(ref.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
+    vector<float> dout = act<T>(rnd((long)N * C)), i0 = act<T>(rnd((long)N * C)), w0 = rnd(C), b0 = rnd(C);
+    vector<float> ri = i0, rw = w0, rb = b0;
+    layernorm_backward(ri.data(), rw.data(), rb.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(), N,
+                       C);
+    const vector<T> xd = dev<T>(x), dd = dev<T>(dout);
+    vector<float> sums[2][2];   // [V = 1, vector][dweight, dbias]
+    auto run = [&](auto vc, int vi) {
+        constexpr int V = decltype(vc)::value;
+        const std::string tag = name + " V=" + std::to_string(V);
+        // the split kernels' results
+        vector<T> out = poisoned<T>((long)N * C), di = dev<T>(i0);
+        vector<float> m(N, NAN), r(N, NAN);
+        emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
+            layernorm_forward_kernel<T, V>(out.data(), m.data(), r.data(), xd.data(), w.data(), b.data(), N, C);
+        });
+        emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
+            layernorm_backward_dinp_kernel<T, V>(di.data(), dd.data(), xd.data(), w.data(), mean.data(), rstd.data(),
+                                                 N, C);
+        });
+        // the fused ones
+        vector<T> out_f = poisoned<T>((long)N * C), di_f = dev<T>(i0);
+        vector<float> m_f(N, NAN), r_f(N, NAN), pw((size_t)chunks * C, NAN), pb((size_t)chunks * C, NAN);
+        vector<float> gw = w0, gb = b0;
+        const bool fits = with_row_groups<V>(C, [&](auto g) {
+            constexpr int G = decltype(g)::value;
+            emu::launch(grid(cdiv(N, WARPS_PER_BLOCK)), BLOCK, [&] {
+                layernorm_forward_rows_kernel<T, V, G>(out_f.data(), m_f.data(), r_f.data(), xd.data(), w.data(),
+                                                       b.data(), N, C);
+            });
+            for (int twice = 0; twice < 2; twice++) {
+                if (twice) di_f = dev<T>(i0);
+                emu::launch(grid(1, chunks), BLOCK, [&] {
+                    layernorm_backward_fused_kernel<T, V, G>(di_f.data(), pw.data(), pb.data(), dd.data(), xd.data(),
+                                                             w.data(), mean.data(), rstd.data(), N, C);
+                });
+                emu::launch(grid(cdiv(C, 32)), BLOCK, [&] {
+                    columns_finish_kernel(gw.data(), gb.data(), pw.data(), pb.data(), chunks, C);
+                });
+                if (!twice) sums[vi][0] = gw, sums[vi][1] = gb;
+            }
+        });
+        if (!fits) {
+            printf("# %s: a row does not fit in registers\n", tag.c_str());
+            return;
+        }
+        report(tag + " forward", {{"out", host(out_f)}, {"mean", m_f}, {"rstd", r_f}}, {ref, mean, rstd}, P<T>::tol);
+        check_bits(tag + " forward out", host(out_f), host(out), "the split kernel");
+        check_bits(tag + " forward mean", m_f, m, "the split kernel");
+        check_bits(tag + " forward rstd", r_f, r, "the split kernel");
+        report(tag + " backward", {{"dinp", host(di_f)}, {"dweight", sums[vi][0]}, {"dbias", sums[vi][1]}},
+               {ri, rw, rb}, P<T>::tol);
+        check_bits(tag + " backward dinp", host(di_f), host(di), "the split kernel");
+        vector<float> rw2 = rw, rb2 = rb;
+        for (int c = 0; c < C; c++) rw2[c] += rw[c] - w0[c], rb2[c] += rb[c] - b0[c];
+        report(tag + " backward twice", {{"dweight", gw}, {"dbias", gb}}, {rw2, rb2}, P<T>::tol);
+    };
+    run(std::integral_constant<int, 1>(), 0);
+    if (C % vec16<T>() == 0) {
+        run(std::integral_constant<int, vec16<T>()>(), 1);
+        if (!sums[0][0].empty() && !sums[1][0].empty()) {
+            check_bits(name + " dweight, V=1 against vector", sums[1][0], sums[0][0], "V = 1");
+            check_bits(name + " dbias, V=1 against vector", sums[1][1], sums[0][1], "V = 1");
+        }
+    }
+}
+
 template <typename T> static void test_elementwise() {
     const long n = 1003;  // no multiple of 4 or 8: the vector kernels have a tail
     vector<float> x = act<T>(rnd(n, -4.0f, 4.0f)), y = act<T>(rnd(n));
@@ -360,6 +438,11 @@ int main(int argc, char **argv) {
         emu::schedule = sched;
         test_embedding<float>(), test_embedding<bf16_t>();
         for (int N : {37, 1100}) test_layernorm<float>(N), test_layernorm<bf16_t>(N);
+        // C 72: V = 1 with 3 groups a lane, vector with 1; 1000: bf16 vector 4 groups (the last one
+        // partial; fp32 and V = 1 too wide: not run); 512: fp32 vector 4 groups. 300 rows in 7
+        // chunks: up to 6 rows a warp, a short last chunk; LN_CHUNKS at N 37: most chunks empty.
+        for (int C : {72, 1000}) test_layernorm_fused<float>(300, C, 7), test_layernorm_fused<bf16_t>(300, C, 7);
+        test_layernorm_fused<float>(300, 512, 7), test_layernorm_fused<bf16_t>(37, 72, LN_CHUNKS);
         test_elementwise<float>(), test_elementwise<bf16_t>();
         for (int V : {256, 77}) test_xent<float>(V), test_xent<bf16_t>(V);
         test_optimizer();

@@ -318,10 +318,12 @@ template <typename T> static void test_embedding() {
     }
 }
 
-// C a multiple of 8 takes the vectorized backward kernel, any other C the scalar one.
-template <typename T> static void test_layernorm(int C) {
+// C a multiple of 8 takes the vectorized backward kernel, any other C the scalar one. fused: the
+// kernels with the row in registers (cuda_layernorm_select; rows too wide take the split ones).
+template <typename T> static void test_layernorm(int C, bool fused = false) {
     const int N = quick ? 33 : 300;
-    const std::string shape = "C=" + std::to_string(C);
+    const std::string shape = "C=" + std::to_string(C) + (fused ? " fused" : "");
+    cuda_layernorm_select(fused);
     const std::string fwd = tname("layernorm_forward", Prec<T>::name, shape.c_str()),
                       bwd = tname("layernorm_backward", Prec<T>::name, shape.c_str());
     vector<float> x = act<T>(random_vec((long)N * C, -2.0f, 3.0f)), w = random_vec(C, 0.5f, 1.5f), b = random_vec(C);
@@ -357,6 +359,7 @@ template <typename T> static void test_layernorm(int C) {
         const bool same = bits == download_bytes(gdw);
         report(bwd, {{"dinp", ci}, {"dweight", cw}, {"dbias", cb}}, Prec<T>::tol, same, "(not deterministic)");
     }
+    cuda_layernorm_select(0);
 }
 
 // bias_offset: 1 makes the bias pointer 2/4-byte aligned only (the cuBLASLt epilogue needs 16:
@@ -817,6 +820,7 @@ int main(int argc, char **argv) {
 
     test_embedding<float>(), test_embedding<bf16_t>();
     for (int C : {quick ? 72 : 200, 70}) test_layernorm<float>(C), test_layernorm<bf16_t>(C);
+    for (int C : {72, 768, 1000, 1030}) test_layernorm<float>(C, true), test_layernorm<bf16_t>(C, true);
     for (int bias = 0; bias < 2; bias++) test_matmul<float>(bias, 0), test_matmul<bf16_t>(bias, 0);
     test_matmul<float>(true, 1), test_matmul<bf16_t>(true, 1);
     test_matmul<bf16_t>(true, 0, true), test_matmul<bf16_t>(false, 0, true);

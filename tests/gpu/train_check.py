@@ -11,7 +11,7 @@ TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
   resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
   --plan:                                     equal to the reported mem_peak (device bytes)
   LSST_GELU=kernels / LSST_ATTN_BWD=fused:    1 rank vs cpu, 2 ranks (both set) vs cuda 1 rank: as above
-  / LSST_BGRAD=epilogue:                      (LSST_BGRAD: 1 rank vs cpu)
+  / LSST_BGRAD=epilogue / LSST_LN=fused:     (LSST_BGRAD, LSST_LN: 1 rank vs cpu)
   head size 64 (defaults, LSST_ATTN_WGMMA=0,  the same against a cpu run at head size 64; on an sm_90 GPU
   LSST_ATTN_BWD=fused, LSST_ATTN_BWD=atomic   the default, fused and atomic runs' kernels line names
   with wgmma and mma.sync):                   wgmma forward and backward
@@ -75,7 +75,7 @@ for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
 if os.environ.get("BACKEND", "cuda") == "cuda":
     for run, what in [("cuda-1-gelu-kernels", "LSST_GELU=kernels"), ("cuda-1-fused-bwd", "LSST_ATTN_BWD=fused"),
-                      ("cuda-1-bgrad-epilogue", "LSST_BGRAD=epilogue")]:
+                      ("cuda-1-bgrad-epilogue", "LSST_BGRAD=epilogue"), ("cuda-1-ln-fused", "LSST_LN=fused")]:
         compare(f"{run} ({what}) vs cpu, 1 rank", steps(run), cpu)
     for run in ["cuda-2x1-opt", "cuda-mg-2x1-opt"]:
         compare(f"{run} (both) vs cuda 1 rank", steps(run), cuda)

@@ -6,12 +6,12 @@
 #   - evaluation (steps 25, 50) within the same tolerance;
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
 #   - learning: the loss falls;
-#   - the non-default kernel choices (LSST_GELU=kernels, LSST_ATTN_BWD=fused, both, and
-#     LSST_BGRAD=epilogue; 1 rank and lss 2x1 / megatron-sp 2x1) within the same tolerance of
-#     cpu / of cuda 1 rank; at head size
-#     64 the defaults (on an sm_90 GPU the wgmma variants: the run's kernels line must name them),
-#     the mma.sync variants (LSST_ATTN_WGMMA=0), the fused backward and the atomic one
-#     (LSST_ATTN_BWD=atomic, wgmma and mma.sync) likewise;
+#   - the non-default kernel choices (LSST_GELU=kernels, LSST_ATTN_BWD=fused, both: 1 rank and
+#     lss 2x1 / megatron-sp 2x1; LSST_BGRAD=epilogue, LSST_LN=fused: 1 rank) within the same
+#     tolerance of cpu / of cuda 1 rank; at head size 64 the defaults (on an sm_90 GPU the wgmma
+#     variants: the run's kernels line must name them), the mma.sync variants
+#     (LSST_ATTN_WGMMA=0), the fused backward and the atomic one (LSST_ATTN_BWD=atomic, wgmma and
+#     mma.sync) likewise;
 #   - comm: nccl: 1 rank bitwise equal to comm: mpi; with 2+ GPUs lss 2x1 (+ zigzag/regather)
 #     and megatron-sp 2x1 (2x2 of both with 4+ GPUs), one GPU per rank, equal 1 rank; with one
 #     GPU, 2 ranks with comm: nccl are refused with a clear message.
@@ -73,6 +73,7 @@ if [ "${BACKEND:-cuda}" = cuda ]; then   # train_check.py compares these by name
   LSST_GELU=kernels run cuda-1-gelu-kernels 1 "${cuda[@]}"
   LSST_ATTN_BWD=fused run cuda-1-fused-bwd 1 "${cuda[@]}"
   LSST_BGRAD=epilogue run cuda-1-bgrad-epilogue 1 "${cuda[@]}"
+  LSST_LN=fused run cuda-1-ln-fused 1 "${cuda[@]}"
   # shellcheck disable=SC2046
   LSST_GELU=kernels LSST_ATTN_BWD=fused run cuda-2x1-opt 2 "${cuda[@]}" $(lss 2 1)
   # shellcheck disable=SC2046

@@ -44,7 +44,7 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | he
     > "$OUT/e2e_build.log" 2>&1 || echo "e2e: make CUDA=1 all failed (see e2e_build.log)"
 lsst_lines=()
 # lsst_run NAME [VAR=VALUE...]: one training run with those environment settings (LSST_ATTN_BWD,
-# LSST_ATTN_WGMMA, LSST_GELU, LSST_BGRAD: kernels/cuda/README.md); appends "NAME,ms,tokens/s,MFU" to lsst_lines
+# LSST_ATTN_WGMMA, LSST_GELU, LSST_BGRAD, LSST_LN: kernels/cuda/README.md); appends "NAME,ms,tokens/s,MFU" to lsst_lines
 # (each log's "cuda:N ...: attention ..." line says which kernels ran).
 lsst_run() {
   local name=$1 log=$OUT/e2e_$1.log ms
@@ -82,6 +82,10 @@ EOF
   lsst_run lsst-cuda-atomic LSST_ATTN_BWD=atomic
   # The bias gradients in the dweight products' cuBLASLt epilogues instead of column-sum kernels.
   lsst_run lsst-cuda-bgrad LSST_BGRAD=epilogue
+  # LayerNorm with the row in registers and the backward's column sums in its dinp pass.
+  lsst_run lsst-cuda-ln-fused LSST_LN=fused
+  # All three (not the atomic backward): what the next defaults would give.
+  lsst_run lsst-cuda-all-new LSST_BGRAD=epilogue LSST_LN=fused
   if [ -n "${E2E_ATTN_VARIANTS:-}" ]; then   # the attention benchmark's fastest pair (tests/gpu/run.sh)
     lsst_run lsst-cuda-best LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS"
   fi

@@ -155,10 +155,18 @@ int main(int argc, char **argv) {
     }
 
     // ---- token-wise layers: calls per step as lsst-run's LSS pass (runtime/gpu.c) -------------
-    double ms = median_ms([&] { cuda_layernorm_forward_bf16(out, mean, rstd, x, lnw, lnb, N, C, stream); });
-    row("layernorm_forward", shape, 2 * L + 1, ms, 4.0 * nc + 8.0 * N, 0);
-    ms = median_ms([&] { cuda_layernorm_backward_bf16(y, dw, db, dy, x, lnw, mean, rstd, N, C, stream); });
-    row("layernorm_backward", shape, 2 * L + 1, ms, 8.0 * nc + 8.0 * N, 0);
+    // LayerNorm both ways (split, default, or LSST_LN=fused): the default way counts its calls.
+    double ms = 0.0;
+    const int ln_default = cuda_layernorm_selected();
+    for (int fused = 0; fused < 2; fused++) {
+        cuda_layernorm_select(fused);
+        const int calls = fused == ln_default ? 2 * L + 1 : 0;
+        ms = median_ms([&] { cuda_layernorm_forward_bf16(out, mean, rstd, x, lnw, lnb, N, C, stream); });
+        row(fused ? "layernorm_forward_fused" : "layernorm_forward", shape, calls, ms, 4.0 * nc + 8.0 * N, 0);
+        ms = median_ms([&] { cuda_layernorm_backward_bf16(y, dw, db, dy, x, lnw, mean, rstd, N, C, stream); });
+        row(fused ? "layernorm_backward_fused" : "layernorm_backward", shape, calls, ms, 8.0 * nc + 8.0 * N, 0);
+    }
+    cuda_layernorm_select(ln_default);
     ms = median_ms([&] { cuda_residual_forward_bf16(out, x, y, nc, stream); });
     row("residual_forward", shape, 2 * L, ms, 6.0 * nc, 0);
     // The GELU kernels: counted in the product + GELU pair rows below (calls_per_step 0 here).
