@@ -246,15 +246,16 @@ void cuda_attention_apply_env(void) {
         cudaCheck(cudaMemcpyFromSymbol(&built, attn_wgmma_built, sizeof built));
         wgmma_ok = built != 0;
     }
-    const char *e = getenv("LSST_ATTN_BWD"), *w = getenv("LSST_ATTN_WGMMA");
+    const char *e = getenv("LSST_ATTN_BWD");
     int dq = DQ_SPLIT;   // the split backward unless asked (measured 3x faster than fused at hs 64 on an H100)
     if (e && *e) {
         const bool split = !strcmp(e, "split"), fused = !strcmp(e, "fused"), atomic = !strcmp(e, "atomic");
         cudaRequire(split || fused || atomic, "LSST_ATTN_BWD=%s: expected split, fused or atomic", e);
         dq = split ? DQ_SPLIT : fused ? DQ_ORDERED : DQ_ATOMIC;
     }
-    cudaRequire(!w || !*w || !strcmp(w, "0") || !strcmp(w, "1"), "LSST_ATTN_WGMMA=%s: expected 0 or 1", w);
-    const bool wg = wgmma_ok && !(w && !strcmp(w, "0"));
+    bool want_wg = true;
+    cuda_env_choice("LSST_ATTN_WGMMA", "1", "0", &want_wg);
+    const bool wg = wgmma_ok && want_wg;
     for (int ti = 0; ti < 4; ti++) {
         const int hs = head_sizes[ti];
         const int f = first_variant(fwd_variants, N_FWD, hs, wg, -1);

@@ -6,8 +6,11 @@
 # Both sides: fp32 master weights, bf16 compute, the same model, init, optimizer and clipping;
 # tokens/s from the median step time after WARM steps, MFU against the card's dense bf16 peak.
 #
-#   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] [E2E_KERNEL_TEST_LOGS="LOG..."] \
+#   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] [E2E_KERNEL_TEST_LOGS="LOG..."] [E2E_ALL=1] \
 #     bash tests/bench/gpu/e2e_compare.sh [STEPS]
+# Runs: torch.compile; lsst-run with its defaults, with each candidate for a next default
+# (LSST_ATTN_BWD=atomic, LSST_BGRAD=epilogue, LSST_LN=fused, the last two together) and with the
+# attention benchmark's fastest pair; E2E_ALL=1 adds the defaults' fallbacks measured before.
 # With the kernel tests' logs (test_cuda_kernels TAP; tests/gpu/run.sh passes them), each lsst run
 # says whether the attention kernels it used passed them ("tested"); a run that used a kernel that
 # failed or was not tested is no result (the table says so instead of a ratio).
@@ -72,11 +75,16 @@ train:    {steps: $((STEPS + WARM)), lr: 3.0e-4, warmup: 0, seed: 1, eval_every:
 backend:  cuda
 output:   {dir: $BUILD/e2e-run}
 EOF
-  # The defaults (on sm_90: wgmma attention, GELU in the GEMM epilogues), then each default undone.
-  # (The fused backward took 65 ms against 31 on an H100 on 2026-11-26: no longer timed here.)
+  # The defaults (on sm_90: wgmma attention, GELU in the GEMM epilogues), then the candidates for
+  # the next defaults. No longer timed here (H100, 2026-11-26, RESULTS.md): the fused backward
+  # (65 ms against 31), the mma.sync attention (LSST_ATTN_WGMMA=0: 36.6), the GELU kernels
+  # (LSST_GELU=kernels: 31.2 against 30.8); set E2E_ALL=1 to time those again.
   lsst_run lsst-cuda
-  lsst_run lsst-cuda-mma LSST_ATTN_WGMMA=0
-  lsst_run lsst-cuda-gelu-kernels LSST_GELU=kernels
+  if [ "${E2E_ALL:-0}" = 1 ]; then
+    lsst_run lsst-cuda-mma LSST_ATTN_WGMMA=0
+    lsst_run lsst-cuda-gelu-kernels LSST_GELU=kernels
+    lsst_run lsst-cuda-fused-bwd LSST_ATTN_BWD=fused
+  fi
   # dQ summed by fp32 atomics in the dK/dV kernel (FlashAttention-2's way; not deterministic, so
   # not a default): what determinism costs.
   lsst_run lsst-cuda-atomic LSST_ATTN_BWD=atomic
@@ -84,7 +92,7 @@ EOF
   lsst_run lsst-cuda-bgrad LSST_BGRAD=epilogue
   # LayerNorm with the row in registers and the backward's column sums in its dinp pass.
   lsst_run lsst-cuda-ln-fused LSST_LN=fused
-  # All three (not the atomic backward): what the next defaults would give.
+  # Both (the atomic backward aside): what the next defaults would give.
   lsst_run lsst-cuda-all-new LSST_BGRAD=epilogue LSST_LN=fused
   if [ -n "${E2E_ATTN_VARIANTS:-}" ]; then   # the attention benchmark's fastest pair (tests/gpu/run.sh)
     lsst_run lsst-cuda-best LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS"
