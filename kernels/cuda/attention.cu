@@ -95,6 +95,7 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
     cudaCheckLaunch();
     constexpr int BKV = 16 * NW, DQ = dq_kind(NWQ);
+    constexpr int CHAINS = DQ == DQ_ORDERED && BK > 1 ? BK : 1;   // the ordered sums' chains
     constexpr bool FUSED = DQ != DQ_SPLIT;
     // WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
     // gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
@@ -106,15 +107,16 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     // Zeroed: the ordered kernel's ticket counter and semaphores (one int before the
     // semaphores); the atomic kernel's fp32 dQ sums.
     if (DQ == DQ_ORDERED)
-        cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb) * sizeof(int), stream));
+        cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb * CHAINS) * sizeof(int), stream));
     if (DQ == DQ_ATOMIC) cudaCheck(cudaMemsetAsync(a.dq_acc, 0, (size_t)a.B * a.NH * a.Tq * HS * sizeof(float), stream));
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV>
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
     if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG_Q>(a, stream);
-    if constexpr (DQ == DQ_ATOMIC) {
-        attn_dq_finish_kernel<<<elementwise_grid((long)a.B * a.NH * a.Tq * HS / 2, 256), 256, 0, stream>>>(a);
+    if constexpr (DQ == DQ_ATOMIC || CHAINS > 1) {   // the sums (in slots) into dq
+        attn_dq_finish_kernel<<<elementwise_grid((long)a.B * a.NH * a.Tq * HS / 2, 256), 256, 0, stream>>>(
+            a, CHAINS, BQ, BKV);
         cudaCheckLaunch();
     }
 }
@@ -132,6 +134,7 @@ struct BwdVariant {
     AttnLaunchBwd launch;
     const char *name;
     int dq;       // DQ_SPLIT, or dQ in the dK/dV kernel (DQ_ORDERED, DQ_ATOMIC): dq_acc, dq_sem in the scratch
+    int slots;    // of dq_acc (and of the semaphores): 0 split, 1, or the ordered sums' chains
     bool wg;      // wgmma (sm_90a)
 };
 #define WG_SUFFIX_0 ""
@@ -143,13 +146,16 @@ struct BwdVariant {
      "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG != 0},
 #define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR, WG)                                                   \
     {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR, WG>,                                              \
-     NWQ == 0  ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR         \
+     NWQ == 0 && BK > 1                                                                               \
+         ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR               \
+           "), dq summed in key-block order in " #BK " chains" WG_SUFFIX_##WG                           \
+     : NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR        \
                  "), dq summed in key-block order" WG_SUFFIX_##WG                                     \
      : NWQ < 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR         \
                  "), dq summed by fp32 atomics (not deterministic)" WG_SUFFIX_##WG                    \
                : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                 " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
-     dq_kind(NWQ), WG != 0},
+     dq_kind(NWQ), NWQ > 0 ? 0 : NWQ == 0 && BK > 1 ? BK : 1, WG != 0},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
 enum {
@@ -360,20 +366,21 @@ int cuda_attention_bwd_deterministic(int hs, int variant) {
 
 // The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, where head
 // size hs has a fused variant, its ticket counter and semaphores (dq_ticket, dq_sem) and fp32
-// dQ sums (dq_acc).
+// dQ sums (dq_acc), as many slots of them as its variants need at most (chains).
 struct BwdScratch {
     size_t qmax, sem, acc, total;
 };
 static BwdScratch bwd_scratch(int B, int NH, int Tq, int hs) {
     auto round256 = [](size_t n) { return (n + 255) / 256 * 256; };
-    bool fused = false;
-    for (int i = 0; i < N_BWD; i++) fused = fused || (bwd_variants[i].hs == hs && bwd_variants[i].dq != DQ_SPLIT);
+    size_t slots = 0;   // the most any variant of hs needs
+    for (int i = 0; i < N_BWD; i++)
+        if (bwd_variants[i].hs == hs && (size_t)bwd_variants[i].slots > slots) slots = bwd_variants[i].slots;
     const size_t nqb = (size_t)(Tq + MIN_QBLOCK - 1) / MIN_QBLOCK;
     BwdScratch s;
     s.qmax = dsum_bytes(B, NH, Tq);
     s.sem = s.qmax + round256(nqb * sizeof(int));
-    s.acc = s.sem + (fused ? round256((1 + (size_t)B * NH * nqb) * sizeof(int)) : 0);   // ticket, semaphores
-    s.total = s.acc + (fused ? (size_t)B * NH * Tq * hs * sizeof(float) : 0);
+    s.acc = s.sem + (slots ? round256((1 + (size_t)B * NH * nqb * slots) * sizeof(int)) : 0);   // ticket, semaphores
+    s.total = s.acc + slots * B * NH * Tq * hs * sizeof(float);
     return s;
 }
 

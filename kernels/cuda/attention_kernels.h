@@ -30,7 +30,8 @@ enum { MIN_QBLOCK = 16 };
 //            query blocks of BQ (K, V fragments in registers if KV_REGS); dQ kernel with 16*NWQ
 //            queries per CTA and key blocks of BK (Q, dO fragments in registers if QO_REGS).
 //            NWQ = 0: no dQ kernel, the dK/dV kernel computes dQ too and the key blocks add their
-//            partials in key-block order (DQ_ORDERED; BK, QO_REGS unused); NWQ = -1: the same with
+//            partials in key-block order (DQ_ORDERED; QO_REGS unused; BK > 1: in BK chains, see
+//            attn_bwd_dkdv_kernel's CHAINS); NWQ = -1: the same with
 //            the partials added by fp32 atomics, then written into dq by attn_dq_finish_kernel
 //            (DQ_ATOMIC: FlashAttention-2's way; the sum order varies from run to run, so not
 //            deterministic: never a default, LSST_ATTN_BWD=atomic).
@@ -52,8 +53,8 @@ enum { MIN_QBLOCK = 16 };
 // at hs 128 with 64-key blocks (280), the pipelined dK/dV kernel at hs 128 (176). No wgmma
 // variant listed spills, but the hs-128 backward with 64-query blocks (20 bytes); several
 // mma.sync kernels at 255 registers spill 4-60 bytes (the fused dK/dV ones among them), as built
-// for sm_80 too. The atomic backwards (NWQ -1, after the shared-memory-Q forms) have not run on
-// a GPU yet.
+// for sm_80 too. The atomic backwards (NWQ -1, after the shared-memory-Q forms) and the ordered
+// ones in chains (NWQ 0, BK 4 and 16; the end of the list) have not run on a GPU yet.
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
@@ -81,7 +82,8 @@ enum { MIN_QBLOCK = 16 };
     X(64, 4, 32, true, 4, 64, true, 3) X(64, 8, 32, true, 8, 64, true, 3)                       \
     X(64, 4, 64, true, 4, 64, false, 1) X(64, 8, 64, true, 8, 64, false, 1)                     \
     X(64, 4, 64, true, -1, 0, false, 1) X(64, 4, 64, true, -1, 0, false, 0)                      \
-    X(128, 4, 32, false, -1, 0, false, 0)
+    X(128, 4, 32, false, -1, 0, false, 0)                                                       \
+    X(64, 4, 64, true, 0, 4, false, 1) X(64, 4, 64, true, 0, 16, false, 1)
 
 // How a backward variant computes dQ (from its NWQ): its own kernel, in the dK/dV kernel summed in
 // key-block order, or in the dK/dV kernel summed by atomics.
@@ -1017,11 +1019,12 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
 
 // ---- backward: the fused kernel's dQ of one query block ----------------------------------------
 // dQ_part (BQ x HS) = dS (BQ x BKV, shared, [query][key]) @ K (BKV x HS, shared), then the ordered
-// sum into dq_acc / dq (see attn_bwd_dkdv_kernel), or (ATOMIC) fp32 atomic adds into dq_acc. Warp
+// sum into dq_acc / dq (see attn_bwd_dkdv_kernel; CHAINS > 1: into slot kb % CHAINS of dq_acc,
+// attn_dq_finish_kernel adds the slots into dq), or (ATOMIC) fp32 atomic adds into dq_acc. Warp
 // w computes row tile w % (BQ/16) of the block, columns [c0, c0 + HS / (NW / (BQ/16))). WG: one
 // warpgroup, both operands from shared memory (dS K-major, K MN-major), warp w computing rows
 // 16w.. as with mma.sync.
-template <int HS, int NW, int BQ, bool WG = false, bool ATOMIC = false>
+template <int HS, int NW, int BQ, bool WG = false, bool ATOMIC = false, int CHAINS = 1>
 static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
                                                     int h, int kb, int qb, int nqb) {
     constexpr int BKV = 16 * NW, RT = BQ / 16, WC = HS / (NW / RT), NOW = WC / 8;
@@ -1062,8 +1065,12 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
         }
         return;
     }
-    const int turn = kb, last = a.qmax[qb] / BKV;   // contributors: key blocks 0 .. last
-    int *sem = a.dq_sem + ((long)b * a.NH + h) * nqb + qb;
+    // Contributors: key blocks 0 .. last; this one is turn `turn` of its chain kb % CHAINS, whose
+    // sum lives in that slot of dq_acc. One chain: its last turn adds the sum into dq itself.
+    const int chain = kb % CHAINS, turn = kb / CHAINS, last = a.qmax[qb] / BKV;
+    const bool to_dq = CHAINS == 1 && kb == last;
+    int *sem = a.dq_sem + (((long)b * a.NH + h) * nqb + qb) * CHAINS + chain;
+    acc += (long)chain * a.B * a.NH * a.Tq * HS;
     if (tid == 0) attn_wait_turn(sem, turn);
     __syncthreads();
 #pragma unroll
@@ -1076,13 +1083,13 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
             const long i = (long)r * HS + c0 + no * 8 + 2 * t4;
             float x = dq[no][2 * hh], y = dq[no][2 * hh + 1];
             if (turn > 0) x += __ldcg(acc + i), y += __ldcg(acc + i + 1);
-            if (turn == last) add_bf16x2(dqrow + no * 8 + 2 * t4, a.scale * x, a.scale * y);
+            if (to_dq) add_bf16x2(dqrow + no * 8 + 2 * t4, a.scale * x, a.scale * y);
             else __stcg(acc + i, x), __stcg(acc + i + 1, y);
         }
     }
     __threadfence();
     __syncthreads();
-    if (tid == 0 && turn != last) attn_post_turn(sem, turn + 1);
+    if (tid == 0 && !to_dq) attn_post_turn(sem, turn + 1);
 }
 
 // ---- backward: dK, dV -----------------------------------------------------------------------
@@ -1104,6 +1111,10 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // (k steps for key block k, at the start). In descending order both meet q at the same step
 // (the blocks from the end), so k waits only for k - 1's add of that step: the resident CTAs of
 // a head run skewed by one add each, not by one step, and read the same Q / dO tiles together.
+// CHAINS > 1 (ordered only): the key blocks of a query block add in CHAINS chains instead of
+// one, key block k into the sum (slot) of chain k % CHAINS after k - CHAINS, so a key block waits
+// for one CHAINS-th of the adds before it; attn_dq_finish_kernel then adds the chains' sums into
+// dq in chain order. Still a fixed order; CHAINS slots of dq_acc.
 // DQ_ATOMIC: the same partial dQ, added into dq_acc (zeroed before) by fp32 atomics as it comes,
 // query blocks ascending as in the split kernel (at each step the CTAs of a head are at
 // different query blocks: few adds to the same address at once); attn_dq_finish_kernel then
@@ -1114,7 +1125,7 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // the tensor cores while the warpgroup computes this block's P^T and dS^T; Q, dO and their row
 // statistics are triple-buffered (this block's for dV and dK, the next one's in flight, the one
 // after arriving).
-template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0>
+template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0, int CHAINS = 1>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -1294,7 +1305,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                                    dpt[nt][i]);
             if constexpr (W) fence_proxy_async();
             __syncthreads();
-            fused_dq_add<HS, NW, BQ, W, DQ == DQ_ATOMIC>(a, sdS, sK, b, h, kb, qb, nqb);
+            fused_dq_add<HS, NW, BQ, W, DQ == DQ_ATOMIC, CHAINS>(a, sdS, sK, b, h, kb, qb, nqb);
         }
         __syncthreads();  // buffer `buf` is refilled by a later iteration's prefetch
         buf = PIPE ? (buf + 1) % 3 : buf ^ 1;
@@ -1317,14 +1328,21 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #endif
 }
 
-// DQ_ATOMIC's last step: dq (b, t, h*hs + c) += scale * dq_acc (b, h, t, c), two columns a thread.
-__global__ void attn_dq_finish_kernel(AttnArgs a) {
-    const long n = (long)a.B * a.NH * a.Tq * a.hs / 2;
+// The last step of the atomic backward (one slot) and of the ordered one in chains (a slot per
+// chain): dq (b, t, h*hs + c) += scale * the sum of slots j of dq_acc (b, h, t, c) in slot order,
+// over the slots that hold a sum for the row: j <= the last key block (of bkv keys) its query
+// block (of bq) sees. Two columns a thread.
+__global__ void attn_dq_finish_kernel(AttnArgs a, int slots, int bq, int bkv) {
+    const long n = (long)a.B * a.NH * a.Tq * a.hs / 2, slot = 2 * n;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const long e = 2 * i, row = e / a.hs;   // row (b * NH + h) * Tq + t
         const int c = (int)(e - row * a.hs), t = (int)(row % a.Tq), bh = (int)(row / a.Tq);
+        const int qm = a.qmax[t / bq], last = qm < 0 ? -1 : qm / bkv;
+        if (last < 0) continue;   // no key visible: nothing was added
+        float x = 0.0f, y = 0.0f;
+        for (int j = 0; j < slots && j <= last; j++) x += a.dq_acc[j * slot + e], y += a.dq_acc[j * slot + e + 1];
         bf16_t *dst = a.dq + ((long)(bh / a.NH) * a.Tq + t) * a.ldq + (bh % a.NH) * a.hs + c;
-        add_bf16x2(dst, a.scale * a.dq_acc[e], a.scale * a.dq_acc[e + 1]);
+        add_bf16x2(dst, a.scale * x, a.scale * y);
     }
 }
 

@@ -248,19 +248,22 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         EmuDim3 g2;
         g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
         emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
-        constexpr int DQ = dq_kind(NWQ);   // dQ in its own kernel, or in the dK/dV kernel (ordered, atomic)
-        constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;   // as attention.cu's launch_bwd
-        vector<int> sem(DQ == DQ_ORDERED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) : 0, 0);   // ticket, semaphores
-        vector<float> acc(DQ != DQ_SPLIT ? (size_t)c.B * c.NH * c.Tq * HS : 0, DQ == DQ_ATOMIC ? 0.0f : NAN);
+        // As attention.cu's launch_bwd: dQ in its own kernel, or in the dK/dV kernel (ordered, in
+        // CHAINS chains, or atomic); the kernels' modes; the slots of dq_acc.
+        constexpr int DQ = dq_kind(NWQ), CHAINS = DQ == DQ_ORDERED && BK > 1 ? BK : 1;
+        constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;
+        const size_t slot = (size_t)c.B * c.NH * c.Tq * HS;
+        vector<int> sem(DQ == DQ_ORDERED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) * CHAINS : 0, 0);   // ticket, semaphores
+        vector<float> acc(DQ != DQ_SPLIT ? slot * CHAINS : 0, DQ == DQ_ATOMIC ? 0.0f : NAN);
         a.dq_ticket = sem.data(), a.dq_sem = sem.data() + 1, a.dq_acc = acc.data();
         memset(attn_smem, 0xFF, sizeof attn_smem);
         EmuDim3 g3;
         g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
-        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, DQ, WG_KV>(a); });
-        if constexpr (DQ == DQ_ATOMIC) {
+        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, DQ, WG_KV, CHAINS>(a); });
+        if constexpr (DQ == DQ_ATOMIC || CHAINS > 1) {
             EmuDim3 g5;
             g5.x = 3, g5.y = 1;   // fewer threads than pairs: the grid-stride loop too
-            emu::launch(g5, 64, [&] { attn_dq_finish_kernel(a); });
+            emu::launch(g5, 64, [&] { attn_dq_finish_kernel(a, CHAINS, BQ, 16 * NW); });
         }
         if constexpr (DQ == DQ_SPLIT) {
             memset(attn_smem, 0xFF, sizeof attn_smem);
