@@ -195,6 +195,7 @@ __global__ void attn_wgmma_probe_kernel() {
 #endif
 }
 static bool wgmma_ok;
+static bool env_applied;   // cuda_attention_apply_env ran: selected_* hold the choice
 
 static bool variant_runs(bool wg) { return !wg || wgmma_ok; }
 static int variant_dq(const FwdVariant &) { return DQ_SPLIT; }
@@ -226,14 +227,26 @@ static bool parse_long(const char **p, char sep, long *out) {   // digits, then 
     *p = sep ? end + 1 : end;
     return true;
 }
-static void apply_variants_env(const char *e) {
+// each(hs, f, b) for every HS=F/B of the variable (unset: none).
+template <typename F> static void each_variants_env(F each) {
+    const char *e = getenv("LSST_ATTN_VARIANTS");
+    if (!e) return;
     for (const char *p = e; *p;) {
         long hs, f, b;
         const bool ok = parse_long(&p, '=', &hs) && parse_long(&p, '/', &f) &&
                         (parse_long(&p, ',', &b) || parse_long(&p, 0, &b));
         cudaRequire(ok, "LSST_ATTN_VARIANTS=%s: expected HS=F/B[,HS=F/B...]", e);
-        cuda_attention_select((int)hs, (int)f, (int)b);
+        each((int)hs, (int)f, (int)b);
     }
+}
+
+// LSST_ATTN_BWD: the kind of backward asked for (DQ_SPLIT unless set).
+static int env_bwd_kind(void) {
+    const char *e = getenv("LSST_ATTN_BWD");
+    if (!e || !*e) return DQ_SPLIT;   // measured 3x faster than fused at hs 64 on an H100
+    const bool split = !strcmp(e, "split"), fused = !strcmp(e, "fused"), atomic = !strcmp(e, "atomic");
+    cudaRequire(split || fused || atomic, "LSST_ATTN_BWD=%s: expected split, fused or atomic", e);
+    return split ? DQ_SPLIT : fused ? DQ_ORDERED : DQ_ATOMIC;
 }
 
 // At init: the wgmma probe, the defaults, then the environment's choice of kernels (for timing a
@@ -252,13 +265,7 @@ void cuda_attention_apply_env(void) {
         cudaCheck(cudaMemcpyFromSymbol(&built, attn_wgmma_built, sizeof built));
         wgmma_ok = built != 0;
     }
-    const char *e = getenv("LSST_ATTN_BWD");
-    int dq = DQ_SPLIT;   // the split backward unless asked (measured 3x faster than fused at hs 64 on an H100)
-    if (e && *e) {
-        const bool split = !strcmp(e, "split"), fused = !strcmp(e, "fused"), atomic = !strcmp(e, "atomic");
-        cudaRequire(split || fused || atomic, "LSST_ATTN_BWD=%s: expected split, fused or atomic", e);
-        dq = split ? DQ_SPLIT : fused ? DQ_ORDERED : DQ_ATOMIC;
-    }
+    const int dq = env_bwd_kind();
     bool want_wg = true;
     cuda_env_choice("LSST_ATTN_WGMMA", "1", "0", &want_wg);
     const bool wg = wgmma_ok && want_wg;
@@ -269,8 +276,8 @@ void cuda_attention_apply_env(void) {
         selected_fwd[ti] = f >= 0 ? f : 0;
         selected_bwd[ti] = b >= 0 ? b : 0;
     }
-    const char *v = getenv("LSST_ATTN_VARIANTS");
-    if (v && *v) apply_variants_env(v);
+    each_variants_env([](int hs, int f, int b) { cuda_attention_select(hs, f, b); });
+    env_applied = true;
 }
 
 
@@ -364,17 +371,14 @@ int cuda_attention_bwd_deterministic(int hs, int variant) {
     return !v || v->dq != DQ_ATOMIC;
 }
 
-// The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, where head
-// size hs has a fused variant, its ticket counter and semaphores (dq_ticket, dq_sem) and fp32
-// dQ sums (dq_acc), as many slots of them as its variants need at most (chains).
+// The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, for a fused
+// variant, its ticket counter and semaphores (dq_ticket, dq_sem) and fp32 dQ sums (dq_acc), in
+// `slots` slots (BwdVariant::slots: 0 for a split variant).
 struct BwdScratch {
     size_t qmax, sem, acc, total;
 };
-static BwdScratch bwd_scratch(int B, int NH, int Tq, int hs) {
+static BwdScratch bwd_scratch(int B, int NH, int Tq, size_t slots, int hs) {
     auto round256 = [](size_t n) { return (n + 255) / 256 * 256; };
-    size_t slots = 0;   // the most any variant of hs needs
-    for (int i = 0; i < N_BWD; i++)
-        if (bwd_variants[i].hs == hs && (size_t)bwd_variants[i].slots > slots) slots = bwd_variants[i].slots;
     const size_t nqb = (size_t)(Tq + MIN_QBLOCK - 1) / MIN_QBLOCK;
     BwdScratch s;
     s.qmax = dsum_bytes(B, NH, Tq);
@@ -384,7 +388,33 @@ static BwdScratch bwd_scratch(int B, int NH, int Tq, int hs) {
     return s;
 }
 
-size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq, int hs) { return bwd_scratch(B, NH, Tq, hs).total; }
+static size_t variant_slots(int hs, int variant) {
+    const BwdVariant *v = find_variant(bwd_variants, N_BWD, hs, variant);
+    return v ? (size_t)v->slots : 0;
+}
+
+// The backward variant the environment chooses for hs, found without a device (a plan made before
+// cuda_kernels_init): LSST_ATTN_VARIANTS's for hs, else the first of the LSST_ATTN_BWD kind (the
+// mma.sync one: of a kind, the first wgmma and mma.sync variants need the same scratch), else 0.
+static int env_bwd_variant(int hs) {
+    const int first = first_variant(bwd_variants, N_BWD, hs, false, env_bwd_kind());
+    int b = first >= 0 ? first : 0;
+    each_variants_env([&](int h, int, int v) { b = h == hs ? v : b; });
+    return b;
+}
+
+size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq, int hs) {
+    const int ti = table_index(hs);
+    const int v = !env_applied ? env_bwd_variant(hs) : ti < 0 ? -1 : selected_bwd[ti];
+    return bwd_scratch(B, NH, Tq, variant_slots(hs, v), hs).total;
+}
+
+size_t cuda_attention_backward_scratch_bytes_any(int B, int NH, int Tq, int hs) {
+    size_t slots = 0;
+    for (int v = 0; v < count_variants(bwd_variants, N_BWD, hs); v++)
+        slots = variant_slots(hs, v) > slots ? variant_slots(hs, v) : slots;
+    return bwd_scratch(B, NH, Tq, slots, hs).total;
+}
 
 void cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int *q_pos,
                             int B, int Tq, int Tk, int NH, int hs, int ldq, int ldkv, cudaStream_t stream) {
@@ -438,7 +468,7 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
     AttnArgs a = {};
     a.dq = dq, a.dk = dk, a.dv = dv, a.dout = dout, a.out_c = out, a.lse_c = lse, a.dsum = dsum;
     a.q = q, a.k = k, a.v = v, a.q_pos = q_pos;
-    const BwdScratch sc = bwd_scratch(B, NH, Tq, hs);
+    const BwdScratch sc = bwd_scratch(B, NH, Tq, (size_t)var->slots, hs);
     a.qmax = (const int *)((char *)scratch + sc.qmax);
     const bool fused = var->dq != DQ_SPLIT;
     a.dq_ticket = fused ? (int *)((char *)scratch + sc.sem) : NULL;

@@ -160,13 +160,17 @@ void cuda_attention_forward_bf16(bf16 *out, float *lse, const bf16 *q, const bf1
 // Backward recomputes scores from q, k, v, lse. Accumulates dq (ldq) and dk, dv (ldkv);
 // dk/dv are partial (this rank's queries only), summed across the sequence group by the
 // caller. `scratch`: device memory of cuda_attention_backward_scratch_bytes(B, NH, Tq, hs)
-// bytes (D = rowsum(dout*out) per query and head, per-query-block position ranges and, for
-// head sizes with a fused variant, fp32 dq partial sums: enough for every variant of hs).
+// bytes (D = rowsum(dout*out) per query and head, per-query-block position ranges and, for a
+// fused variant, fp32 dq partial sums: see below).
 // dk/dv are written by one pass over query blocks per key block; dq by one pass over key
 // blocks per query block, or (fused variants) summed over key blocks in a fixed order: no
 // float atomics, deterministic. The one exception: the atomic variants (LSST_ATTN_BWD=atomic,
 // never a default) sum dq by fp32 atomics; cuda_attention_bwd_deterministic says which.
 size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq, int hs);
+// The scratch is what the backward variant selected for hs needs (before cuda_kernels_init: the one
+// the environment will select), so a variant selected later (cuda_attention_select) may need more:
+// cuda_attention_backward_scratch_bytes_any is enough for every variant of hs (tests, benchmarks).
+size_t cuda_attention_backward_scratch_bytes_any(int B, int NH, int Tq, int hs);
 void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                              const float *q, const float *k, const float *v, const int *q_pos, int B, int Tq, int Tk,
                              int NH, int hs, int ldq, int ldkv, void *scratch, cudaStream_t stream);

@@ -177,6 +177,18 @@ PY
   run "$cuda_run" --config run.yaml --set backend=cuda --plan
   [ "$status" -eq 0 ]
   [[ "$output" == "device memory per rank: "*" bytes ("*" MiB) for none, 1 x 1 ranks, seq 64" ]]
+  # The attention backward's scratch follows the environment's choice, found without a device: at
+  # head size 64 the fused backward adds its fp32 dQ sums, B x NH x T x hs floats (4 x 2 x 64 x
+  # 64), and its semaphores (one 256-byte block); a bad choice is refused.
+  hs64=(--set backend=cuda --set model.dim=128 --set model.heads=2 --set model.mlp=512 --plan)
+  run "$cuda_run" --config run.yaml "${hs64[@]}"
+  plain=$(echo "$output" | awk '{print $5}')
+  run env LSST_ATTN_BWD=fused "$cuda_run" --config run.yaml "${hs64[@]}"
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | awk '{print $5}')" -eq $((plain + 4 * 2 * 64 * 64 * 4 + 256)) ]
+  run env LSST_ATTN_BWD=sometimes "$cuda_run" --config run.yaml --set backend=cuda --plan
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"LSST_ATTN_BWD=sometimes: expected split, fused or atomic"* ]]
   # The paper's config as its workflows run it on GPUs (backend: cuda is its default).
   for scheme in lss megatron-sp; do
     run "$cuda_run" --config "$REPO/workflows/configs/paper.yaml" --plan --set parallel.scheme=$scheme \
