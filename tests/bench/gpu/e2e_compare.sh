@@ -9,8 +9,9 @@
 #   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] [E2E_KERNEL_TEST_LOGS="LOG..."] [E2E_ALL=1] \
 #     bash tests/bench/gpu/e2e_compare.sh [STEPS]
 # Runs: torch.compile; lsst-run with its defaults, with each candidate for a next default
-# (LSST_ATTN_BWD=atomic, LSST_BGRAD=epilogue, LSST_LN=fused, the last two together) and with the
-# attention benchmark's fastest pair; E2E_ALL=1 adds the defaults' fallbacks measured before.
+# (LSST_ATTN_BWD=atomic, LSST_BGRAD=epilogue, LSST_LN=fused, the last two together, all three)
+# and with the attention benchmark's fastest pair; E2E_ALL=1 adds the defaults' fallbacks
+# measured before.
 # With the kernel tests' logs (test_cuda_kernels TAP; tests/gpu/run.sh passes them), each lsst run
 # says whether the attention kernels it used passed them ("tested"); a run that used a kernel that
 # failed or was not tested is no result (the table says so instead of a ratio).
@@ -94,6 +95,7 @@ EOF
   lsst_run lsst-cuda-ln-fused LSST_LN=fused
   # Both (the atomic backward aside): what the next defaults would give.
   lsst_run lsst-cuda-all-new LSST_BGRAD=epilogue LSST_LN=fused
+  lsst_run lsst-cuda-all-new-atomic LSST_BGRAD=epilogue LSST_LN=fused LSST_ATTN_BWD=atomic
   if [ -n "${E2E_ATTN_VARIANTS:-}" ]; then   # the attention benchmark's fastest pair (tests/gpu/run.sh)
     lsst_run lsst-cuda-best LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS"
   fi
