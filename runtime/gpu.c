@@ -165,6 +165,8 @@ static void alloc_arenas(Gpu *g, const Model *m) {
     if (g->pos_of_rank) gpu_to_device(g, g->pos_of_rank, m->pos_of_rank, (size_t)m->S * sizeof(int));
 }
 
+int gpu_check_env(char *err, size_t errlen) { return cuda_kernels_env_check(err, errlen); }
+
 Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     MPI_Comm node;
     int node_rank, ndev = 0;
@@ -400,6 +402,8 @@ void gpu_adamw(Gpu *g, size_t off, size_t n, float lr, float beta1, float beta2,
 }
 
 #else  // built without CUDA: config validation refuses backend: cuda before any of this is reached
+
+int gpu_check_env(char *err, size_t errlen) { (void)err, (void)errlen; return 0; }
 
 Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     (void)m, (void)comm;

@@ -31,6 +31,10 @@ typedef struct Gpu Gpu;
 // Then, once every rank has opened its GPU, gpu_comm_open (collective over comm): the host
 // staging buffers (comm: mpi) or the NCCL communicators (comm: nccl).
 Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen);
+// 0 if the environment's kernel switches (LSST_LN, LSST_ATTN_BWD, ...: kernels/cuda/README.md)
+// are unset or valid; else -1 and one line in err. No device needed (lsst-run checks them with
+// the config, before --plan or any rank allocates).
+int gpu_check_env(char *err, size_t errlen);
 void gpu_comm_open(Gpu *g, Model *m, Comm *comm);
 void gpu_close(Gpu *g);
 // Device bytes gpu_open allocates for this model (lsst-run --plan with backend: cuda).

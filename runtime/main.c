@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "gpu.h"
 #include "train.h"
 
 static void usage(FILE *fp) {
@@ -93,6 +94,7 @@ int main(int argc, char **argv) {
     char err[2048];
     rc = config_load(&cfg, args.config, args.sets, args.nsets, err, sizeof err);
     if (rc == 0 && !args.plan && config_check_layout(&cfg, world, err, sizeof err) != 0) { rc = -1; config_free(&cfg); }
+    if (rc == 0 && cfg.backend == BACKEND_CUDA && gpu_check_env(err, sizeof err) != 0) { rc = -1; config_free(&cfg); }
     if (rc != 0) {
         if (rank == 0) lsst_error("%s", err);
         free(args.sets);

@@ -227,17 +227,30 @@ static bool parse_long(const char **p, char sep, long *out) {   // digits, then 
     *p = sep ? end + 1 : end;
     return true;
 }
-// each(hs, f, b) for every HS=F/B of the variable (unset: none).
-template <typename F> static void each_variants_env(F each) {
+// each(hs, f, b) for every HS=F/B of the variable (unset: none), each checked: a head size with
+// tensor-core kernels and variants it has. false, with the reason in err, at the first bad one.
+template <typename F> static bool scan_variants_env(F each, char *err, size_t n) {
     const char *e = getenv("LSST_ATTN_VARIANTS");
-    if (!e) return;
+    if (!e) return true;
     for (const char *p = e; *p;) {
         long hs, f, b;
-        const bool ok = parse_long(&p, '=', &hs) && parse_long(&p, '/', &f) &&
-                        (parse_long(&p, ',', &b) || parse_long(&p, 0, &b));
-        cudaRequire(ok, "LSST_ATTN_VARIANTS=%s: expected HS=F/B[,HS=F/B...]", e);
+        if (!(parse_long(&p, '=', &hs) && parse_long(&p, '/', &f) && (parse_long(&p, ',', &b) || parse_long(&p, 0, &b)))) {
+            snprintf(err, n, "LSST_ATTN_VARIANTS=%s: expected HS=F/B[,HS=F/B...]", e);
+            return false;
+        }
+        const long nf = count_variants(fwd_variants, N_FWD, (int)hs), nb = count_variants(bwd_variants, N_BWD, (int)hs);
+        if (table_index((int)hs) < 0 || f < -1 || f >= nf || b < -1 || b >= nb) {
+            snprintf(err, n, "LSST_ATTN_VARIANTS=%s: head size %ld has %ld forward and %ld backward variants", e, hs,
+                     nf, nb);
+            return false;
+        }
         each((int)hs, (int)f, (int)b);
     }
+    return true;
+}
+template <typename F> static void each_variants_env(F each) {
+    char err[512];
+    cudaRequire(scan_variants_env(each, err, sizeof err), "%s", err);
 }
 
 // LSST_ATTN_BWD: the kind of backward asked for (DQ_SPLIT unless set).
@@ -364,6 +377,10 @@ const char *cuda_attention_variant_name(int hs, int variant, int backward) {
     }
     const FwdVariant *v = find_variant(fwd_variants, N_FWD, hs, variant);
     return v && variant_runs(v->wg) ? v->name : "none";
+}
+
+int cuda_attention_env_check(char *err, size_t n) {
+    return scan_variants_env([](int, int, int) {}, err, n) ? 0 : -1;
 }
 
 int cuda_attention_bwd_deterministic(int hs, int variant) {

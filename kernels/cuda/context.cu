@@ -88,6 +88,27 @@ size_t cuda_kernels_reduction_bytes(int cols) {
     return 2 * chunks * (size_t)cols * sizeof(float) + (size_t)(cols + 31) / 32 * sizeof(int);
 }
 
+// The environment's kernel switches (kernels/cuda/README.md) and the values each takes.
+static const struct {
+    const char *name, *values[3];
+} env_switches[] = {{"LSST_GELU", {"epilogue", "kernels"}},      {"LSST_BGRAD", {"epilogue", "kernels"}},
+                    {"LSST_LN", {"fused", "split"}},              {"LSST_ATTN_WGMMA", {"1", "0"}},
+                    {"LSST_ATTN_BWD", {"split", "fused", "atomic"}}};
+
+int cuda_kernels_env_check(char *err, size_t n) {
+    for (const auto &sw : env_switches) {
+        const char *e = getenv(sw.name);
+        if (!e || !*e) continue;
+        bool ok = false;
+        for (const char *v : sw.values) ok = ok || (v && !strcmp(e, v));
+        if (ok) continue;
+        if (sw.values[2]) snprintf(err, n, "%s=%s: expected %s, %s or %s", sw.name, e, sw.values[0], sw.values[1], sw.values[2]);
+        else snprintf(err, n, "%s=%s: expected %s or %s", sw.name, e, sw.values[0], sw.values[1]);
+        return -1;
+    }
+    return cuda_attention_env_check(err, n);
+}
+
 void cuda_env_choice(const char *name, const char *on, const char *off, bool *flag) {
     const char *e = getenv(name);
     if (!e || !*e) return;

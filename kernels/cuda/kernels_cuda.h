@@ -43,6 +43,11 @@ typedef __nv_bfloat16_raw bf16;  // storage view for C callers: 16 bits, same la
 // (16 MiB: enough for reductions over up to 32760 columns). Call once per process after
 // cudaSetDevice; calling again is a no-op.
 void cuda_kernels_init(size_t scratch_bytes);
+// 0 if every kernel switch in the environment (LSST_GELU, LSST_BGRAD, LSST_LN, LSST_ATTN_WGMMA,
+// LSST_ATTN_BWD, LSST_ATTN_VARIANTS: kernels/cuda/README.md) is unset or has a value it takes;
+// else -1 and one line in err. Needs no device (cuda_kernels_init refuses the same values).
+int cuda_kernels_env_check(char *err, size_t n);
+int cuda_attention_env_check(char *err, size_t n);   // LSST_ATTN_VARIANTS only
 void cuda_kernels_shutdown(void);
 // Device bytes the module holds (workspace + scratch), for exact memory accounting.
 size_t cuda_kernels_device_bytes(void);

@@ -186,9 +186,17 @@ PY
   run env LSST_ATTN_BWD=fused "$cuda_run" --config run.yaml "${hs64[@]}"
   [ "$status" -eq 0 ]
   [ "$(echo "$output" | awk '{print $5}')" -eq $((plain + 4 * 2 * 64 * 64 * 4 + 256)) ]
+  # The kernel switches are checked with the config, without a device, before --plan or a run.
   run env LSST_ATTN_BWD=sometimes "$cuda_run" --config run.yaml --set backend=cuda --plan
-  [ "$status" -ne 0 ]
-  [[ "$output" == *"LSST_ATTN_BWD=sometimes: expected split, fused or atomic"* ]]
+  [ "$status" -eq 2 ]
+  [ "$output" = "lsst-run: error: LSST_ATTN_BWD=sometimes: expected split, fused or atomic" ]
+  run env LSST_LN=maybe "$cuda_run" --config run.yaml --set backend=cuda
+  [ "$status" -eq 2 ]
+  [ "$output" = "lsst-run: error: LSST_LN=maybe: expected fused or split" ]
+  [ ! -e out ]
+  run env LSST_ATTN_VARIANTS=64=1/999 "$cuda_run" --config run.yaml --set backend=cuda --plan
+  [ "$status" -eq 2 ]
+  [[ "$output" == "lsst-run: error: LSST_ATTN_VARIANTS=64=1/999: head size 64 has "*" backward variants" ]]
   # The paper's config as its workflows run it on GPUs (backend: cuda is its default).
   for scheme in lss megatron-sp; do
     run "$cuda_run" --config "$REPO/workflows/configs/paper.yaml" --plan --set parallel.scheme=$scheme \
