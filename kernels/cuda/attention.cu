@@ -54,6 +54,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
+
 #include "cuda_common.h"
 #include "attention_kernels.h"
 
@@ -95,7 +97,7 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
     cudaCheckLaunch();
     constexpr int BKV = 16 * NW, DQ = dq_kind(NWQ);
-    constexpr int CHAINS = DQ == DQ_ORDERED && BK > 1 ? BK : 1;   // the ordered sums' chains
+    constexpr int CHAINS = dq_chains(NWQ, BK);
     constexpr bool FUSED = DQ != DQ_SPLIT;
     // WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
     // gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
@@ -155,7 +157,7 @@ struct BwdVariant {
                  "), dq summed by fp32 atomics (not deterministic)" WG_SUFFIX_##WG                    \
                : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                 " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
-     dq_kind(NWQ), NWQ > 0 ? 0 : NWQ == 0 && BK > 1 ? BK : 1, WG != 0},
+     dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
 enum {
@@ -253,13 +255,12 @@ template <typename F> static void each_variants_env(F each) {
     cudaRequire(scan_variants_env(each, err, sizeof err), "%s", err);
 }
 
-// LSST_ATTN_BWD: the kind of backward asked for (DQ_SPLIT unless set).
+// LSST_ATTN_BWD (split | fused | atomic: the DQ kinds in that order): the kind of backward asked
+// for, DQ_SPLIT unless set (measured 3x faster than fused at hs 64 on an H100).
 static int env_bwd_kind(void) {
-    const char *e = getenv("LSST_ATTN_BWD");
-    if (!e || !*e) return DQ_SPLIT;   // measured 3x faster than fused at hs 64 on an H100
-    const bool split = !strcmp(e, "split"), fused = !strcmp(e, "fused"), atomic = !strcmp(e, "atomic");
-    cudaRequire(split || fused || atomic, "LSST_ATTN_BWD=%s: expected split, fused or atomic", e);
-    return split ? DQ_SPLIT : fused ? DQ_ORDERED : DQ_ATOMIC;
+    static_assert(DQ_SPLIT == 0 && DQ_ORDERED == 1 && DQ_ATOMIC == 2, "LSST_ATTN_BWD's values in DQ order");
+    const int v = cuda_env_switch("LSST_ATTN_BWD");
+    return v < 0 ? DQ_SPLIT : v;
 }
 
 // At init: the wgmma probe, the defaults, then the environment's choice of kernels (for timing a
@@ -280,7 +281,7 @@ void cuda_attention_apply_env(void) {
     }
     const int dq = env_bwd_kind();
     bool want_wg = true;
-    cuda_env_choice("LSST_ATTN_WGMMA", "1", "0", &want_wg);
+    cuda_env_flag("LSST_ATTN_WGMMA", &want_wg);   // 1 | 0
     const bool wg = wgmma_ok && want_wg;
     for (int ti = 0; ti < 4; ti++) {
         const int hs = head_sizes[ti];
@@ -428,8 +429,7 @@ size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq, int hs) {
 
 size_t cuda_attention_backward_scratch_bytes_any(int B, int NH, int Tq, int hs) {
     size_t slots = 0;
-    for (int v = 0; v < count_variants(bwd_variants, N_BWD, hs); v++)
-        slots = variant_slots(hs, v) > slots ? variant_slots(hs, v) : slots;
+    for (int v = 0; v < count_variants(bwd_variants, N_BWD, hs); v++) slots = std::max(slots, variant_slots(hs, v));
     return bwd_scratch(B, NH, Tq, slots, hs).total;
 }
 

@@ -89,6 +89,10 @@ enum { MIN_QBLOCK = 16 };
 // key-block order, or in the dK/dV kernel summed by atomics.
 enum { DQ_SPLIT = 0, DQ_ORDERED = 1, DQ_ATOMIC = 2 };
 constexpr int dq_kind(int nwq) { return nwq > 0 ? DQ_SPLIT : nwq == 0 ? DQ_ORDERED : DQ_ATOMIC; }
+// The chains an ordered variant sums in (its BK; 1 for the other kinds), and the slots of fp32 dQ
+// sums a variant needs (none for a split one, one a chain otherwise).
+constexpr int dq_chains(int nwq, int bk) { return nwq == 0 && bk > 1 ? bk : 1; }
+constexpr int dq_slots(int nwq, int bk) { return nwq > 0 ? 0 : dq_chains(nwq, bk); }
 
 // ============================================================================================
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).

@@ -2,6 +2,8 @@
 // of the two-pass reductions. One per process (one GPU per rank).
 #include <string.h>
 
+#include <algorithm>
+
 #include "cuda_common.h"
 
 static CudaKernels g_kernels;
@@ -84,34 +86,50 @@ size_t cuda_kernels_plan_bytes(size_t scratch_bytes) {
 // Two fp32 partial arrays (e.g. dweight and dbias) of REDUCE_CHUNKS rows each (LN_CHUNKS for the
 // fused LayerNorm backward), and an int ticket per 32 columns (layers.cu: reduction_scratch).
 size_t cuda_kernels_reduction_bytes(int cols) {
-    const size_t chunks = (int)LN_CHUNKS > (int)REDUCE_CHUNKS ? (size_t)LN_CHUNKS : (size_t)REDUCE_CHUNKS;
+    const size_t chunks = std::max<size_t>(LN_CHUNKS, REDUCE_CHUNKS);
     return 2 * chunks * (size_t)cols * sizeof(float) + (size_t)(cols + 31) / 32 * sizeof(int);
 }
 
-// The environment's kernel switches (kernels/cuda/README.md) and the values each takes.
-static const struct {
+// The environment's kernel switches (kernels/cuda/README.md) and the values each takes; a
+// switch's value is known by its index here (cuda_env_switch).
+struct EnvSwitch {
     const char *name, *values[3];
-} env_switches[] = {{"LSST_GELU", {"epilogue", "kernels"}},      {"LSST_BGRAD", {"epilogue", "kernels"}},
-                    {"LSST_LN", {"fused", "split"}},              {"LSST_ATTN_WGMMA", {"1", "0"}},
-                    {"LSST_ATTN_BWD", {"split", "fused", "atomic"}}};
+};
+static const EnvSwitch env_switches[] = {
+    {"LSST_GELU", {"epilogue", "kernels"}}, {"LSST_BGRAD", {"epilogue", "kernels"}}, {"LSST_LN", {"fused", "split"}},
+    {"LSST_ATTN_WGMMA", {"1", "0"}},        {"LSST_ATTN_BWD", {"split", "fused", "atomic"}}};
+
+// The index of the variable's value among sw's values; -1 unset or empty, -2 (and one line in
+// err) anything else.
+static int switch_value(const EnvSwitch &sw, char *err, size_t n) {
+    const char *e = getenv(sw.name);
+    if (!e || !*e) return -1;
+    for (int i = 0; i < 3 && sw.values[i]; i++)
+        if (!strcmp(e, sw.values[i])) return i;
+    if (sw.values[2]) snprintf(err, n, "%s=%s: expected %s, %s or %s", sw.name, e, sw.values[0], sw.values[1], sw.values[2]);
+    else snprintf(err, n, "%s=%s: expected %s or %s", sw.name, e, sw.values[0], sw.values[1]);
+    return -2;
+}
 
 int cuda_kernels_env_check(char *err, size_t n) {
-    for (const auto &sw : env_switches) {
-        const char *e = getenv(sw.name);
-        if (!e || !*e) continue;
-        bool ok = false;
-        for (const char *v : sw.values) ok = ok || (v && !strcmp(e, v));
-        if (ok) continue;
-        if (sw.values[2]) snprintf(err, n, "%s=%s: expected %s, %s or %s", sw.name, e, sw.values[0], sw.values[1], sw.values[2]);
-        else snprintf(err, n, "%s=%s: expected %s or %s", sw.name, e, sw.values[0], sw.values[1]);
-        return -1;
-    }
+    for (const EnvSwitch &sw : env_switches)
+        if (switch_value(sw, err, n) == -2) return -1;
     return cuda_attention_env_check(err, n);
 }
 
-void cuda_env_choice(const char *name, const char *on, const char *off, bool *flag) {
-    const char *e = getenv(name);
-    if (!e || !*e) return;
-    cudaRequire(!strcmp(e, on) || !strcmp(e, off), "%s=%s: expected %s or %s", name, e, on, off);
-    *flag = !strcmp(e, on);
+int cuda_env_switch(const char *name) {
+    for (const EnvSwitch &sw : env_switches) {
+        if (strcmp(sw.name, name)) continue;
+        char err[256];
+        const int v = switch_value(sw, err, sizeof err);
+        cudaRequire(v != -2, "%s", err);
+        return v;
+    }
+    cudaRequire(false, "cuda_env_switch: %s is not a kernel switch", name);
+    return -1;
+}
+
+void cuda_env_flag(const char *name, bool *flag) {
+    const int v = cuda_env_switch(name);
+    if (v >= 0) *flag = v == 0;
 }

@@ -62,9 +62,12 @@ void cuda_attention_apply_env(void);
 void cuda_matmul_apply_env(void);
 // layers.cu: the environment's choice of LayerNorm kernels (LSST_LN), at init.
 void cuda_layers_apply_env(void);
-// *flag = true if the environment variable `name` is `on`, false if `off`; unset or empty: left
-// alone; anything else refused (cudaRequire).
-void cuda_env_choice(const char *name, const char *on, const char *off, bool *flag);
+// The environment's kernel switches (context.cu's table): the index of switch `name`'s value
+// among the values it takes, -1 when unset or empty; anything else refused (cudaRequire, with
+// the message cuda_kernels_env_check gives). cuda_env_flag: *flag = (the first value), left
+// alone when unset.
+int cuda_env_switch(const char *name);
+void cuda_env_flag(const char *name, bool *flag);
 // layers.cu: d = gelu'(inp) d in place (bf16), for matmul.cu's GELU backward without the epilogue.
 void cuda_gelu_backward_inplace_bf16(bf16 *d, const bf16 *inp, long n, cudaStream_t stream);
 

@@ -50,24 +50,12 @@ static ReductionScratch reduction_scratch(int cols) {
     return {(float *)k->scratch, (int *)((char *)k->scratch + k->scratch_bytes) - ceil_div_u(cols, 32)};
 }
 
-// The LayerNorm kernels with the row in registers, V elements a load; false (nothing launched)
-// where a row does not fit.
-template <typename T, int V>
-static bool layernorm_forward_rows(T *out, float *mean, float *rstd, const T *inp, const float *weight,
-                                   const float *bias, int N, int C, cudaStream_t stream) {
-    return with_row_groups<V>(C, [&](auto g) {
-        layernorm_forward_rows_kernel<T, V, decltype(g)::value>
-            <<<ceil_div_u(N, WARPS_PER_BLOCK), BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
-    });
-}
-template <typename T, int V>
-static bool layernorm_backward_fused(T *dinp, float *partial_w, float *partial_b, const T *dout, const T *inp,
-                                     const float *weight, const float *mean, const float *rstd, int N, int C,
-                                     cudaStream_t stream) {
-    return with_row_groups<V>(C, [&](auto g) {
-        layernorm_backward_fused_kernel<T, V, decltype(g)::value><<<dim3(1, LN_CHUNKS), BLOCK, 0, stream>>>(
-            dinp, partial_w, partial_b, dout, inp, weight, mean, rstd, N, C);
-    });
+// f(std::integral_constant<int, V>(), std::integral_constant<int, G>()) for the register layout
+// of a row of C (layers_kernels.h: with_row_groups): V = vec16<T>() where `vec`, else 1; false
+// (f not called) where a row does not fit.
+template <typename T, typename F> static bool with_row_layout(bool vec, int C, F f) {
+    if (vec) return with_row_groups<vec16<T>()>(C, [&](auto g) { f(std::integral_constant<int, vec16<T>()>(), g); });
+    return with_row_groups<1>(C, [&](auto g) { f(std::integral_constant<int, 1>(), g); });
 }
 
 // Grid of the column reductions (layers_kernels.h): 32*V columns per block, REDUCE_CHUNKS row chunks.
@@ -79,8 +67,10 @@ static void layernorm_forward_t(T *out, float *mean, float *rstd, const T *inp, 
     if (N <= 0 || C <= 0) return;
     const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
     const bool vec = C % vec16<T>() == 0 && aligned16(out, inp, weight, bias);
-    if (ln_fused && (vec ? layernorm_forward_rows<T, vec16<T>()>(out, mean, rstd, inp, weight, bias, N, C, stream)
-                         : layernorm_forward_rows<T, 1>(out, mean, rstd, inp, weight, bias, N, C, stream))) {
+    if (ln_fused && with_row_layout<T>(vec, C, [&](auto v, auto g) {
+            layernorm_forward_rows_kernel<T, decltype(v)::value, decltype(g)::value>
+                <<<grid, BLOCK, 0, stream>>>(out, mean, rstd, inp, weight, bias, N, C);
+        })) {
         cudaCheckLaunch();
         return;
     }
@@ -98,13 +88,14 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
     if (N <= 0 || C <= 0) return;
     const unsigned grid = ceil_div_u(N, WARPS_PER_BLOCK);
     const bool vec = C % vec16<T>() == 0 && aligned16(dinp, dout, inp, weight);
+    const ReductionScratch r = reduction_scratch(C);
     if (ln_fused) {   // one pass: dinp and the chunks' column partials, then their sum
-        const ReductionScratch r = reduction_scratch(C);
         float *partial_w = r.partial, *partial_b = r.partial + (size_t)LN_CHUNKS * C;
-        if (vec ? layernorm_backward_fused<T, vec16<T>()>(dinp, partial_w, partial_b, dout, inp, weight, mean, rstd,
-                                                           N, C, stream)
-                : layernorm_backward_fused<T, 1>(dinp, partial_w, partial_b, dout, inp, weight, mean, rstd, N, C,
-                                                 stream)) {
+        if (with_row_layout<T>(vec, C, [&](auto v, auto g) {
+                layernorm_backward_fused_kernel<T, decltype(v)::value, decltype(g)::value>
+                    <<<dim3(1, LN_CHUNKS), BLOCK, 0, stream>>>(dinp, partial_w, partial_b, dout, inp, weight, mean,
+                                                              rstd, N, C);
+            })) {
             cudaCheckLaunch();
             columns_finish_kernel<<<ceil_div_u(C, 32), BLOCK, 0, stream>>>(dweight, dbias, partial_w, partial_b,
                                                                           LN_CHUNKS, C);
@@ -118,7 +109,6 @@ static void layernorm_backward_t(T *dinp, float *dweight, float *dbias, const T 
     else
         layernorm_backward_dinp_kernel<T, 1><<<grid, BLOCK, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
     cudaCheckLaunch();
-    const ReductionScratch r = reduction_scratch(C);
     float *partial_w = r.partial, *partial_b = r.partial + (size_t)REDUCE_CHUNKS * C;
     if (C % vec16<T>() == 0 && aligned16(dout, inp))
         layernorm_backward_columns_kernel<T, vec16<T>()><<<colsum_grid(C, vec16<T>()), BLOCK, 0, stream>>>(
@@ -192,7 +182,7 @@ void cuda_gelu_backward_inplace_bf16(bf16 *d, const bf16 *inp, long n, cudaStrea
     gelu_backward_inplace_t<bf16_t>(d, inp, n, stream);
 }
 
-void cuda_layers_apply_env(void) { cuda_env_choice("LSST_LN", "fused", "split", &ln_fused); }
+void cuda_layers_apply_env(void) { cuda_env_flag("LSST_LN", &ln_fused); }   // fused | split
 
 extern "C" {
 

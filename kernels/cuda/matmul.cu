@@ -246,8 +246,8 @@ static void matmul_backward_t(T *dinp, float *dweight, float *dbias, const T *do
 static bool gelu_in_epilogue(int N, int C, int OC) { return gelu_epilogue && N > 0 && C > 0 && OC > 0; }
 
 void cuda_matmul_apply_env(void) {
-    cuda_env_choice("LSST_GELU", "epilogue", "kernels", &gelu_epilogue);
-    cuda_env_choice("LSST_BGRAD", "epilogue", "kernels", &bgrad_epilogue);
+    cuda_env_flag("LSST_GELU", &gelu_epilogue);     // epilogue | kernels
+    cuda_env_flag("LSST_BGRAD", &bgrad_epilogue);   // epilogue | kernels
 }
 
 extern "C" {

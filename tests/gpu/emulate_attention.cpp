@@ -250,7 +250,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
         // As attention.cu's launch_bwd: dQ in its own kernel, or in the dK/dV kernel (ordered, in
         // CHAINS chains, or atomic); the kernels' modes; the slots of dq_acc.
-        constexpr int DQ = dq_kind(NWQ), CHAINS = DQ == DQ_ORDERED && BK > 1 ? BK : 1;
+        constexpr int DQ = dq_kind(NWQ), CHAINS = dq_chains(NWQ, BK);
         constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;
         const size_t slot = (size_t)c.B * c.NH * c.Tq * HS;
         vector<int> sem(DQ == DQ_ORDERED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) * CHAINS : 0, 0);   // ticket, semaphores

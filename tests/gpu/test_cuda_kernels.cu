@@ -362,6 +362,16 @@ template <typename T> static void test_layernorm(int C, bool fused = false) {
     cuda_layernorm_select(0);
 }
 
+// call() with the bias gradients in the dweight product's epilogue (bgrad) or not; whether no
+// bias-gradient epilogue fell back to the column-sum kernel meanwhile.
+template <typename F> static bool bgrad_path(bool bgrad, F call) {
+    cuda_matmul_bgrad_select(bgrad);
+    const long fb0 = cuda_matmul_bgrad_fallbacks();
+    call();
+    cuda_matmul_bgrad_select(0);
+    return cuda_matmul_bgrad_fallbacks() == fb0;
+}
+
 // bias_offset: 1 makes the bias pointer 2/4-byte aligned only (the cuBLASLt epilogue needs 16:
 // this takes the cublasGemmEx fallback). bgrad (bf16): the bias gradient in the dweight product's
 // cuBLASLt epilogue (cuda_matmul_bgrad_select), which must then be the path taken.
@@ -397,11 +407,9 @@ template <typename T> static void test_matmul(bool with_bias, int bias_offset, b
         Dev<float> gdw((long)OC * C), gdb(OC);
         upload(dd, dout), upload(di, i0), upload(gdw, w0), upload(gdb, b0);
         // Without bias: the NULL dinp / dbias form (they must stay untouched).
-        cuda_matmul_bgrad_select(bgrad);
-        const long fb0 = cuda_matmul_bgrad_fallbacks();
-        gpu_matmul_backward(with_bias ? di.p : NULL, gdw.p, with_bias ? gdb.p : NULL, dd.p, dx.p, dw.p, N, C, OC);
-        const bool path_ok = cuda_matmul_bgrad_fallbacks() == fb0;
-        cuda_matmul_bgrad_select(0);
+        const bool path_ok = bgrad_path(bgrad, [&] {
+            gpu_matmul_backward(with_bias ? di.p : NULL, gdw.p, with_bias ? gdb.p : NULL, dd.p, dx.p, dw.p, N, C, OC);
+        });
         report(bwd, {{"dinp", compare(download(di), ri)}, {"dweight", compare(download(gdw), rw)},
                      {"dbias", compare(download(gdb), rb)}},
                tol, path_ok, "(cuBLASLt offered no bias-gradient epilogue: the column-sum kernel ran)");
@@ -425,11 +433,8 @@ static void test_matmul_write(bool bgrad) {
     Dev<float> gdw((long)OC * C), gdb(OC);
     upload(dx, x), upload(dw, w), upload(dd, dout), upload(gdw, w0), upload(gdb, b0);
     di.poison();
-    cuda_matmul_bgrad_select(bgrad);
-    const long fb0 = cuda_matmul_bgrad_fallbacks();
-    cuda_matmul_backward_write_bf16(di.p, gdw.p, gdb.p, dd.p, dx.p, dw.p, N, C, OC, stream);
-    const bool path_ok = cuda_matmul_bgrad_fallbacks() == fb0;
-    cuda_matmul_bgrad_select(0);
+    const bool path_ok =
+        bgrad_path(bgrad, [&] { cuda_matmul_backward_write_bf16(di.p, gdw.p, gdb.p, dd.p, dx.p, dw.p, N, C, OC, stream); });
     report(name, {{"dinp", compare(download(di), ri)}, {"dweight", compare(download(gdw), rw)},
                   {"dbias", compare(download(gdb), rb)}},
            2e-2, path_ok, "(cuBLASLt offered no bias-gradient epilogue: the column-sum kernel ran)");
