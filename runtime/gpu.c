@@ -42,16 +42,24 @@ static void layout_state(Gpu *g, const Model *m, Carver *c) {
     TAKE(c, g->pos_of_rank, m->sp_size > 1 ? m->S : 0);
 }
 
+// lss / none without peers (sp 1) and LSST_QKV=fused: a layer's Q, K, V in one (B, T, 3C) tensor,
+// the output of ONE product (a->q, s->dq; row stride 3C), as megatron-sp's qkv. Else q (B, T, C)
+// and [K|V] (B, T, 2C) apart: with peers the [K|V] product comes first and its all-gather is in
+// flight while Q is projected (the paper's overlap), and [K|V] is what the gather sends.
+static bool qkv_fused(const Model *m) {
+    return m->scheme != SCHEME_MEGATRON_SP && m->sp_size == 1 && cuda_kernels_env_switch("LSST_QKV") == 0;
+}
+
 // model.c's carve_acts / carve_scratch, in bf16 on the device.
 static void layout_acts(Gpu *g, const Model *m, Carver *c) {
     size_t L = m->L, BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, Cl = m->Cl, Fl = m->Fl;
-    bool mg = m->scheme == SCHEME_MEGATRON_SP;
+    bool mg = m->scheme == SCHEME_MEGATRON_SP, fq = qkv_fused(m);
     size_t rows = mg ? BS : BT, kv_layers = m->cfg.kv == KV_REGATHER ? 1 : L;
     DevActs *a = &g->a;
     TAKE(c, a->encoded, BT * C), TAKE(c, a->ln1, L * BT * C), TAKE(c, a->residual2, L * BT * C);
     TAKE(c, a->ln2, L * BT * C), TAKE(c, a->residual3, L * BT * C), TAKE(c, a->lnf, BT * C);
     TAKE(c, a->logits, BT * m->V);
-    TAKE(c, a->q, mg ? 0 : L * BT * C), TAKE(c, a->kv, mg ? 0 : L * BT * 2 * C);
+    TAKE(c, a->q, mg ? 0 : L * BT * (fq ? 3 : 1) * C), TAKE(c, a->kv, mg || fq ? 0 : L * BT * 2 * C);
     TAKE(c, a->kv_full, mg || m->sp_size == 1 ? 0 : kv_layers * BS * 2 * C);
     TAKE(c, a->ln1_full, mg ? L * BS * C : 0), TAKE(c, a->qkv, mg ? L * BS * 3 * Cl : 0);
     TAKE(c, a->ln2_full, mg ? L * BS * C : 0);
@@ -63,12 +71,12 @@ static void layout_acts(Gpu *g, const Model *m, Carver *c) {
 
 static void layout_scratch(Gpu *g, const Model *m, Carver *c) {
     size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, Cl = m->Cl, Fl = m->Fl;
-    bool mg = m->scheme == SCHEME_MEGATRON_SP, peers = m->sp_size > 1;
+    bool mg = m->scheme == SCHEME_MEGATRON_SP, peers = m->sp_size > 1, fq = qkv_fused(m);
     size_t rows = mg ? BS : BT, W = gpu_exchange_width(m);
     DevScratch *s = &g->s;
     TAKE(c, s->dres, BT * C), TAKE(c, s->dx, BT * C), TAKE(c, s->tmp, BT * C);
     TAKE(c, s->datty, rows * Cl), TAKE(c, s->dfch, rows * Fl);
-    TAKE(c, s->dq, mg ? BS * 3 * Cl : BT * C), TAKE(c, s->dkv, mg ? 0 : BT * 2 * C);
+    TAKE(c, s->dq, mg ? BS * 3 * Cl : BT * (fq ? 3 : 1) * C), TAKE(c, s->dkv, mg || fq ? 0 : BT * 2 * C);
     TAKE(c, s->seq_full, mg || peers ? BS * W : 0), TAKE(c, s->dseq_full, mg ? BS * C : 0);
     TAKE(c, s->wide_full, peers ? BS * W : 0), TAKE(c, s->wide_local, peers ? BT * W : 0);
     s->attn = take(c, cuda_attention_backward_scratch_bytes(m->B, m->NHl, mg ? m->S : m->T, m->C / m->NH));
@@ -113,11 +121,14 @@ void gpu_kernels_line(const Model *m, char *buf, size_t n) {
     const int hs = m->C / m->NH, f = cuda_attention_selected(hs, 0), b = cuda_attention_selected(hs, 1);
     snprintf(buf, n,
              "attention (head size %d): forward v%d %s | backward v%d %s | GELU: %s | bias gradients: %s | "
-             "LayerNorm: %s",
+             "LayerNorm: %s | residual adds: %s | QKV: %s",
              hs, f, cuda_attention_variant_name(hs, f, 0), b, cuda_attention_variant_name(hs, b, 1),
              cuda_matmul_gelu_selected() ? "cuBLASLt epilogues" : "kernels",
              cuda_matmul_bgrad_selected() ? "cuBLASLt epilogues" : "kernels",
-             cuda_layernorm_selected() ? "fused" : "split");
+             cuda_layernorm_selected() ? "fused" : "split",
+             m->scheme == SCHEME_MEGATRON_SP ? "kernel (after the reduce-scatter)"
+             : cuda_matmul_residual_selected() ? "cuBLASLt epilogues" : "kernel",
+             m->scheme == SCHEME_MEGATRON_SP || qkv_fused(m) ? "one product" : "two products");
 }
 
 // ---- open / close ---------------------------------------------------------------------------
@@ -278,40 +289,56 @@ static bf16 *kv_full_of(Gpu *g, const Model *m, int l) {
     return g->a.kv_full + layer * m->B * m->S * 2 * m->C;
 }
 
+// Layer l's Q, K, V from ln1 and the attention over them into atty (lse: its statistics).
+static void qkv_attention_forward(Gpu *g, Model *m, Comm *comm, int l, const bf16 *ln1) {
+    int B = m->B, T = m->T, C = m->C, NH = m->NH, S = m->S, BT = B * T;
+    size_t btc = (size_t)BT * C;
+    DevActs *a = &g->a;
+    cudaStream_t st = g->stream;
+    bf16 *atty = a->atty + l * btc;
+    float *lse = a->att_lse + l * (size_t)BT * NH;
+    const bf16 *qkvw = PB(P_QKVW) + (size_t)l * 3 * C * C, *qkvb = PB(P_QKVB) + (size_t)l * 3 * C;
+    if (qkv_fused(m)) {
+        bf16 *qkv = a->q + l * 3 * btc;
+        cuda_matmul_forward_bf16(qkv, ln1, qkvw, qkvb, BT, C, 3 * C, st);
+        cuda_attention_forward_bf16(atty, lse, qkv, qkv + C, qkv + 2 * C, g->pos, B, T, S, NH, C / NH, 3 * C, 3 * C,
+                                    st);
+        return;
+    }
+    bf16 *q = a->q + l * btc, *kv = a->kv + l * 2 * btc, *kv_full = kv_full_of(g, m, l);
+    // [K|V] first; its all-gather is in flight while the GPU projects Q.
+    cuda_matmul_forward_bf16(kv, ln1, qkvw + (size_t)C * C, qkvb + C, BT, C, 2 * C, st);
+    CommPending gather;
+    if (m->sp_size > 1) gpu_gather_post(g, m, comm, kv, 2 * C, &gather);
+    cuda_matmul_forward_bf16(q, ln1, qkvw, qkvb, BT, C, C, st);
+    if (m->sp_size > 1) gpu_gather_finish(g, m, comm, kv_full, 2 * C, &gather);
+    cuda_attention_forward_bf16(atty, lse, q, kv_full, kv_full + C, g->pos, B, T, S, NH, C / NH, C, 2 * C, st);
+}
+
 static double lss_forward(Gpu *g, Model *m, Comm *comm, float dloss) {
-    int B = m->B, T = m->T, C = m->C, NH = m->NH, F = m->F, S = m->S, BT = B * T;
+    int B = m->B, T = m->T, C = m->C, F = m->F, BT = B * T;
     DevActs *a = &g->a;
     cudaStream_t st = g->stream;
     size_t btc = (size_t)BT * C, bt = (size_t)BT;
     cuda_embedding_forward_bf16(a->encoded, g->tokens, P(P_WTE), P(PARAM_WPE), B, T, C, st);
     const bf16 *residual = a->encoded;
     for (int l = 0; l < m->L; l++) {
-        bf16 *ln1 = a->ln1 + l * btc, *q = a->q + l * btc, *kv = a->kv + l * 2 * btc, *kv_full = kv_full_of(g, m, l);
-        bf16 *atty = a->atty + l * btc, *residual2 = a->residual2 + l * btc, *ln2 = a->ln2 + l * btc;
-        bf16 *fch = a->fch + l * bt * F, *fch_gelu = a->fch_gelu + l * bt * F, *residual3 = a->residual3 + l * btc;
-        float *lse = a->att_lse + l * bt * NH;
-        const bf16 *qkvw = PB(P_QKVW) + (size_t)l * 3 * C * C, *qkvb = PB(P_QKVB) + (size_t)l * 3 * C;
+        bf16 *ln1 = a->ln1 + l * btc, *atty = a->atty + l * btc, *residual2 = a->residual2 + l * btc;
+        bf16 *ln2 = a->ln2 + l * btc, *fch = a->fch + l * bt * F, *fch_gelu = a->fch_gelu + l * bt * F;
+        bf16 *residual3 = a->residual3 + l * btc;
 
         cuda_layernorm_forward_bf16(ln1, a->ln1_mean + l * bt, a->ln1_rstd + l * bt, residual, P(P_LN1W) + l * C,
                                     P(P_LN1B) + l * C, BT, C, st);
-        // [K|V] first; its all-gather is in flight while the GPU projects Q.
-        cuda_matmul_forward_bf16(kv, ln1, qkvw + (size_t)C * C, qkvb + C, BT, C, 2 * C, st);
-        CommPending gather;
-        if (m->sp_size > 1) gpu_gather_post(g, m, comm, kv, 2 * C, &gather);
-        cuda_matmul_forward_bf16(q, ln1, qkvw, qkvb, BT, C, C, st);
-        if (m->sp_size > 1) gpu_gather_finish(g, m, comm, kv_full, 2 * C, &gather);
-        cuda_attention_forward_bf16(atty, lse, q, kv_full, kv_full + C, g->pos, B, T, S, NH, C / NH, C, 2 * C, st);
-        cuda_matmul_forward_bf16(g->s.tmp, atty, PB(P_ATTPROJW) + (size_t)l * C * C, PB(P_ATTPROJB) + l * C, BT, C,
-                                 C, st);
-        cuda_residual_forward_bf16(residual2, residual, g->s.tmp, (long)btc, st);
+        qkv_attention_forward(g, m, comm, l, ln1);
+        cuda_matmul_residual_forward_bf16(residual2, g->s.tmp, residual, atty, PB(P_ATTPROJW) + (size_t)l * C * C,
+                                          PB(P_ATTPROJB) + l * C, BT, C, C, st);
 
         cuda_layernorm_forward_bf16(ln2, a->ln2_mean + l * bt, a->ln2_rstd + l * bt, residual2, P(P_LN2W) + l * C,
                                     P(P_LN2B) + l * C, BT, C, st);
         cuda_matmul_gelu_forward_bf16(fch_gelu, fch, ln2, PB(P_FCW) + (size_t)l * F * C, PB(P_FCB) + (size_t)l * F,
                                       BT, C, F, st);
-        cuda_matmul_forward_bf16(g->s.tmp, fch_gelu, PB(P_FCPROJW) + (size_t)l * C * F, PB(P_FCPROJB) + l * C, BT,
-                                 F, C, st);
-        cuda_residual_forward_bf16(residual3, residual2, g->s.tmp, (long)btc, st);
+        cuda_matmul_residual_forward_bf16(residual3, g->s.tmp, residual2, fch_gelu,
+                                          PB(P_FCPROJW) + (size_t)l * C * F, PB(P_FCPROJB) + l * C, BT, F, C, st);
         residual = residual3;
     }
     return gpu_head_forward(g, m, residual, dloss);
@@ -333,35 +360,55 @@ static void mlp_backward(Gpu *g, const Model *m, int l) {
                                  P(P_LN2W) + l * C, a->ln2_mean + l * bt, a->ln2_rstd + l * bt, BT, C, st);
 }
 
-static void attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
-    int B = m->B, T = m->T, C = m->C, NH = m->NH, S = m->S, BT = B * T;
-    size_t btc = (size_t)BT * C, bt = (size_t)BT;
+// The attention's backward from datty to dq, d[K|V] (this rank's rows), then their products' into
+// dx (written) and the QKV weight and bias gradients.
+static void qkv_attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
+    int B = m->B, T = m->T, C = m->C, NH = m->NH, S = m->S, BT = B * T, hs = C / NH;
+    size_t btc = (size_t)BT * C;
     DevActs *a = &g->a;
     DevScratch *s = &g->s;
     cudaStream_t st = g->stream;
-    const bf16 *residual = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * btc;
-    bf16 *ln1 = a->ln1 + l * btc, *q = a->q + l * btc, *atty = a->atty + l * btc, *kv_full = kv_full_of(g, m, l);
-    bf16 *dkv_full = m->sp_size == 1 ? s->dkv : s->seq_full;
-    const bf16 *qkvw = PB(P_QKVW) + (size_t)l * 3 * C * C;
+    const bf16 *ln1 = a->ln1 + l * btc, *atty = a->atty + l * btc, *qkvw = PB(P_QKVW) + (size_t)l * 3 * C * C;
+    const float *lse = a->att_lse + l * (size_t)BT * NH;
     float *dqkvw = G(P_QKVW) + (size_t)l * 3 * C * C, *dqkvb = G(P_QKVB) + (size_t)l * 3 * C;
-
-    cuda_matmul_backward_write_bf16(s->datty, G(P_ATTPROJW) + (size_t)l * C * C, G(P_ATTPROJB) + l * C, s->dres,
-                                    atty, PB(P_ATTPROJW) + (size_t)l * C * C, BT, C, C, st);
+    if (qkv_fused(m)) {
+        const bf16 *qkv = a->q + l * 3 * btc;
+        gpu_zero(g, s->dq, 3 * btc * sizeof(bf16));
+        cuda_attention_backward_bf16(s->dq, s->dq + C, s->dq + 2 * C, s->datty, atty, lse, qkv, qkv + C, qkv + 2 * C,
+                                     g->pos, B, T, S, NH, hs, 3 * C, 3 * C, s->attn, st);
+        cuda_matmul_backward_write_bf16(s->dx, dqkvw, dqkvb, s->dq, ln1, qkvw, BT, C, 3 * C, st);
+        return;
+    }
+    const bf16 *q = a->q + l * btc;
+    bf16 *kv_full = kv_full_of(g, m, l), *dkv_full = m->sp_size == 1 ? s->dkv : s->seq_full;
     if (m->cfg.kv == KV_REGATHER && m->sp_size > 1 && l != m->L - 1) {
         gpu_gather(g, m, comm, a->kv + l * 2 * btc, kv_full, 2 * C);
     }
     gpu_zero(g, s->dq, btc * sizeof(bf16));
     gpu_zero(g, dkv_full, (size_t)B * S * 2 * C * sizeof(bf16));
-    cuda_attention_backward_bf16(s->dq, dkv_full, dkv_full + C, s->datty, atty, a->att_lse + l * bt * NH, q, kv_full,
-                                 kv_full + C, g->pos, B, T, S, NH, C / NH, C, 2 * C, s->attn, st);
+    cuda_attention_backward_bf16(s->dq, dkv_full, dkv_full + C, s->datty, atty, lse, q, kv_full, kv_full + C, g->pos,
+                                 B, T, S, NH, hs, C, 2 * C, s->attn, st);
     // ONE reduce-scatter returns every rank's partial d[K|V] to the owning segments.
     if (m->sp_size > 1) gpu_reduce_scatter(g, m, comm, s->seq_full, s->dkv, 2 * C);
     cuda_matmul_backward_write_bf16(s->dx, dqkvw, dqkvb, s->dq, ln1, qkvw, BT, C, C, st);
     cuda_matmul_backward_bf16(s->dx, dqkvw + (size_t)C * C, dqkvb + C, s->dkv, ln1, qkvw + (size_t)C * C, BT, C,
                               2 * C, st);
+}
+
+static void attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
+    int BT = m->B * m->T, C = m->C;
+    size_t btc = (size_t)BT * C, bt = (size_t)BT;
+    DevActs *a = &g->a;
+    DevScratch *s = &g->s;
+    cudaStream_t st = g->stream;
+    const bf16 *residual = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * btc;
+    cuda_matmul_backward_write_bf16(s->datty, G(P_ATTPROJW) + (size_t)l * C * C, G(P_ATTPROJB) + l * C, s->dres,
+                                    a->atty + l * btc, PB(P_ATTPROJW) + (size_t)l * C * C, BT, C, C, st);
+    qkv_attention_backward(g, m, comm, l);
     cuda_layernorm_backward_bf16(s->dres, G(P_LN1W) + l * C, G(P_LN1B) + l * C, s->dx, residual, P(P_LN1W) + l * C,
                                  a->ln1_mean + l * bt, a->ln1_rstd + l * bt, BT, C, st);
-    gpu_zero(g, dqkvb + C, (size_t)C * sizeof(float));   // the key bias: exact gradient 0 (model.c)
+    // The key bias: exact gradient 0 (model.c).
+    gpu_zero(g, G(P_QKVB) + (size_t)l * 3 * C + C, (size_t)C * sizeof(float));
 }
 
 static void lss_backward(Gpu *g, Model *m, Comm *comm) {
@@ -390,8 +437,7 @@ void gpu_backward(Gpu *g, Model *m, Comm *comm) {
 
 // ---- optimizer ------------------------------------------------------------------------------------
 void gpu_grad_sum_squares(Gpu *g, const Model *m, double *out) {
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
-        cuda_sum_squares(g->sumsq + i, G(i), (long)m->param_sizes[i], g->stream);
+    cuda_sum_squares_tensors(g->sumsq, g->grads, m->param_sizes, NUM_PARAM_TENSORS, g->stream);
     gpu_to_host(g, out, g->sumsq, NUM_PARAM_TENSORS * sizeof(double));
 }
 

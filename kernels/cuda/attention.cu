@@ -22,6 +22,8 @@
 //                 see attn_bwd_dkdv_kernel): 5 products, still deterministic. Atomic
 //                 variants (NWQ = -1) add the partials by fp32 atomics instead (as
 //                 FlashAttention-2): no waits, not deterministic, never a default.
+//                 Fixed-point variants (NWQ = -2, -3) add them as integers in a per-row unit
+//                 from a bound known beforehand: no waits, and the same bits in any order.
 //  2. CUDA cores (any arch, any hs <= 256, fp32 or bf16): one warp per query row (forward,
 //     dq) or key row (dk, dv), dot products reduced across the warp. Correct and slow: the
 //     fp32 path, Volta (sm_70) and odd head sizes.
@@ -97,7 +99,7 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
     cudaCheckLaunch();
     constexpr int BKV = 16 * NW, DQ = dq_kind(NWQ);
-    constexpr int CHAINS = dq_chains(NWQ, BK);
+    constexpr int CHAINS = dq_chains(NWQ, BK), FIX_BITS = dq_fix_bits(NWQ);
     constexpr bool FUSED = DQ != DQ_SPLIT;
     // WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
     // gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
@@ -107,18 +109,23 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
                            (size_t)3 * QBUF * BQ * sizeof(float) + (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) +
                            wg_pad(WG != 0);
     // Zeroed: the ordered kernel's ticket counter and semaphores (one int before the
-    // semaphores); the atomic kernel's fp32 dQ sums.
+    // semaphores); the atomic kernels' dQ sums.
     if (DQ == DQ_ORDERED)
         cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb * CHAINS) * sizeof(int), stream));
-    if (DQ == DQ_ATOMIC) cudaCheck(cudaMemsetAsync(a.dq_acc, 0, (size_t)a.B * a.NH * a.Tq * HS * sizeof(float), stream));
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS>
+    if (DQ == DQ_ATOMIC || DQ == DQ_FIXED)
+        cudaCheck(cudaMemsetAsync(a.dq_acc, 0, (size_t)a.B * a.NH * a.Tq * HS * dq_acc_bytes(NWQ), stream));
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
     if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG_Q>(a, stream);
+    const unsigned finish_grid = elementwise_grid((long)a.B * a.NH * a.Tq * HS / 2, 256);
     if constexpr (DQ == DQ_ATOMIC || CHAINS > 1) {   // the sums (in slots) into dq
-        attn_dq_finish_kernel<<<elementwise_grid((long)a.B * a.NH * a.Tq * HS / 2, 256), 256, 0, stream>>>(
-            a, CHAINS, BQ, BKV);
+        attn_dq_finish_kernel<<<finish_grid, 256, 0, stream>>>(a, CHAINS, BQ, BKV);
+        cudaCheckLaunch();
+    }
+    if constexpr (DQ == DQ_FIXED) {
+        attn_dq_fixed_finish_kernel<FIX_BITS><<<finish_grid, 256, 0, stream>>>(a, BQ);
         cudaCheckLaunch();
     }
 }
@@ -135,9 +142,10 @@ struct BwdVariant {
     int hs;
     AttnLaunchBwd launch;
     const char *name;
-    int dq;       // DQ_SPLIT, or dQ in the dK/dV kernel (DQ_ORDERED, DQ_ATOMIC): dq_acc, dq_sem in the scratch
+    int dq;       // DQ_SPLIT, or dQ in the dK/dV kernel (DQ_ORDERED, DQ_ATOMIC, DQ_FIXED): dq_acc, dq_sem in the scratch
     int slots;    // of dq_acc (and of the semaphores): 0 split, 1, or the ordered sums' chains
     bool wg;      // wgmma (sm_90a)
+    int acc_bytes;   // of an element of dq_acc: 4 (fp32, int32) or 8 (int64)
 };
 #define WG_SUFFIX_0 ""
 #define WG_SUFFIX_1 ", wgmma"
@@ -153,11 +161,15 @@ struct BwdVariant {
            "), dq summed in key-block order in " #BK " chains" WG_SUFFIX_##WG                           \
      : NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR        \
                  "), dq summed in key-block order" WG_SUFFIX_##WG                                     \
-     : NWQ < 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR         \
-                 "), dq summed by fp32 atomics (not deterministic)" WG_SUFFIX_##WG                    \
+     : NWQ == -1 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR       \
+                   "), dq summed by fp32 atomics (not deterministic)" WG_SUFFIX_##WG                  \
+     : NWQ < 0 ? (NWQ == -2 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
+                              "), dq summed in 64-bit fixed point by integer atomics" WG_SUFFIX_##WG  \
+                            : "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
+                              "), dq summed in 32-bit fixed point by integer atomics" WG_SUFFIX_##WG) \
                : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                 " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
-     dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0},
+     dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0, dq_acc_bytes(NWQ)},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
 enum {
@@ -255,10 +267,11 @@ template <typename F> static void each_variants_env(F each) {
     cudaRequire(scan_variants_env(each, err, sizeof err), "%s", err);
 }
 
-// LSST_ATTN_BWD (split | fused | atomic: the DQ kinds in that order): the kind of backward asked
-// for, DQ_SPLIT unless set (measured 3x faster than fused at hs 64 on an H100).
+// LSST_ATTN_BWD (split | fused | atomic | fixed: the DQ kinds in that order): the kind of backward
+// asked for, DQ_SPLIT unless set (measured 3x faster than fused at hs 64 on an H100).
 static int env_bwd_kind(void) {
-    static_assert(DQ_SPLIT == 0 && DQ_ORDERED == 1 && DQ_ATOMIC == 2, "LSST_ATTN_BWD's values in DQ order");
+    static_assert(DQ_SPLIT == 0 && DQ_ORDERED == 1 && DQ_ATOMIC == 2 && DQ_FIXED == 3,
+                  "LSST_ATTN_BWD's values in DQ order");
     const int v = cuda_env_switch("LSST_ATTN_BWD");
     return v < 0 ? DQ_SPLIT : v;
 }
@@ -267,9 +280,9 @@ static int env_bwd_kind(void) {
 // whole training run with a non-default choice: tests/bench/gpu/e2e_compare.sh). Defaults: where
 // the wgmma kernels run (sm_90 and an sm_90a build), each head size's first wgmma forward and
 // backward variants (measured the fastest on an H100, RESULTS.md), else variant 0.
-// LSST_ATTN_WGMMA=0: variant 0 (mma.sync) on sm_90 too. LSST_ATTN_BWD=split|fused|atomic: the
-// first backward variant of that kind (DQ_SPLIT, DQ_ORDERED, DQ_ATOMIC: the last one is not
-// deterministic) that runs here (of the wgmma ones where those are chosen); a head size without
+// LSST_ATTN_WGMMA=0: variant 0 (mma.sync) on sm_90 too. LSST_ATTN_BWD=split|fused|atomic|fixed:
+// the first backward variant of that kind (DQ_SPLIT, DQ_ORDERED, DQ_ATOMIC: not deterministic,
+// DQ_FIXED: its first is the 64-bit one) that runs here (of the wgmma ones where those are chosen); a head size without
 // one keeps variant 0. Then LSST_ATTN_VARIANTS (above) for the head sizes it names.
 void cuda_attention_apply_env(void) {
     if (cuda_kernels()->sm_major == 9) {
@@ -390,25 +403,26 @@ int cuda_attention_bwd_deterministic(int hs, int variant) {
 }
 
 // The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, for a fused
-// variant, its ticket counter and semaphores (dq_ticket, dq_sem) and fp32 dQ sums (dq_acc), in
-// `slots` slots (BwdVariant::slots: 0 for a split variant).
+// variant, its ticket counter and semaphores (dq_ticket, dq_sem) and dQ sums (dq_acc) in `slots`
+// slots (BwdVariant::slots: 0 for a split variant) of acc_bytes an element; for a fixed-point
+// one also the rows' exponents and marks (dq_exp, dq_bad) and the heads' Kmax, Vmax (kv_max).
 struct BwdScratch {
-    size_t qmax, sem, acc, total;
+    size_t qmax, sem, acc, exp, bad, kv_max, total;
 };
-static BwdScratch bwd_scratch(int B, int NH, int Tq, size_t slots, int hs) {
+static BwdScratch bwd_scratch(int B, int NH, int Tq, const BwdVariant *v, int hs) {
     auto round256 = [](size_t n) { return (n + 255) / 256 * 256; };
-    const size_t nqb = (size_t)(Tq + MIN_QBLOCK - 1) / MIN_QBLOCK;
+    const size_t nqb = (size_t)(Tq + MIN_QBLOCK - 1) / MIN_QBLOCK, rows = (size_t)B * NH * Tq;
+    const size_t slots = v ? (size_t)v->slots : 0;
+    const bool fixed = v && v->dq == DQ_FIXED;
     BwdScratch s;
     s.qmax = dsum_bytes(B, NH, Tq);
     s.sem = s.qmax + round256(nqb * sizeof(int));
     s.acc = s.sem + (slots ? round256((1 + (size_t)B * NH * nqb * slots) * sizeof(int)) : 0);   // ticket, semaphores
-    s.total = s.acc + slots * B * NH * Tq * hs * sizeof(float);
+    s.exp = s.acc + round256(slots * rows * hs * (v ? v->acc_bytes : 0));
+    s.bad = s.exp + (fixed ? round256(rows * sizeof(int)) : 0);
+    s.kv_max = s.bad + (fixed ? round256(rows * sizeof(int)) : 0);
+    s.total = s.kv_max + (fixed ? 2 * (size_t)B * NH * sizeof(unsigned) : 0);
     return s;
-}
-
-static size_t variant_slots(int hs, int variant) {
-    const BwdVariant *v = find_variant(bwd_variants, N_BWD, hs, variant);
-    return v ? (size_t)v->slots : 0;
 }
 
 // The backward variant the environment chooses for hs, found without a device (a plan made before
@@ -424,13 +438,14 @@ static int env_bwd_variant(int hs) {
 size_t cuda_attention_backward_scratch_bytes(int B, int NH, int Tq, int hs) {
     const int ti = table_index(hs);
     const int v = !env_applied ? env_bwd_variant(hs) : ti < 0 ? -1 : selected_bwd[ti];
-    return bwd_scratch(B, NH, Tq, variant_slots(hs, v), hs).total;
+    return bwd_scratch(B, NH, Tq, find_variant(bwd_variants, N_BWD, hs, v), hs).total;
 }
 
 size_t cuda_attention_backward_scratch_bytes_any(int B, int NH, int Tq, int hs) {
-    size_t slots = 0;
-    for (int v = 0; v < count_variants(bwd_variants, N_BWD, hs); v++) slots = std::max(slots, variant_slots(hs, v));
-    return bwd_scratch(B, NH, Tq, slots, hs).total;
+    size_t most = bwd_scratch(B, NH, Tq, NULL, hs).total;
+    for (int v = 0; v < count_variants(bwd_variants, N_BWD, hs); v++)
+        most = std::max(most, bwd_scratch(B, NH, Tq, find_variant(bwd_variants, N_BWD, hs, v), hs).total);
+    return most;
 }
 
 void cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, const int *q_pos,
@@ -468,32 +483,51 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                       stream);
 }
 
+// The fixed-point backward's bounds (attention_kernels.h, "fixed-point dQ sums"): the heads' Kmax,
+// Vmax, then D with the rows' exponents.
+static void fixed_point_bounds(const AttnArgs &a, int fix_bits, cudaStream_t stream) {
+    cudaCheck(cudaMemsetAsync(a.kv_max, 0, 2 * (size_t)a.B * a.NH * sizeof(unsigned), stream));
+    const unsigned chunks = std::min(ceil_div_u(a.Tk, 64), 64u);   // 8 warps a block, 8+ key rows a warp
+    attn_kv_bound_kernel<bf16_t><<<dim3((unsigned)(a.B * a.NH), chunks), 256, 0, stream>>>(a.kv_max, a.k, a.v, a.Tk,
+                                                                                         a.NH, a.hs, a.ldkv);
+    cudaCheckLaunch();
+    attn_dsum_kernel<bf16_t><<<ceil_div_u((long)a.B * a.NH * a.Tq, 8), 256, 0, stream>>>(
+        const_cast<float *>(a.dsum), a.dout, a.out_c, a.B, a.Tq, a.NH, a.hs, a.dq_exp, a.dq_bad, a.kv_max,
+        fix_bits - 2);
+    cudaCheckLaunch();
+}
+
 void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out, const float *lse,
                                   const bf16 *q, const bf16 *k, const bf16 *v, const int *q_pos, int B, int Tq,
                                   int Tk, int NH, int hs, int ldq, int ldkv, void *scratch, cudaStream_t stream) {
     if (B <= 0 || Tq <= 0 || NH <= 0 || hs <= 0) return;
-    const float *dsum = attention_dsum<bf16_t>(scratch, dout, out, B, Tq, NH, hs, stream);
     const void *ptrs[] = {dq, dk, dv, dout, q, k, v};
     const int ti = table_index(hs);
     const BwdVariant *var =
         tensor_core_ok(hs, ldq, ldkv, ptrs, 7) ? find_variant(bwd_variants, N_BWD, hs, selected_bwd[ti]) : NULL;
     if (!var || Tk <= 0) {
+        const float *dsum = attention_dsum<bf16_t>(scratch, dout, out, B, Tq, NH, hs, stream);
         attention_backward_generic<bf16_t>(dq, dk, dv, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv,
                                            stream);
         return;
     }
     AttnArgs a = {};
-    a.dq = dq, a.dk = dk, a.dv = dv, a.dout = dout, a.out_c = out, a.lse_c = lse, a.dsum = dsum;
+    a.dq = dq, a.dk = dk, a.dv = dv, a.dout = dout, a.out_c = out, a.lse_c = lse, a.dsum = (float *)scratch;
     a.q = q, a.k = k, a.v = v, a.q_pos = q_pos;
-    const BwdScratch sc = bwd_scratch(B, NH, Tq, (size_t)var->slots, hs);
-    a.qmax = (const int *)((char *)scratch + sc.qmax);
-    const bool fused = var->dq != DQ_SPLIT;
-    a.dq_ticket = fused ? (int *)((char *)scratch + sc.sem) : NULL;
+    const BwdScratch sc = bwd_scratch(B, NH, Tq, var, hs);
+    auto at = [&](size_t off) { return (void *)((char *)scratch + off); };
+    a.qmax = (const int *)at(sc.qmax);
+    const bool fused = var->dq != DQ_SPLIT, fixed = var->dq == DQ_FIXED;
+    a.dq_ticket = fused ? (int *)at(sc.sem) : NULL;
     a.dq_sem = fused ? a.dq_ticket + 1 : NULL;
-    a.dq_acc = fused ? (float *)((char *)scratch + sc.acc) : NULL;
+    a.dq_acc = fused ? (float *)at(sc.acc) : NULL;
+    a.dq_exp = fixed ? (int *)at(sc.exp) : NULL, a.dq_bad = fixed ? (int *)at(sc.bad) : NULL;
+    a.kv_max = fixed ? (unsigned *)at(sc.kv_max) : NULL;
     a.B = B, a.Tq = Tq, a.Tk = Tk, a.NH = NH, a.hs = hs, a.ldq = ldq, a.ldkv = ldkv;
     a.scale = 1.0f / sqrtf((float)hs);
     a.scale_log2 = a.scale * LOG2E_F;
+    if (fixed) fixed_point_bounds(a, var->acc_bytes * 8, stream);
+    else attention_dsum<bf16_t>(scratch, dout, out, B, Tq, NH, hs, stream);
     var->launch(a, stream);
 }
 

@@ -34,7 +34,9 @@ enum { MIN_QBLOCK = 16 };
 //            attn_bwd_dkdv_kernel's CHAINS); NWQ = -1: the same with
 //            the partials added by fp32 atomics, then written into dq by attn_dq_finish_kernel
 //            (DQ_ATOMIC: FlashAttention-2's way; the sum order varies from run to run, so not
-//            deterministic: never a default, LSST_ATTN_BWD=atomic).
+//            deterministic: never a default, LSST_ATTN_BWD=atomic); NWQ = -2 (-3): the partials
+//            added as 64-bit (32-bit) fixed-point integers by integer atomics, whose sum does
+//            not depend on the order (DQ_FIXED, deterministic; LSST_ATTN_BWD=fixed).
 //   backward WG 0: mma.sync, 1: wgmma, 2: wgmma with the dQ kernel pipelined (attn_bwd_dq_kernel),
 //            3: both kernels pipelined (attn_bwd_dkdv_kernel too).
 //   wgmma (WG >= 1): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
@@ -53,8 +55,9 @@ enum { MIN_QBLOCK = 16 };
 // at hs 128 with 64-key blocks (280), the pipelined dK/dV kernel at hs 128 (176). No wgmma
 // variant listed spills, but the hs-128 backward with 64-query blocks (20 bytes); several
 // mma.sync kernels at 255 registers spill 4-60 bytes (the fused dK/dV ones among them), as built
-// for sm_80 too. The atomic backwards (NWQ -1, after the shared-memory-Q forms) and the ordered
-// ones in chains (NWQ 0, BK 4 and 16; the end of the list) have not run on a GPU yet.
+// for sm_80 too. The atomic backwards (NWQ -1, after the shared-memory-Q forms), the ordered
+// ones in chains (NWQ 0, BK 4 and 16) and the fixed-point ones (NWQ -2, -3; the end of the list)
+// have not run on a GPU yet.
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
@@ -83,12 +86,20 @@ enum { MIN_QBLOCK = 16 };
     X(64, 4, 64, true, 4, 64, false, 1) X(64, 8, 64, true, 8, 64, false, 1)                     \
     X(64, 4, 64, true, -1, 0, false, 1) X(64, 4, 64, true, -1, 0, false, 0)                      \
     X(128, 4, 32, false, -1, 0, false, 0)                                                       \
-    X(64, 4, 64, true, 0, 4, false, 1) X(64, 4, 64, true, 0, 16, false, 1)
+    X(64, 4, 64, true, 0, 4, false, 1) X(64, 4, 64, true, 0, 16, false, 1)                     \
+    X(64, 4, 64, true, -2, 0, false, 1) X(64, 4, 64, true, -3, 0, false, 1)                     \
+    X(64, 4, 64, true, -2, 0, false, 0) X(128, 4, 32, false, -2, 0, false, 0)
 
 // How a backward variant computes dQ (from its NWQ): its own kernel, in the dK/dV kernel summed in
-// key-block order, or in the dK/dV kernel summed by atomics.
-enum { DQ_SPLIT = 0, DQ_ORDERED = 1, DQ_ATOMIC = 2 };
-constexpr int dq_kind(int nwq) { return nwq > 0 ? DQ_SPLIT : nwq == 0 ? DQ_ORDERED : DQ_ATOMIC; }
+// key-block order, or in the dK/dV kernel summed by fp32 atomics, or by integer atomics on fixed
+// point (NWQ -2: 64-bit, -3: 32-bit sums; see "fixed-point dQ sums" below).
+enum { DQ_SPLIT = 0, DQ_ORDERED = 1, DQ_ATOMIC = 2, DQ_FIXED = 3 };
+constexpr int dq_kind(int nwq) {
+    return nwq > 0 ? DQ_SPLIT : nwq == 0 ? DQ_ORDERED : nwq == -1 ? DQ_ATOMIC : DQ_FIXED;
+}
+constexpr int dq_fix_bits(int nwq) { return nwq == -2 ? 64 : nwq == -3 ? 32 : 0; }
+// Bytes of one element of the dQ sums (dq_acc): fp32, or the fixed-point integers.
+constexpr int dq_acc_bytes(int nwq) { return nwq == -2 ? 8 : 4; }
 // The chains an ordered variant sums in (its BK; 1 for the other kinds), and the slots of fp32 dQ
 // sums a variant needs (none for a split one, one a chain otherwise).
 constexpr int dq_chains(int nwq, int bk) { return nwq == 0 && bk > 1 ? bk : 1; }
@@ -98,17 +109,82 @@ constexpr int dq_slots(int nwq, int bk) { return nwq > 0 ? 0 : dq_chains(nwq, bk
 // Shared by both implementations: D = rowsum(dout * out), per (b, h, t).
 // ============================================================================================
 
+// ---- fixed-point dQ sums (DQ_FIXED) ----------------------------------------------------------
+// Row r's dQ (before the 1/sqrt(hs) scale) is sum_j dS_rj K_j with dS_rj = P_rj (dP_rj - D_r),
+// dP_rj = dO_r . V_j, D_r = dO_r . O_r, sum_j P_rj = 1 and |O_r| <= max_j |V_j| (O_r is a mean of
+// the V_j), so every element of it, and of any partial sum over a subset of the keys, is at most
+// 2 |dO_r| Vmax Kmax in magnitude (Vmax = max_j |V_j|, Kmax = max |K_jc| over the head's keys).
+// The bound used is twice that (room for the bf16 roundings of dS and O): bound_r < 2^e_r, and
+// the partials are added as integers in units of 2^(e_r - P), P = BITS - 2, so every partial and
+// the row's final sum stay below 2^(P - 1) units: no final sum overflows, and integer adds wrap
+// modulo 2^BITS, so the intermediate sums do not matter either: the result has the same bits
+// whatever the order of the adds. 64-bit sums keep each partial to fp32 precision (24 bits of 62)
+// however loose the bound; 32-bit ones keep 30 bits below the bound. A partial beyond 2^P units
+// (a NaN, an inf: the bound cannot fail otherwise) marks the row, whose dq becomes NaN.
+// e_r is clamped below at P - 126, so that 2^(P - e_r) is a normal float.
+// 2^k as a float for k in [-126, 127] (a normal float: built from its exponent bits, exact).
+__device__ __forceinline__ float exp2_int(int k) { return __uint_as_float((unsigned)(127 + k) << 23); }
+__device__ __forceinline__ int attn_fix_exponent(float bound, int p) {
+    int e = 0;
+    frexpf(bound, &e);   // bound = m 2^e, m in [0.5, 1); 0: e = 0
+    return e > p - 126 ? e : p - 126;
+}
+
+// kv_max[2 (b NH + h)] = Kmax, [.. + 1] = Vmax of head (b, h) (above), as the bits of non-negative
+// floats, whose unsigned order is their order (a NaN above inf: it propagates): atomicMax, exact
+// and order-independent; kv_max zeroed before. Grid (B NH, any), a warp per key row.
+__device__ __forceinline__ float nan_max(float a, float b) { return b > a || b != b ? b : a; }
 template <typename T>
-__global__ void attn_dsum_kernel(float *dsum, const T *dout, const T *out, int B, int Tq, int NH, int hs) {
+__global__ void attn_kv_bound_kernel(unsigned *kv_max, const T *k, const T *v, int Tk, int NH, int hs, int ldkv) {
+    const int bh = blockIdx.x, b = bh / NH, h = bh % NH, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    float km = 0.0f, vm = 0.0f;
+    for (int j = blockIdx.y * nw + threadIdx.x / 32; j < Tk; j += gridDim.y * nw) {
+        const long row = ((long)b * Tk + j) * ldkv + (long)h * hs;
+        float ss = 0.0f;
+        for (int c = lane; c < hs; c += 32) {
+            const float x = to_float(v[row + c]);
+            km = nan_max(km, fabsf(to_float(k[row + c])));
+            ss += x * x;
+        }
+        vm = nan_max(vm, sqrtf(warp_sum(ss)));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) km = nan_max(km, __shfl_xor_sync(0xffffffffu, km, o));
+    if (lane == 0) {
+        atomicMax(kv_max + 2 * bh, __float_as_uint(km) & 0x7fffffffu);
+        atomicMax(kv_max + 2 * bh + 1, __float_as_uint(vm) & 0x7fffffffu);
+    }
+}
+
+// D = rowsum(dout * out) per (b, h, t); with row_exp (fixed-point sums, fix_p = P above, kv_max
+// from attn_kv_bound_kernel): also the row's exponent e_r and whether its bound is finite
+// (row_bad 0) or not (1: dq NaN).
+template <typename T>
+__global__ void attn_dsum_kernel(float *dsum, const T *dout, const T *out, int B, int Tq, int NH, int hs,
+                                 int *row_exp = NULL, int *row_bad = NULL, const unsigned *kv_max = NULL,
+                                 int fix_p = 0) {
     const long idx = (long)blockIdx.x * 8 + threadIdx.x / 32;  // (b * NH + h) * Tq + t
     const int lane = threadIdx.x % 32;
     if (idx >= (long)B * NH * Tq) return;
     const int t = (int)(idx % Tq), h = (int)(idx / Tq % NH), b = (int)(idx / Tq / NH);
     const long row = ((long)b * Tq + t) * NH * hs + (long)h * hs;
-    float s = 0.0f;
-    for (int c = lane; c < hs; c += 32) s += to_float(dout[row + c]) * to_float(out[row + c]);
+    float s = 0.0f, ss = 0.0f;
+    for (int c = lane; c < hs; c += 32) {
+        const float d = to_float(dout[row + c]);
+        s += d * to_float(out[row + c]);
+        ss += d * d;
+    }
     s = warp_sum(s);
     if (lane == 0) dsum[idx] = s;
+    if (!row_exp) return;
+    ss = warp_sum(ss);
+    const long bh = idx / Tq;
+    const float bound = 4.0f * sqrtf(ss) * __uint_as_float(kv_max[2 * bh]) * __uint_as_float(kv_max[2 * bh + 1]);
+    if (lane == 0) {
+        const bool ok = bound <= 3.4e38f;   // finite (NaN fails)
+        row_exp[idx] = ok ? attn_fix_exponent(bound, fix_p) : 0;
+        row_bad[idx] = !ok;
+    }
 }
 
 // qmax[qb] = the largest visible key index of query block qb (min(q_pos, Tk - 1) over its rows),
@@ -667,9 +743,11 @@ struct AttnArgs {
     const bf16_t *q, *k, *v, *dout, *out_c;
     const float *lse_c, *dsum;
     const int *q_pos, *qmax;
-    float *dq_acc;  // fused backward: (B, NH, Tq, hs) fp32 partial sums of dQ
+    float *dq_acc;  // fused backward: (B, NH, Tq, hs) fp32 partial sums of dQ (DQ_FIXED: the integers)
     int *dq_sem;    // fused backward: (B, NH, query blocks) turn of the next key block, zeroed per call
     int *dq_ticket; // fused backward: the next tile to hand out, zeroed per call
+    int *dq_exp, *dq_bad;   // DQ_FIXED: (B, NH, Tq) the rows' exponents e_r and NaN marks
+    unsigned *kv_max;       // DQ_FIXED: (B, NH, 2) Kmax, Vmax bits
     int B, Tq, Tk, NH, hs, ldq, ldkv;
     float scale, scale_log2;
 };
@@ -1021,6 +1099,36 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
     }
 }
 
+// The fixed-point adds of a thread's partial dQ (DQ_FIXED, see attn_fix_exponent): C fragments
+// dq[no] of rows r0, r0 + 8 (t0 = (b NH + h) Tq: the head's first row), columns col + 8 no, +1.
+template <int HS, int BITS, int NOW>
+static __device__ __forceinline__ void fixed_dq_add(const AttnArgs &a, const float (&dq)[NOW][4], long t0, int r0,
+                                                    int col) {
+    constexpr int P = BITS - 2;
+    constexpr float LIMIT = (float)(1ull << P);
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const int r = r0 + 8 * hh;
+        if (r >= a.Tq) continue;
+        const float unit = exp2_int(P - a.dq_exp[t0 + r]);   // e_r in [P - 126, 128]
+        bool bad = false;
+#pragma unroll
+        for (int no = 0; no < NOW; no++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float x = dq[no][2 * hh + e] * unit;
+                bad |= !(fabsf(x) < LIMIT);
+                const long i = (t0 + r) * HS + col + no * 8 + e;
+                if constexpr (BITS == 64)
+                    atomicAdd(reinterpret_cast<unsigned long long *>(a.dq_acc) + i,
+                              (unsigned long long)__float2ll_rn(x));
+                else
+                    atomicAdd(reinterpret_cast<int *>(a.dq_acc) + i, __float2int_rn(x));
+            }
+        if (bad) a.dq_bad[t0 + r] = 1;
+    }
+}
+
 // ---- backward: the fused kernel's dQ of one query block ----------------------------------------
 // dQ_part (BQ x HS) = dS (BQ x BKV, shared, [query][key]) @ K (BKV x HS, shared), then the ordered
 // sum into dq_acc / dq (see attn_bwd_dkdv_kernel; CHAINS > 1: into slot kb % CHAINS of dq_acc,
@@ -1028,7 +1136,7 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
 // w computes row tile w % (BQ/16) of the block, columns [c0, c0 + HS / (NW / (BQ/16))). WG: one
 // warpgroup, both operands from shared memory (dS K-major, K MN-major), warp w computing rows
 // 16w.. as with mma.sync.
-template <int HS, int NW, int BQ, bool WG = false, bool ATOMIC = false, int CHAINS = 1>
+template <int HS, int NW, int BQ, bool WG = false, int DQ = DQ_ORDERED, int CHAINS = 1, int FIX_BITS = 0>
 static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
                                                     int h, int kb, int qb, int nqb) {
     constexpr int BKV = 16 * NW, RT = BQ / 16, WC = HS / (NW / RT), NOW = WC / 8;
@@ -1057,8 +1165,12 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
                              smem_addr(sK + swz<HS>(ks * 16 + (lane & 15), c0 + np * 16 + (lane >> 4) * 8)));
         }
     }
+    if constexpr (DQ == DQ_FIXED) {
+        fixed_dq_add<HS, FIX_BITS, NOW>(a, dq, ((long)b * a.NH + h) * a.Tq, qb * BQ + rt * 16 + g, c0 + 2 * t4);
+        return;
+    }
     float *acc = a.dq_acc + ((long)b * a.NH + h) * a.Tq * HS;
-    if constexpr (ATOMIC) {
+    if constexpr (DQ == DQ_ATOMIC) {
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
             const int r = qb * BQ + rt * 16 + g + 8 * hh;
@@ -1129,7 +1241,7 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // the tensor cores while the warpgroup computes this block's P^T and dS^T; Q, dO and their row
 // statistics are triple-buffered (this block's for dV and dK, the next one's in flight, the one
 // after arriving).
-template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0, int CHAINS = 1>
+template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0, int CHAINS = 1, int FIX_BITS = 0>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -1309,7 +1421,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                                    dpt[nt][i]);
             if constexpr (W) fence_proxy_async();
             __syncthreads();
-            fused_dq_add<HS, NW, BQ, W, DQ == DQ_ATOMIC, CHAINS>(a, sdS, sK, b, h, kb, qb, nqb);
+            fused_dq_add<HS, NW, BQ, W, DQ, CHAINS, FIX_BITS>(a, sdS, sK, b, h, kb, qb, nqb);
         }
         __syncthreads();  // buffer `buf` is refilled by a later iteration's prefetch
         buf = PIPE ? (buf + 1) % 3 : buf ^ 1;
@@ -1345,6 +1457,30 @@ __global__ void attn_dq_finish_kernel(AttnArgs a, int slots, int bq, int bkv) {
         if (last < 0) continue;   // no key visible: nothing was added
         float x = 0.0f, y = 0.0f;
         for (int j = 0; j < slots && j <= last; j++) x += a.dq_acc[j * slot + e], y += a.dq_acc[j * slot + e + 1];
+        bf16_t *dst = a.dq + ((long)(bh / a.NH) * a.Tq + t) * a.ldq + (bh % a.NH) * a.hs + c;
+        add_bf16x2(dst, a.scale * x, a.scale * y);
+    }
+}
+
+// The last step of the fixed-point backward: dq (b, t, h*hs + c) += scale * the row's integer sum
+// in units of 2^(e_r - P) (one rounding to fp32, then an exact power of two), NaN for a marked row.
+template <int BITS> __global__ void attn_dq_fixed_finish_kernel(AttnArgs a, int bq) {
+    constexpr int P = BITS - 2;
+    const long n = (long)a.B * a.NH * a.Tq * a.hs / 2;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const long e = 2 * i, row = e / a.hs;   // row (b * NH + h) * Tq + t
+        const int c = (int)(e - row * a.hs), t = (int)(row % a.Tq), bh = (int)(row / a.Tq);
+        if (a.qmax[t / bq] < 0) continue;   // no key visible: nothing was added
+        float x, y;
+        if constexpr (BITS == 64) {
+            const long long *acc = reinterpret_cast<const long long *>(a.dq_acc);
+            x = (float)acc[e], y = (float)acc[e + 1];
+        } else {
+            const int *acc = reinterpret_cast<const int *>(a.dq_acc);
+            x = (float)acc[e], y = (float)acc[e + 1];
+        }
+        const float unit = a.dq_bad[row] ? NAN : exp2_int(a.dq_exp[row] - P);   // in [2^-126, 2^(128 - P)]
+        x *= unit, y *= unit;
         bf16_t *dst = a.dq + ((long)(bh / a.NH) * a.Tq + t) * a.ldq + (bh % a.NH) * a.hs + c;
         add_bf16x2(dst, a.scale * x, a.scale * y);
     }

@@ -93,21 +93,27 @@ size_t cuda_kernels_reduction_bytes(int cols) {
 // The environment's kernel switches (kernels/cuda/README.md) and the values each takes; a
 // switch's value is known by its index here (cuda_env_switch).
 struct EnvSwitch {
-    const char *name, *values[3];
+    const char *name, *values[4];
 };
 static const EnvSwitch env_switches[] = {
-    {"LSST_GELU", {"epilogue", "kernels"}}, {"LSST_BGRAD", {"epilogue", "kernels"}}, {"LSST_LN", {"fused", "split"}},
-    {"LSST_ATTN_WGMMA", {"1", "0"}},        {"LSST_ATTN_BWD", {"split", "fused", "atomic"}}};
+    {"LSST_GELU", {"epilogue", "kernels"}},    {"LSST_BGRAD", {"epilogue", "kernels"}},
+    {"LSST_LN", {"fused", "split"}},           {"LSST_RESIDUAL", {"epilogue", "kernel"}},
+    {"LSST_QKV", {"fused", "split"}},          {"LSST_ATTN_WGMMA", {"1", "0"}},
+    {"LSST_ATTN_BWD", {"split", "fused", "atomic", "fixed"}}};
 
 // The index of the variable's value among sw's values; -1 unset or empty, -2 (and one line in
 // err) anything else.
 static int switch_value(const EnvSwitch &sw, char *err, size_t n) {
     const char *e = getenv(sw.name);
     if (!e || !*e) return -1;
-    for (int i = 0; i < 3 && sw.values[i]; i++)
-        if (!strcmp(e, sw.values[i])) return i;
-    if (sw.values[2]) snprintf(err, n, "%s=%s: expected %s, %s or %s", sw.name, e, sw.values[0], sw.values[1], sw.values[2]);
-    else snprintf(err, n, "%s=%s: expected %s or %s", sw.name, e, sw.values[0], sw.values[1]);
+    int count = 0;
+    while (count < 4 && sw.values[count]) {
+        if (!strcmp(e, sw.values[count])) return count;
+        count++;
+    }
+    int len = snprintf(err, n, "%s=%s: expected ", sw.name, e);
+    for (int i = 0; i < count && len >= 0 && (size_t)len < n; i++)
+        len += snprintf(err + len, n - len, "%s%s", sw.values[i], i + 2 < count ? ", " : i + 1 < count ? " or " : "");
     return -2;
 }
 
@@ -128,6 +134,8 @@ int cuda_env_switch(const char *name) {
     cudaRequire(false, "cuda_env_switch: %s is not a kernel switch", name);
     return -1;
 }
+
+int cuda_kernels_env_switch(const char *name) { return cuda_env_switch(name); }
 
 void cuda_env_flag(const char *name, bool *flag) {
     const int v = cuda_env_switch(name);

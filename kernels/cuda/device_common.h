@@ -13,6 +13,8 @@ enum { LN_CHUNKS = 256 };
 enum { LN_MAX_GROUPS = 4 };
 // Blocks of the sum of squares' first pass (constant for the same reason).
 enum { SUMSQ_BLOCKS = 256 };
+// Tensors one launch of cuda_sum_squares_tensors takes.
+enum { SUMSQ_MAX_TENSORS = 32 };
 
 // ---- device helpers -------------------------------------------------------------------------
 template <typename T> __device__ __forceinline__ float to_float(T x);

@@ -43,11 +43,16 @@ typedef __nv_bfloat16_raw bf16;  // storage view for C callers: 16 bits, same la
 // (16 MiB: enough for reductions over up to 32760 columns). Call once per process after
 // cudaSetDevice; calling again is a no-op.
 void cuda_kernels_init(size_t scratch_bytes);
-// 0 if every kernel switch in the environment (LSST_GELU, LSST_BGRAD, LSST_LN, LSST_ATTN_WGMMA,
-// LSST_ATTN_BWD, LSST_ATTN_VARIANTS: kernels/cuda/README.md) is unset or has a value it takes;
-// else -1 and one line in err. Needs no device (cuda_kernels_init refuses the same values).
+// 0 if every kernel switch in the environment (LSST_GELU, LSST_BGRAD, LSST_LN, LSST_RESIDUAL,
+// LSST_QKV, LSST_ATTN_WGMMA, LSST_ATTN_BWD, LSST_ATTN_VARIANTS: kernels/cuda/README.md) is unset or
+// has a value it takes; else -1 and one line in err. Needs no device (cuda_kernels_init refuses
+// the same values).
+// cuda_kernels_env_switch: the index of switch `name`'s value among the values it takes, in the
+// order the README lists them (LSST_QKV: 0 fused, 1 split), -1 when unset; for the runtime's own
+// switch (LSST_QKV: how lsst-run lays out Q, K, V), checked with the others. Needs no device.
 int cuda_kernels_env_check(char *err, size_t n);
 int cuda_attention_env_check(char *err, size_t n);   // LSST_ATTN_VARIANTS only
+int cuda_kernels_env_switch(const char *name);
 void cuda_kernels_shutdown(void);
 // Device bytes the module holds (workspace + scratch), for exact memory accounting.
 size_t cuda_kernels_device_bytes(void);
@@ -140,6 +145,20 @@ void cuda_matmul_bgrad_select(int epilogue);
 int cuda_matmul_bgrad_selected(void);
 long cuda_matmul_bgrad_fallbacks(void);
 
+// ---- matmul with the residual add (bf16) -------------------------------------------------------
+// out (N,OC) = residual (N,OC) + inp (N,C) @ weight (OC,C)^T + bias (OC) (bias may be NULL); out
+// may be residual. tmp (N,OC): scratch of the default way, the product written to tmp and then
+// cuda_residual_forward_bf16 (two roundings to bf16). 1 = the residual added in the product's
+// cuBLASLt epilogue (C = residual, beta = 1: one rounding, no tmp; falls back to the default way
+// where cuBLASLt offers no algorithm, counted), 0 = the default. LSST_RESIDUAL=epilogue (kernel)
+// selects 1 (0) at cuda_kernels_init.
+void cuda_matmul_residual_forward_bf16(bf16 *out, bf16 *tmp, const bf16 *residual, const bf16 *inp,
+                                       const bf16 *weight, const bf16 *bias, int N, int C, int OC,
+                                       cudaStream_t stream);
+void cuda_matmul_residual_select(int epilogue);
+int cuda_matmul_residual_selected(void);
+long cuda_matmul_residual_fallbacks(void);
+
 // ---- GELU (tanh approximation) / residual ---------------------------------------------------
 void cuda_gelu_forward(float *out, const float *inp, long n, cudaStream_t stream);
 void cuda_gelu_forward_bf16(bf16 *out, const bf16 *inp, long n, cudaStream_t stream);
@@ -223,6 +242,10 @@ void cuda_copy_to_bf16(bf16 *dst, const float *src, long n, cudaStream_t stream)
 // to *result (device pointer); the _host variant synchronizes the stream and returns it.
 void cuda_sum_squares(double *result, const float *x, long n, cudaStream_t stream);
 double cuda_sum_squares_host(const float *x, long n, cudaStream_t stream);
+// The same for `count` (<= 32) tensors laid end to end from x (tensor j: sizes[j] floats; sizes a
+// host array) in one launch: results[j] (device) has the bits of cuda_sum_squares on tensor j.
+void cuda_sum_squares_tensors(double *results, const float *x, const size_t *sizes, int count,
+                              cudaStream_t stream);
 void cuda_scale_inplace(float *x, long n, float s, cudaStream_t stream);
 
 // ---- sequence-group rows (the NCCL exchanges of runtime/gpu_comm.c) -------------------------

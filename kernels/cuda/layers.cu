@@ -297,6 +297,22 @@ void cuda_sum_squares(double *result, const float *x, long n, cudaStream_t strea
     cudaCheckLaunch();
 }
 
+void cuda_sum_squares_tensors(double *results, const float *x, const size_t *sizes, int count,
+                              cudaStream_t stream) {
+    CudaKernels *k = cuda_kernels();
+    cudaRequire(count >= 0 && count <= SUMSQ_MAX_TENSORS, "cuda_sum_squares_tensors: %d tensors (at most %d)", count,
+                SUMSQ_MAX_TENSORS);
+    if (count == 0) return;
+    SumsqTensors t;
+    t.off[0] = 0;
+    for (int j = 0; j < count; j++) t.off[j + 1] = t.off[j] + (long)sizes[j];
+    double *partial = (double *)k->scratch;   // count * SUMSQ_BLOCKS doubles: 64 KiB at most
+    sum_squares_tensors_kernel<<<dim3(SUMSQ_BLOCKS, count), BLOCK, 0, stream>>>(partial, x, t);
+    cudaCheckLaunch();
+    sum_squares_final_kernel<<<count, BLOCK, 0, stream>>>(results, partial);
+    cudaCheckLaunch();
+}
+
 double cuda_sum_squares_host(const float *x, long n, cudaStream_t stream) {
     // The result goes to the module scratch, right after the partials.
     double *result_dev = (double *)cuda_kernels()->scratch + SUMSQ_BLOCKS;

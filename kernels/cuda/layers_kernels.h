@@ -655,22 +655,44 @@ __device__ double block_sum_d(double v) {
     return total;  // valid in thread 0
 }
 
-// Pass 1: block k sums chunk k of x (SUMSQ_BLOCKS chunks, a function of n only).
-__global__ void sum_squares_partial_kernel(double *partial, const float *x, long n) {
+// Block k's share of a sum of squares of x (n floats): chunk k of SUMSQ_BLOCKS (a function of n
+// only), each thread its elements in order, the block's threads by block_sum_d. Unrolled so that
+// a thread has 4 loads in flight (the adds stay in order: the same bits).
+__device__ double sum_squares_chunk(const float *x, long n, int k) {
     const long chunk = (n + SUMSQ_BLOCKS - 1) / SUMSQ_BLOCKS;
-    const long i0 = blockIdx.x * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
+    const long i0 = k * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
     double s = 0.0;
+#pragma unroll 4
     for (long i = i0 + threadIdx.x; i < i1; i += BLOCK) s += (double)x[i] * x[i];
-    s = block_sum_d(s);
+    return block_sum_d(s);
+}
+
+// Pass 1: block k sums chunk k of x.
+__global__ void sum_squares_partial_kernel(double *partial, const float *x, long n) {
+    const double s = sum_squares_chunk(x, n, blockIdx.x);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-// Pass 2: one block adds the SUMSQ_BLOCKS partials with the same fixed tree.
+// Pass 1 for several tensors of one array in one launch (the gradient norm's per-tensor sums):
+// tensor j = x[off[j] .. off[j + 1]), blockIdx.y = j; its partials at partial + j * SUMSQ_BLOCKS,
+// the bits of sum_squares_partial_kernel on that tensor alone.
+struct SumsqTensors {
+    long off[SUMSQ_MAX_TENSORS + 1];
+};
+__global__ void sum_squares_tensors_kernel(double *partial, const float *x, SumsqTensors t) {
+    const int j = blockIdx.y;
+    const double s = sum_squares_chunk(x + t.off[j], t.off[j + 1] - t.off[j], blockIdx.x);
+    if (threadIdx.x == 0) partial[(long)j * SUMSQ_BLOCKS + blockIdx.x] = s;
+}
+
+// Pass 2: block j adds the SUMSQ_BLOCKS partials of sum j (at partial + j * SUMSQ_BLOCKS) with the
+// same fixed tree into result[j].
 __global__ void sum_squares_final_kernel(double *result, const double *partial) {
+    partial += (long)blockIdx.x * SUMSQ_BLOCKS;
     double s = 0.0;
     for (int k = threadIdx.x; k < SUMSQ_BLOCKS; k += BLOCK) s += partial[k];
     s = block_sum_d(s);
-    if (threadIdx.x == 0) *result = s;
+    if (threadIdx.x == 0) result[blockIdx.x] = s;
 }
 
 __global__ void scale_kernel(float *x, long n, float s) {

@@ -17,6 +17,10 @@
 // cuBLASLt epilogue instead (BGRADB: the sum of op(B) = dout over the contraction, the tokens),
 // sparing a pass over dout; the epilogue writes, so it writes into the reduction scratch and a
 // small add accumulates (the += contract). Not a default: not yet run on a GPU.
+// The residual stream's adds after the attention and MLP output products: by default the product
+// into a temporary, then the residual kernel (two roundings to bf16, a pass that reads two
+// tensors and writes one); LSST_RESIDUAL=epilogue has cuBLASLt add the residual as its C (beta 1)
+// before the product's one rounding. Not a default: not yet run on a GPU.
 #include <string.h>
 
 #include "cuda_common.h"
@@ -33,6 +37,8 @@ static bool gelu_epilogue = true;   // LSST_GELU=kernels: false
 static long gelu_fallbacks;  // epilogue wanted, cuBLASLt had no algorithm: the kernels ran
 static bool bgrad_epilogue = false;   // LSST_BGRAD=epilogue: true
 static long bgrad_fallbacks;   // likewise for the bias-gradient epilogue
+static bool residual_epilogue = false;   // LSST_RESIDUAL=epilogue: true
+static long residual_fallbacks;   // likewise for the residual epilogue
 
 // D (m, n) col-major, ldd: D[j*ldd + i] = bias[i] (the bias of output channel i, every row j).
 template <typename T> __global__ void bias_broadcast_kernel(T *D, const T *bias, int m, int n, int ldd) {
@@ -143,14 +149,16 @@ void cuda_matmul_cache_clear(void) {
     lt_cache_used = 0;
 }
 
-// D (m,n; ldd) = epilogue(op(A) op(B) + beta D) through cuBLASLt, fp32 compute; false (nothing
-// done) when cuBLASLt has no algorithm for the case. A, B of ab_type, D of d_type; the bias (m,
+// D (m,n; ldd) = epilogue(op(A) op(B) + beta Cin) through cuBLASLt, fp32 compute (Cin NULL: D, the
+// accumulating products; else a tensor laid out like D); false (nothing done) when cuBLASLt has
+// no algorithm for the case. A, B of ab_type, D of d_type; the bias (m,
 // EPI_BIAS / EPI_GELU_AUX_BIAS) of d_type (cuBLASLt's rule); aux (m,n; ldd) of d_type is the
 // GELU's input, written by EPI_GELU_AUX_BIAS and read by EPI_DGELU. EPI_BGRADB: `bias` (n, fp32)
 // is written with the column sums of op(B) (k x n).
 static bool gemm_lt(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
                     const void *B, int ldb, void *D, int ldd, cudaDataType ab_type, cudaDataType d_type, float beta,
-                    Epi epi, const void *bias, void *aux, cudaStream_t stream) {
+                    Epi epi, const void *bias, void *aux, const void *Cin, cudaStream_t stream) {
+    if (!Cin) Cin = D;
     // The epilogue's vectors want 16-byte alignment (and aux rows a multiple of 8 elements).
     if (ab_type != CUDA_R_16BF || (bias && pointer_alignment(bias) < 16)) return false;
     if (aux && (pointer_alignment(aux) < 16 || ldd % 8)) return false;
@@ -159,7 +167,7 @@ static bool gemm_lt(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
     key.ta = ta, key.tb = tb, key.m = m, key.n = n, key.k = k, key.lda = lda, key.ldb = ldb, key.ldd = ldd;
     key.ab_type = ab_type, key.d_type = d_type, key.epi = epi;
     key.align[0] = pointer_alignment(A), key.align[1] = pointer_alignment(B);
-    key.align[2] = key.align[3] = pointer_alignment(D);
+    key.align[2] = pointer_alignment(Cin), key.align[3] = pointer_alignment(D);
     LtPlan *plan = NULL, local;
     for (int i = 0; i < lt_cache_used && !plan; i++)
         if (plan_matches(&lt_cache[i], &key)) plan = &lt_cache[i];
@@ -177,7 +185,7 @@ static bool gemm_lt(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
         if (aux)
             cublasCheck(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
                                                        sizeof aux));
-        cublasCheck(cublasLtMatmul(kern->cublaslt, plan->desc, &one, A, plan->a_layout, B, plan->b_layout, &beta, D,
+        cublasCheck(cublasLtMatmul(kern->cublaslt, plan->desc, &one, A, plan->a_layout, B, plan->b_layout, &beta, Cin,
                                    plan->d_layout, D, plan->d_layout, &plan->algo, kern->workspace,
                                    kern->workspace_bytes, stream));
     }
@@ -201,7 +209,7 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
         return;
     }
     if (gemm_lt(ta, tb, m, n, k, A, lda, B, ldb, D, ldd, ab_type, d_type, beta, bias ? EPI_BIAS : EPI_NONE, bias,
-                NULL, stream))
+                NULL, NULL, stream))
         return;
     if (bias) {
         if (d_type == CUDA_R_16BF) bias_broadcast((bf16_t *)D, (const bf16_t *)bias, m, n, ldd, stream);
@@ -220,7 +228,7 @@ static bool dweight_bgrad_lt(float *dweight, float *dbias, const bf16_t *dout, c
     if (!bgrad_epilogue || !dbias || N <= 0 || C <= 0 || OC <= 0) return false;
     float *sums = cuda_reduction_scratch_floats(OC);
     if (!gemm_lt(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight, C, CUDA_R_16BF, CUDA_R_32F, 1.0f,
-                 EPI_BGRADB, sums, NULL, stream)) {
+                 EPI_BGRADB, sums, NULL, NULL, stream)) {
         bgrad_fallbacks++;
         return false;
     }
@@ -248,6 +256,7 @@ static bool gelu_in_epilogue(int N, int C, int OC) { return gelu_epilogue && N >
 void cuda_matmul_apply_env(void) {
     cuda_env_flag("LSST_GELU", &gelu_epilogue);     // epilogue | kernels
     cuda_env_flag("LSST_BGRAD", &bgrad_epilogue);   // epilogue | kernels
+    cuda_env_flag("LSST_RESIDUAL", &residual_epilogue);   // epilogue | kernel
 }
 
 extern "C" {
@@ -258,12 +267,15 @@ long cuda_matmul_gelu_fallbacks(void) { return gelu_fallbacks; }
 void cuda_matmul_bgrad_select(int epilogue) { bgrad_epilogue = epilogue != 0; }
 int cuda_matmul_bgrad_selected(void) { return bgrad_epilogue; }
 long cuda_matmul_bgrad_fallbacks(void) { return bgrad_fallbacks; }
+void cuda_matmul_residual_select(int epilogue) { residual_epilogue = epilogue != 0; }
+int cuda_matmul_residual_selected(void) { return residual_epilogue; }
+long cuda_matmul_residual_fallbacks(void) { return residual_fallbacks; }
 
 void cuda_matmul_gelu_forward_bf16(bf16 *out, bf16 *pre, const bf16 *inp, const bf16 *weight, const bf16 *bias,
                                    int N, int C, int OC, cudaStream_t stream) {
     if (gelu_in_epilogue(N, C, OC) && bias) {  // (GELU_AUX without a bias: not needed, not offered)
         if (gemm_lt(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_16BF, 0.0f,
-                    EPI_GELU_AUX_BIAS, bias, pre, stream))
+                    EPI_GELU_AUX_BIAS, bias, pre, NULL, stream))
             return;
         gelu_fallbacks++;
     }
@@ -277,7 +289,7 @@ void cuda_matmul_backward_dgelu_bf16(bf16 *dpre, float *dweight, float *dbias, c
     bool done = false;
     if (gelu_in_epilogue(N, C, OC)) {
         done = gemm_lt(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, dpre, C, CUDA_R_16BF, CUDA_R_16BF,
-                       0.0f, EPI_DGELU, NULL, (void *)pre, stream);
+                       0.0f, EPI_DGELU, NULL, (void *)pre, NULL, stream);
         if (!done) gelu_fallbacks++;
     }
     if (!done) {
@@ -297,6 +309,19 @@ void cuda_matmul_forward_bf16(bf16 *out, const bf16 *inp, const bf16 *weight, co
                               int OC, cudaStream_t stream) {
     gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_16BF, 0.0f, bias,
          stream);
+}
+
+void cuda_matmul_residual_forward_bf16(bf16 *out, bf16 *tmp, const bf16 *residual, const bf16 *inp,
+                                       const bf16 *weight, const bf16 *bias, int N, int C, int OC,
+                                       cudaStream_t stream) {
+    if (residual_epilogue && N > 0 && C > 0 && OC > 0) {   // the residual as C, beta 1
+        if (gemm_lt(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_16BF, 1.0f,
+                    bias ? EPI_BIAS : EPI_NONE, bias, NULL, residual, stream))
+            return;
+        residual_fallbacks++;
+    }
+    cuda_matmul_forward_bf16(tmp, inp, weight, bias, N, C, OC, stream);
+    cuda_residual_forward_bf16(out, residual, tmp, (long)N * OC, stream);
 }
 
 void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,

@@ -186,14 +186,30 @@ PY
   run env LSST_ATTN_BWD=fused "$cuda_run" --config run.yaml "${hs64[@]}"
   [ "$status" -eq 0 ]
   [ "$(echo "$output" | awk '{print $5}')" -eq $((plain + 4 * 2 * 64 * 64 * 4 + 256)) ]
+  # The fixed-point backward: 64-bit sums, the ticket block, each row's exponent and mark (2 x 2 KiB),
+  # the heads' Kmax and Vmax (4 x 2 x 2 floats).
+  run env LSST_ATTN_BWD=fixed "$cuda_run" --config run.yaml "${hs64[@]}"
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | awk '{print $5}')" -eq $((plain + 4 * 2 * 64 * 64 * 8 + 256 + 2 * 2048 + 64)) ]
   # The kernel switches are checked with the config, without a device, before --plan or a run.
   run env LSST_ATTN_BWD=sometimes "$cuda_run" --config run.yaml --set backend=cuda --plan
   [ "$status" -eq 2 ]
-  [ "$output" = "lsst-run: error: LSST_ATTN_BWD=sometimes: expected split, fused or atomic" ]
+  [ "$output" = "lsst-run: error: LSST_ATTN_BWD=sometimes: expected split, fused, atomic or fixed" ]
   run env LSST_LN=maybe "$cuda_run" --config run.yaml --set backend=cuda
   [ "$status" -eq 2 ]
   [ "$output" = "lsst-run: error: LSST_LN=maybe: expected fused or split" ]
   [ ! -e out ]
+  run env LSST_RESIDUAL=kernels "$cuda_run" --config run.yaml --set backend=cuda --plan
+  [ "$status" -eq 2 ]
+  [ "$output" = "lsst-run: error: LSST_RESIDUAL=kernels: expected epilogue or kernel" ]
+  # Q, K, V in one tensor (LSST_QKV=fused, one rank of the sequence): the same bytes, laid out
+  # otherwise (the tensors' sizes here are multiples of the 256-byte carve).
+  run env LSST_QKV=fused "$cuda_run" --config run.yaml "${hs64[@]}"
+  [ "$status" -eq 0 ]
+  [ "$(echo "$output" | awk '{print $5}')" -eq "$plain" ]
+  run env LSST_QKV=one "$cuda_run" --config run.yaml "${hs64[@]}"
+  [ "$status" -eq 2 ]
+  [ "$output" = "lsst-run: error: LSST_QKV=one: expected fused or split" ]
   run env LSST_ATTN_VARIANTS=64=1/999 "$cuda_run" --config run.yaml --set backend=cuda --plan
   [ "$status" -eq 2 ]
   [[ "$output" == "lsst-run: error: LSST_ATTN_VARIANTS=64=1/999: head size 64 has "*" backward variants" ]]

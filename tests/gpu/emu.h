@@ -11,6 +11,7 @@
 // barrier some thread never reaches) is reported. Include it BEFORE the device code.
 #pragma once
 #include <cuda_bf16.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -220,13 +221,17 @@ static inline void deadlock(unsigned bx, unsigned by) {
     exit(3);
 }
 
+// Blocks in reverse launch order (a GPU may run blocks in any order: what must not depend on it).
+static bool reverse_blocks = false;
+
 // Runs kernel_body on every thread of every block, blocks in launch order (x fastest).
 static inline void launch(EmuDim3 grid, int threads, std::function<void()> body) {
     grid_dim = grid;
     block_dim.x = threads, block_dim.y = block_dim.z = 1;
     kernel_body = std::move(body);
-    for (unsigned by = 0; by < grid.y; by++)
-        for (unsigned bx = 0; bx < grid.x; bx++) {
+    for (unsigned iy = 0; iy < grid.y; iy++)
+        for (unsigned ix = 0; ix < grid.x; ix++) {
+            const unsigned by = reverse_blocks ? grid.y - 1 - iy : iy, bx = reverse_blocks ? grid.x - 1 - ix : ix;
             block_idx.x = bx, block_idx.y = by, block_idx.z = 0;
             fibers.assign(threads, Fiber());
             warp_barrier.assign((threads + 31) / 32, Barrier());
@@ -272,6 +277,34 @@ static inline float atomicAdd(float *p, float v) {
     const float old = *p;
     *p = old + v;
     return old;
+}
+static inline unsigned atomicMax(unsigned *p, unsigned v) {
+    const unsigned old = *p;
+    *p = std::max(old, v);
+    return old;
+}
+static inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v) {
+    const unsigned long long old = *p;
+    *p = old + v;   // modulo 2^64, as the hardware's
+    return old;
+}
+static inline unsigned __float_as_uint(float x) {
+    unsigned u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+static inline float __uint_as_float(unsigned u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+// Round to nearest even, as cvt.rni; out of range (and NaN): the PTX ISA's saturation does not
+// matter here (the kernels mark such values), any value will do.
+static inline int __float2int_rn(float x) {
+    return x > -2147483648.0f && x < 2147483648.0f ? (int)nearbyintf(x) : INT_MIN;
+}
+static inline long long __float2ll_rn(float x) {
+    return x > -9.2233720e18f && x < 9.2233720e18f ? (long long)nearbyintf(x) : LLONG_MIN;
 }
 static inline int atomicMin(int *p, int v) {
     const int old = *p;

@@ -240,39 +240,94 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         a.dq = gq.data();
         a.dk = c.packed ? gq.data() + p.C : gkv.data();
         a.dv = c.packed ? gq.data() + 2 * p.C : gkv.data() + p.C;
-        EmuDim3 g1;
-        g1.x = cdiv((long)c.B * c.NH * c.Tq, 8), g1.y = 1;
-        emu::launch(g1, 256, [&] {
-            attn_dsum_kernel<bf16_t>(dsum.data(), p.doutb.data(), outb.data(), c.B, c.Tq, c.NH, HS);
-        });
+        // As attention.cu's launch_bwd: dQ in its own kernel, or in the dK/dV kernel (ordered, in
+        // CHAINS chains, atomic or fixed point); the kernels' modes; the slots of dq_acc.
+        constexpr int DQ = dq_kind(NWQ), CHAINS = dq_chains(NWQ, BK), FIX = dq_fix_bits(NWQ);
+        constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;
+        const size_t rows = (size_t)c.B * c.NH * c.Tq, slot = rows * HS;
+        vector<int> row_exp(DQ == DQ_FIXED ? rows : 0, -999), row_bad(row_exp.size(), -1);
+        vector<unsigned> kv_max(2 * c.B * c.NH, 0);
+        if (DQ == DQ_FIXED) a.dq_exp = row_exp.data(), a.dq_bad = row_bad.data(), a.kv_max = kv_max.data();
+        auto bounds = [&](const bf16_t *dout) {   // D; fixed point: the heads' Kmax, Vmax, the rows' exponents
+            a.dout = dout;
+            if constexpr (DQ == DQ_FIXED) {   // a small grid: the grid-stride loop too
+                std::fill(kv_max.begin(), kv_max.end(), 0u);
+                EmuDim3 g0;
+                g0.x = c.B * c.NH, g0.y = 2;
+                emu::launch(g0, 64, [&] { attn_kv_bound_kernel<bf16_t>(kv_max.data(), a.k, a.v, c.Tk, c.NH, HS, p.ldkv); });
+            }
+            EmuDim3 g1;
+            g1.x = cdiv((long)c.B * c.NH * c.Tq, 8), g1.y = 1;
+            emu::launch(g1, 256, [&] {
+                attn_dsum_kernel<bf16_t>(dsum.data(), dout, outb.data(), c.B, c.Tq, c.NH, HS, a.dq_exp, a.dq_bad,
+                                         a.kv_max, FIX - 2);
+            });
+        };
+        bounds(p.doutb.data());
         EmuDim3 g2;
         g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
         emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
-        // As attention.cu's launch_bwd: dQ in its own kernel, or in the dK/dV kernel (ordered, in
-        // CHAINS chains, or atomic); the kernels' modes; the slots of dq_acc.
-        constexpr int DQ = dq_kind(NWQ), CHAINS = dq_chains(NWQ, BK);
-        constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;
-        const size_t slot = (size_t)c.B * c.NH * c.Tq * HS;
         vector<int> sem(DQ == DQ_ORDERED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) * CHAINS : 0, 0);   // ticket, semaphores
-        vector<float> acc(DQ != DQ_SPLIT ? slot * CHAINS : 0, DQ == DQ_ATOMIC ? 0.0f : NAN);
+        // dq_acc: fp32 (NaN: an ordered sum must write before it reads), or the zeroed integers.
+        vector<float> acc(DQ != DQ_SPLIT ? slot * CHAINS * dq_acc_bytes(NWQ) / 4 : 0, DQ == DQ_ORDERED ? NAN : 0.0f);
         a.dq_ticket = sem.data(), a.dq_sem = sem.data() + 1, a.dq_acc = acc.data();
-        memset(attn_smem, 0xFF, sizeof attn_smem);
-        EmuDim3 g3;
-        g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
-        emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, DQ, WG_KV, CHAINS>(a); });
-        if constexpr (DQ == DQ_ATOMIC || CHAINS > 1) {
+        auto dkdv_dq = [&] {
+            memset(attn_smem, 0xFF, sizeof attn_smem);
+            EmuDim3 g3;
+            g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
+            emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, DQ, WG_KV, CHAINS, FIX>(a); });
             EmuDim3 g5;
             g5.x = 3, g5.y = 1;   // fewer threads than pairs: the grid-stride loop too
-            emu::launch(g5, 64, [&] { attn_dq_finish_kernel(a, CHAINS, BQ, 16 * NW); });
-        }
+            if constexpr (DQ == DQ_ATOMIC || CHAINS > 1)
+                emu::launch(g5, 64, [&] { attn_dq_finish_kernel(a, CHAINS, BQ, 16 * NW); });
+            if constexpr (DQ == DQ_FIXED) emu::launch(g5, 64, [&] { attn_dq_fixed_finish_kernel<FIX>(a, BQ); });
+        };
+        dkdv_dq();
         if constexpr (DQ == DQ_SPLIT) {
             memset(attn_smem, 0xFF, sizeof attn_smem);
             EmuDim3 g4;
             g4.x = c.B * c.NH, g4.y = cdiv(c.Tq, 16 * NWQ);
             emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR, WG_Q>(a); });
         }
+        if constexpr (DQ == DQ_FIXED) {   // the blocks (so the adds) in reverse order: the same bits
+            const vector<bf16_t> gq1 = gq, gkv1 = gkv, q0 = to_bf16(p.q0), kv0 = to_bf16(p.kv0);
+            const vector<float> acc1 = acc;   // the integer sums themselves (fp32 ones would differ here)
+            std::copy(q0.begin(), q0.end(), gq.begin()), std::copy(kv0.begin(), kv0.end(), gkv.begin());
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            emu::reverse_blocks = true;
+            dkdv_dq();
+            emu::reverse_blocks = false;
+            const bool same = !memcmp(gq.data(), gq1.data(), gq.size() * sizeof(bf16_t)) &&
+                              !memcmp(gkv.data(), gkv1.data(), gkv.size() * sizeof(bf16_t)) &&
+                              !memcmp(acc.data(), acc1.data(), acc.size() * sizeof(float));
+            (same ? n_pass : n_fail)++;
+            printf("%s %d - %s: the same bits with the blocks in reverse order\n", same ? "ok" : "not ok",
+                   n_pass + n_fail, name);
+        }
         if (c.packed) report(name, {{"dqkv", to_float(gq)}}, {p.gq_ref});
         else report(name, {{"dq", to_float(gq)}, {"dkv", to_float(gkv)}}, {p.gq_ref, p.gkv_ref});
+        // A NaN in one row of dO (caught by the row's bound) or of Q (by the adds' range check): that
+        // dq row NaN, no other.
+        for (int in_q = 0; DQ == DQ_FIXED && !strcmp(c.name, "lss-segment") && in_q < 2; in_q++) {
+            vector<bf16_t> dout_nan = p.doutb, q_nan = p.qb;
+            const int r0 = c.Tq / 2;   // (b 0, row r0, head 0)
+            (in_q ? q_nan[(long)r0 * p.ldq + 3] : dout_nan[(long)r0 * p.C + 3]) = __float2bfloat16(NAN);
+            a.q = q_nan.data();
+            bounds(dout_nan.data());
+            const vector<bf16_t> q0 = to_bf16(p.q0);
+            std::copy(q0.begin(), q0.end(), gq.begin());
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            dkdv_dq();
+            a.q = p.qb.data();
+            long wrong = 0;
+            for (long i = 0; i < (long)gq.size(); i++) {
+                const long t = i / p.ldq, col = i % p.ldq;
+                wrong += isnan(__bfloat162float(gq[i])) != (t == r0 && col < HS);   // (B 1 here)
+            }
+            (wrong ? n_fail : n_pass)++;
+            printf("%s %d - %s: a NaN in %s row %d makes that row's dq NaN and no other (%ld wrong)\n",
+                   wrong ? "not ok" : "ok", n_pass + n_fail, name, in_q ? "Q" : "dO", r0, wrong);
+        }
     }
 }
 

@@ -407,6 +407,26 @@ static void test_optimizer() {
             report("sum_squares n=" + std::to_string(len), {{"sum", {(float)result[0]}}}, {{(float)ref}}, 1e-6);
         }
     }
+    if (want("sum_squares_tensors")) {   // one launch over tensors end to end: each one's bits alone
+        const long sizes[] = {0, 1, 1000, 5, 70001, 768};
+        const int count = sizeof sizes / sizeof sizes[0];
+        SumsqTensors t;
+        t.off[0] = 0;
+        for (int j = 0; j < count; j++) t.off[j + 1] = t.off[j] + sizes[j];
+        vector<float> x = rnd(t.off[count]);
+        vector<double> each(count), all(count, NAN), partial(SUMSQ_BLOCKS), partials((long)count * SUMSQ_BLOCKS);
+        for (int j = 0; j < count; j++) {
+            const float *xj = x.data() + t.off[j];
+            emu::launch(grid(SUMSQ_BLOCKS), BLOCK, [&] { sum_squares_partial_kernel(partial.data(), xj, sizes[j]); });
+            emu::launch(grid(1), BLOCK, [&] { sum_squares_final_kernel(each.data() + j, partial.data()); });
+        }
+        emu::launch(grid(SUMSQ_BLOCKS, count), BLOCK, [&] { sum_squares_tensors_kernel(partials.data(), x.data(), t); });
+        emu::launch(grid(count), BLOCK, [&] { sum_squares_final_kernel(all.data(), partials.data()); });
+        vector<float> each_bits(2 * count), all_bits(2 * count);   // the doubles' bytes
+        memcpy(each_bits.data(), each.data(), count * sizeof(double));
+        memcpy(all_bits.data(), all.data(), count * sizeof(double));
+        check_bits("sum_squares_tensors", all_bits, each_bits, "one tensor at a time");
+    }
     if (want("scale")) {
         vector<float> x = rnd(n), ref = x;
         scale_inplace(ref.data(), n, 0.37f);

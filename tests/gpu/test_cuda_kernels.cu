@@ -492,6 +492,36 @@ static void test_matmul_gelu(int epilogue, int C, int OC) {
     cuda_matmul_gelu_select(0);
 }
 
+// The product with the residual add (bf16), the default way (product into tmp, then the residual
+// kernel) or in cuBLASLt's epilogue (epilogue 1: C = the residual, beta 1), against matmul +
+// residual on the CPU; out poisoned first (fully written), and out == residual (in place) too. Rows
+// of 8-multiple widths must take the epilogue; odd widths fall back to the default way.
+static void test_matmul_residual(int epilogue, int C, int OC, bool in_place) {
+    const int N = quick ? 40 : 257;
+    const bool aligned = C % 8 == 0 && OC % 8 == 0;
+    char extra[80];
+    snprintf(extra, sizeof extra, "%s C=%d OC=%d%s", epilogue ? "epilogue" : "kernel", C, OC,
+             in_place ? " in-place" : "");
+    const std::string name = tname("matmul_residual_forward", "bf16", extra);
+    if (!selected(name)) return;
+    vector<float> x = rounded(random_vec((long)N * C)), w = rounded(random_vec((long)OC * C)),
+                  b = rounded(random_vec(OC)), r = rounded(random_vec((long)N * OC)), ref((long)N * OC);
+    matmul_forward(ref.data(), x.data(), w.data(), b.data(), N, C, OC);
+    residual_forward(ref.data(), r.data(), ref.data(), (long)N * OC);
+    Dev<bf16_t> dx((long)N * C), dw((long)OC * C), db(OC), dr((long)N * OC), out((long)N * OC), tmp((long)N * OC);
+    upload(dx, x), upload(dw, w), upload(db, b), upload(dr, r);
+    out.poison(), tmp.poison();
+    bf16_t *o = in_place ? dr.p : out.p;
+    cuda_matmul_residual_select(epilogue);
+    const long fb0 = cuda_matmul_residual_fallbacks();
+    cuda_matmul_residual_forward_bf16(o, tmp.p, dr.p, dx.p, dw.p, db.p, N, C, OC, stream);
+    const long fb = cuda_matmul_residual_fallbacks() - fb0;
+    cuda_matmul_residual_select(0);
+    const bool path_ok = !epilogue || (aligned ? fb == 0 : fb == 1);
+    report(name, {{"out", compare(download(in_place ? dr : out), ref)}}, 2e-2, path_ok,
+           "(the epilogue path was not the one expected)");
+}
+
 template <typename T> static void test_gelu_residual() {
     const long n = quick ? 5003 : 100003;
     const std::string gf = tname("gelu_forward", Prec<T>::name), gb = tname("gelu_backward", Prec<T>::name),
@@ -643,6 +673,23 @@ static void test_optimizer() {
             snprintf(name, sizeof name, "sum_squares n=%ld", len);
             report(name, {{"sum", c}}, 1e-9, memcmp(&got, &again, sizeof got) == 0, "(not deterministic)");
         }
+    }
+    if (selected("sum_squares_tensors")) {   // one launch over tensors end to end: each one's bits alone
+        const size_t sizes[] = {0, 1, 1000, 5, quick ? 70001u : 1000003u, 768};
+        const int count = sizeof sizes / sizeof sizes[0];
+        long total = 0;
+        for (size_t n : sizes) total += (long)n;
+        vector<float> x = random_vec(total);
+        Dev<float> dx(total);
+        upload(dx, x);
+        Dev<double> each(count), all(count);
+        all.poison();
+        for (long j = 0, off = 0; j < count; off += (long)sizes[j++])
+            cuda_sum_squares(each.p + j, dx.p + off, (long)sizes[j], stream);
+        cuda_sum_squares_tensors(all.p, dx.p, sizes, count, stream);
+        Cmp c;
+        c.err = download_bytes(each) == download_bytes(all) ? 0.0 : 1.0;
+        report("sum_squares_tensors (the bits of one tensor at a time)", {{"sums", c}}, 0.0);
     }
 }
 
@@ -832,6 +879,10 @@ int main(int argc, char **argv) {
     test_matmul_write(false), test_matmul_write(true);
     for (int epilogue = 0; epilogue < 2; epilogue++)
         test_matmul_gelu(epilogue, quick ? 48 : 192, quick ? 80 : 320), test_matmul_gelu(epilogue, 100, 76);
+    for (int epilogue = 0; epilogue < 2; epilogue++)
+        for (bool in_place : {false, true})
+            test_matmul_residual(epilogue, quick ? 48 : 192, quick ? 80 : 320, in_place),
+                test_matmul_residual(epilogue, 100, 76, in_place);
     test_gelu_residual<float>(), test_gelu_residual<bf16_t>();
     for (int V : {256, 77}) test_softmax_xent<float>(V), test_softmax_xent<bf16_t>(V);
     test_optimizer();

@@ -11,10 +11,13 @@ TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
   resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
   --plan:                                     equal to the reported mem_peak (device bytes)
   LSST_GELU=kernels / LSST_ATTN_BWD=fused:    1 rank vs cpu, 2 ranks (both set) vs cuda 1 rank: as above
-  / LSST_BGRAD=epilogue / LSST_LN=fused:     (LSST_BGRAD, LSST_LN: 1 rank vs cpu)
+  / LSST_BGRAD=epilogue / LSST_LN=fused /    (LSST_BGRAD, LSST_LN, LSST_RESIDUAL, LSST_QKV: 1 rank vs cpu;
+  LSST_RESIDUAL=epilogue / LSST_QKV=fused:    the kernels line names the choice; 2 ranks: all four set,
+                                              QKV two products there; LSST_QKV's --plan = mem_peak)
   head size 64 (defaults, LSST_ATTN_WGMMA=0,  the same against a cpu run at head size 64; on an sm_90 GPU
-  LSST_ATTN_BWD=fused, LSST_ATTN_BWD=atomic   the default, fused and atomic runs' kernels line names
-  with wgmma and mma.sync):                   wgmma forward and backward
+  LSST_ATTN_BWD=fused, LSST_ATTN_BWD=atomic   the default, fused, atomic and fixed runs' kernels line names
+  with wgmma and mma.sync, =fixed):           wgmma forward and backward; fixed: lss 2x1 vs 1 rank, and
+                                              two 1-rank runs bitwise equal (loss, grad_norm)
   comm: nccl (the runs named in $NCCL_RUNS):  1 rank: loss and grad_norm bitwise equal to comm: mpi
                                               (no collective runs); more ranks: as multi-rank above
 """
@@ -69,14 +72,25 @@ def kernels_used(run):
     check(used, f"{run}: wgmma forward and backward ran", line.strip())
 
 
+def kernels_line_says(run, text):
+    """The run's kernels line ("cuda:N NAME: attention ... | QKV: ...") names the choice it was given."""
+    path = os.path.join(W, f"{run}.log")
+    line = next((l for l in open(path) if ": attention (head size" in l), "") if os.path.exists(path) else ""
+    check(text in line, f"{run}: its kernels line says '{text}'", line.strip() or "no kernels line")
+
+
 cpu, cuda = steps("cpu-1"), steps("cuda-1")
 compare("cuda vs cpu, 1 rank, 50 steps", cuda, cpu)
 for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg-2x1", "cuda-mg-4x1", "cuda-mg-2x2"]:
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
 if os.environ.get("BACKEND", "cuda") == "cuda":
     for run, what in [("cuda-1-gelu-kernels", "LSST_GELU=kernels"), ("cuda-1-fused-bwd", "LSST_ATTN_BWD=fused"),
-                      ("cuda-1-bgrad-epilogue", "LSST_BGRAD=epilogue"), ("cuda-1-ln-fused", "LSST_LN=fused")]:
+                      ("cuda-1-bgrad-epilogue", "LSST_BGRAD=epilogue"), ("cuda-1-ln-fused", "LSST_LN=fused"),
+                      ("cuda-1-residual-epilogue", "LSST_RESIDUAL=epilogue"), ("cuda-1-qkv-fused", "LSST_QKV=fused")]:
         compare(f"{run} ({what}) vs cpu, 1 rank", steps(run), cpu)
+    kernels_line_says("cuda-1-residual-epilogue", "residual adds: cuBLASLt epilogues")
+    kernels_line_says("cuda-1-qkv-fused", "QKV: one product")
+    kernels_line_says("cuda-2x1-opt", "QKV: two products")   # LSST_QKV=fused: one rank of the sequence only
     for run in ["cuda-2x1-opt", "cuda-mg-2x1-opt"]:
         compare(f"{run} (both) vs cuda 1 rank", steps(run), cuda)
     cpu64, cuda64 = steps("cpu-hs64"), steps("cuda-hs64")
@@ -89,6 +103,13 @@ if os.environ.get("BACKEND", "cuda") == "cuda":
     compare("cuda-hs64-atomic (LSST_ATTN_BWD=atomic) vs cpu, head size 64, 1 rank", steps("cuda-hs64-atomic"), cpu64)
     kernels_used("cuda-hs64-atomic")
     compare("cuda-hs64-mma-atomic (mma.sync) vs cpu, head size 64, 1 rank", steps("cuda-hs64-mma-atomic"), cpu64)
+    compare("cuda-hs64-fixed (LSST_ATTN_BWD=fixed) vs cpu, head size 64, 1 rank", steps("cuda-hs64-fixed"), cpu64)
+    kernels_used("cuda-hs64-fixed")
+    compare("cuda-hs64-2x1-fixed vs cuda 1 rank, head size 64", steps("cuda-hs64-2x1-fixed"), cuda64)
+    a, b = steps("cuda-hs64-fixed"), steps("cuda-hs64-fixed-again")
+    same = a is not None and b is not None and len(a) == len(b) and \
+        all(np.array_equal(a[k], b[k]) for k in ("step", "loss", "grad_norm"))
+    check(same, "LSST_ATTN_BWD=fixed: two runs are bitwise equal", f"{0 if a is None else len(a)} steps compared")
 for run in os.environ.get("NCCL_RUNS", "").split():
     if run == "cuda-1-nccl":
         a, b = steps(run), cuda
@@ -110,6 +131,7 @@ if cuda is not None and res is not None:
 else:
     check(False, "resume at step 25 is bit-exact on the GPU", "missing run")
 for run in ["cuda-1", "cuda-2x1", "cuda-mg-2x1"] + \
+        (["cuda-1-qkv-fused"] if os.environ.get("BACKEND", "cuda") == "cuda" else []) + \
         (["cuda-nccl-2x1"] if "cuda-nccl-2x1" in os.environ.get("NCCL_RUNS", "") else []):
     s = steps(run)
     try:

@@ -7,11 +7,13 @@
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
 #   - learning: the loss falls;
 #   - the non-default kernel choices (LSST_GELU=kernels, LSST_ATTN_BWD=fused, both: 1 rank and
-#     lss 2x1 / megatron-sp 2x1; LSST_BGRAD=epilogue, LSST_LN=fused: 1 rank) within the same
+#     lss 2x1 / megatron-sp 2x1; LSST_BGRAD=epilogue, LSST_LN=fused, LSST_RESIDUAL=epilogue,
+#     LSST_QKV=fused: 1 rank, the last two in the lss 2x1 run too) within the same
 #     tolerance of cpu / of cuda 1 rank; at head size 64 the defaults (on an sm_90 GPU the wgmma
 #     variants: the run's kernels line must name them), the mma.sync variants
-#     (LSST_ATTN_WGMMA=0), the fused backward and the atomic one (LSST_ATTN_BWD=atomic, wgmma and
-#     mma.sync) likewise;
+#     (LSST_ATTN_WGMMA=0), the fused backward, the atomic one (LSST_ATTN_BWD=atomic, wgmma and
+#     mma.sync) and the fixed-point one (LSST_ATTN_BWD=fixed; 1 rank and lss 2x1; run twice:
+#     bitwise the same) likewise;
 #   - comm: nccl: 1 rank bitwise equal to comm: mpi; with 2+ GPUs lss 2x1 (+ zigzag/regather)
 #     and megatron-sp 2x1 (2x2 of both with 4+ GPUs), one GPU per rank, equal 1 rank; with one
 #     GPU, 2 ranks with comm: nccl are refused with a clear message.
@@ -74,8 +76,12 @@ if [ "${BACKEND:-cuda}" = cuda ]; then   # train_check.py compares these by name
   LSST_ATTN_BWD=fused run cuda-1-fused-bwd 1 "${cuda[@]}"
   LSST_BGRAD=epilogue run cuda-1-bgrad-epilogue 1 "${cuda[@]}"
   LSST_LN=fused run cuda-1-ln-fused 1 "${cuda[@]}"
+  LSST_RESIDUAL=epilogue run cuda-1-residual-epilogue 1 "${cuda[@]}"
+  LSST_QKV=fused run cuda-1-qkv-fused 1 "${cuda[@]}"
+  LSST_QKV=fused plan cuda-1-qkv-fused "${cuda[@]}"
   # shellcheck disable=SC2046
-  LSST_GELU=kernels LSST_ATTN_BWD=fused run cuda-2x1-opt 2 "${cuda[@]}" $(lss 2 1)
+  LSST_GELU=kernels LSST_ATTN_BWD=fused LSST_RESIDUAL=epilogue LSST_QKV=fused run cuda-2x1-opt 2 "${cuda[@]}" \
+    $(lss 2 1)
   # shellcheck disable=SC2046
   LSST_GELU=kernels LSST_ATTN_BWD=fused run cuda-mg-2x1-opt 2 "${cuda[@]}" $(mg 2 1)
   # Head size 64 (2 heads), where the wgmma (sm_90a) variants exist: the defaults (wgmma on sm_90),
@@ -91,6 +97,11 @@ if [ "${BACKEND:-cuda}" = cuda ]; then   # train_check.py compares these by name
   # dQ by fp32 atomics (not deterministic): the wgmma kernel on sm_90, the mma.sync one elsewhere
   LSST_ATTN_BWD=atomic run cuda-hs64-atomic 1 "${cuda[@]}" "${hs64[@]}"
   LSST_ATTN_WGMMA=0 LSST_ATTN_BWD=atomic run cuda-hs64-mma-atomic 1 "${cuda[@]}" "${hs64[@]}"
+  # dQ as fixed-point integer sums (deterministic): 1 rank vs cpu, and lss 2x1 vs cuda 1 rank
+  LSST_ATTN_BWD=fixed run cuda-hs64-fixed 1 "${cuda[@]}" "${hs64[@]}"
+  # shellcheck disable=SC2046
+  LSST_ATTN_BWD=fixed run cuda-hs64-2x1-fixed 2 "${cuda[@]}" "${hs64[@]}" $(lss 2 1)
+  LSST_ATTN_BWD=fixed run cuda-hs64-fixed-again 1 "${cuda[@]}" "${hs64[@]}"
 fi
 NCCL_RUNS=
 nccl() {  # nccl NAME RANKS [--set ...]: a comm: nccl run, compared with cuda-1 by train_check.py

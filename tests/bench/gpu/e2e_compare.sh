@@ -9,9 +9,9 @@
 #   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] [E2E_KERNEL_TEST_LOGS="LOG..."] [E2E_ALL=1] \
 #     bash tests/bench/gpu/e2e_compare.sh [STEPS]
 # Runs: torch.compile; lsst-run with its defaults, with each candidate for a next default
-# (LSST_ATTN_BWD=atomic, LSST_BGRAD=epilogue, LSST_LN=fused, the last two together, all three)
-# and with the attention benchmark's fastest pair; E2E_ALL=1 adds the defaults' fallbacks
-# measured before.
+# (LSST_ATTN_BWD=atomic or fixed, LSST_BGRAD=epilogue, LSST_LN=fused, LSST_RESIDUAL=epilogue,
+# LSST_QKV=fused; the last four together, with each backward) and with the attention benchmark's
+# fastest pair (alone and with the others); E2E_ALL=1 adds the defaults' fallbacks measured before.
 # With the kernel tests' logs (test_cuda_kernels TAP; tests/gpu/run.sh passes them), each lsst run
 # says whether the attention kernels it used passed them ("tested"); a run that used a kernel that
 # failed or was not tested is no result (the table says so instead of a ratio).
@@ -48,7 +48,8 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | he
     > "$OUT/e2e_build.log" 2>&1 || echo "e2e: make CUDA=1 all failed (see e2e_build.log)"
 lsst_lines=()
 # lsst_run NAME [VAR=VALUE...]: one training run with those environment settings (LSST_ATTN_BWD,
-# LSST_ATTN_WGMMA, LSST_GELU, LSST_BGRAD, LSST_LN: kernels/cuda/README.md); appends "NAME,ms,tokens/s,MFU" to lsst_lines
+# LSST_ATTN_WGMMA, LSST_GELU, LSST_BGRAD, LSST_LN, LSST_RESIDUAL, LSST_QKV: kernels/cuda/README.md); appends
+# "NAME,ms,tokens/s,MFU" to lsst_lines
 # (each log's "cuda:N ...: attention ..." line says which kernels ran).
 lsst_run() {
   local name=$1 log=$OUT/e2e_$1.log ms
@@ -89,15 +90,24 @@ EOF
   # dQ summed by fp32 atomics in the dK/dV kernel (FlashAttention-2's way; not deterministic, so
   # not a default): what determinism costs.
   lsst_run lsst-cuda-atomic LSST_ATTN_BWD=atomic
+  # The same sums as 64-bit fixed-point integers: deterministic, a candidate for the default.
+  lsst_run lsst-cuda-fixed LSST_ATTN_BWD=fixed
   # The bias gradients in the dweight products' cuBLASLt epilogues instead of column-sum kernels.
   lsst_run lsst-cuda-bgrad LSST_BGRAD=epilogue
   # LayerNorm with the row in registers and the backward's column sums in its dinp pass.
   lsst_run lsst-cuda-ln-fused LSST_LN=fused
-  # Both (the atomic backward aside): what the next defaults would give.
-  lsst_run lsst-cuda-all-new LSST_BGRAD=epilogue LSST_LN=fused
-  lsst_run lsst-cuda-all-new-atomic LSST_BGRAD=epilogue LSST_LN=fused LSST_ATTN_BWD=atomic
+  # The residual adds in the attention / MLP output products' epilogues (C = the residual).
+  lsst_run lsst-cuda-residual LSST_RESIDUAL=epilogue
+  # Q, K, V from one product into one (B, T, 3C) tensor (one rank of the sequence, as here).
+  lsst_run lsst-cuda-qkv LSST_QKV=fused
+  # All of them (the atomic backward aside): what the next defaults would give.
+  new=(LSST_BGRAD=epilogue LSST_LN=fused LSST_RESIDUAL=epilogue LSST_QKV=fused)
+  lsst_run lsst-cuda-all-new "${new[@]}"
+  lsst_run lsst-cuda-all-new-atomic "${new[@]}" LSST_ATTN_BWD=atomic
+  lsst_run lsst-cuda-all-new-fixed "${new[@]}" LSST_ATTN_BWD=fixed
   if [ -n "${E2E_ATTN_VARIANTS:-}" ]; then   # the attention benchmark's fastest pair (tests/gpu/run.sh)
     lsst_run lsst-cuda-best LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS"
+    lsst_run lsst-cuda-all-new-best "${new[@]}" LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS"
   fi
 else
   echo "e2e: $bin was built without CUDA (make CUDA=1): lsst side skipped"

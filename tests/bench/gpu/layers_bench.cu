@@ -198,11 +198,16 @@ int main(int argc, char **argv) {
         bf16_t *w = random_bf16((long)WIDE * C, 14, 0.02f), *bias = random_bf16(WIDE, 15, 0.02f);
         float *dweight = dalloc<float>((long)WIDE * C);
         CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * (size_t)WIDE * C, stream));
-        // Calls per step forward and backward; the fc forward and the fc projection's backward
-        // are the product + GELU pairs below.
-        const struct { const char *name; int in, outc, fwd_calls, bwd_calls; bf16_t *inp, *o; } g[] = {
-            {"matmul_qkv", C, 3 * C, L, L, x, qkv_d}, {"matmul_attproj", C, C, L, L, x, out},
-            {"matmul_fc", C, F, 0, L, x, pre}, {"matmul_fcproj", F, C, L, 0, act, out}};
+        // Calls per step forward and backward (the defaults: Q and [K|V] as two products, one
+        // product of all three with LSST_QKV=fused); the fc forward and the fc projection's backward
+        // are the product + GELU pairs below. residual: the product feeds a residual add.
+        const int qkv_fused = cuda_kernels_env_switch("LSST_QKV") == 0, qkv_one = qkv_fused ? L : 0;
+        const struct { const char *name; int in, outc, fwd_calls, bwd_calls; bf16_t *inp, *o; bool residual; } g[] = {
+            {"matmul_qkv", C, 3 * C, qkv_one, qkv_one, x, qkv_d, false},
+            {"matmul_q", C, C, L - qkv_one, L - qkv_one, x, qkv_d, false},
+            {"matmul_kv", C, 2 * C, L - qkv_one, L - qkv_one, x, qkv_d, false},
+            {"matmul_attproj", C, C, L, L, x, out, true}, {"matmul_fc", C, F, 0, L, x, pre, false},
+            {"matmul_fcproj", F, C, L, 0, act, out, true}};
         for (const auto &p : g) {
             char sh[64], name[80];
             snprintf(sh, sizeof sh, "%dx%dx%d", N, p.in, p.outc);
@@ -210,6 +215,17 @@ int main(int argc, char **argv) {
             ms = median_ms([&] { cuda_matmul_forward_bf16(p.o, p.inp, w, bias, N, p.in, p.outc, stream); });
             snprintf(name, sizeof name, "%s_fwd", p.name);
             row(name, sh, p.fwd_calls, ms, 0, flops);
+            if (p.residual) {   // out = y + product, the residual as cuBLASLt's C (LSST_RESIDUAL=epilogue:
+                                // 0 calls; against this row + residual_forward)
+                const int residual_default = cuda_matmul_residual_selected();
+                cuda_matmul_residual_select(1);
+                ms = median_ms([&] {
+                    cuda_matmul_residual_forward_bf16(p.o, dy, y, p.inp, w, bias, N, p.in, p.outc, stream);
+                });
+                cuda_matmul_residual_select(residual_default);
+                snprintf(name, sizeof name, "%s_residual_epilogue_fwd", p.name);
+                row(name, sh, 0, ms, 0, flops);
+            }
             bf16_t *dinp = p.in == F ? dpre : y;
             ms = median_ms([&] {
                 cuda_matmul_backward_bf16(dinp, dweight, NULL, p.o, p.inp, w, N, p.in, p.outc, stream);
@@ -227,8 +243,8 @@ int main(int argc, char **argv) {
             snprintf(name, sizeof name, "%s_bwd_bgrad_epilogue", p.name);
             row(name, sh, 0, ms, 0, 2.0 * flops);
         }
-        fprintf(stderr, "# bias-gradient epilogue fallbacks (cuBLASLt had no algorithm): %ld\n",
-                cuda_matmul_bgrad_fallbacks());
+        fprintf(stderr, "# bias-gradient / residual epilogue fallbacks (cuBLASLt had no algorithm): %ld / %ld\n",
+                cuda_matmul_bgrad_fallbacks(), cuda_matmul_residual_fallbacks());
         // The MLP's product + GELU pair, both ways (the epilogues, default, or LSST_GELU=kernels):
         // the default way counts L calls per step, the other 0.
         const int epi_default = cuda_matmul_gelu_selected();
@@ -256,16 +272,34 @@ int main(int argc, char **argv) {
 
     // ---- optimizer over every parameter of the model: norms, clip, AdamW -------------------------
     {
-        // wte, wpe, the blocks (2 LayerNorms, qkv, attention projection, fc, fc projection), lnf
-        const long P = (long)V * C + (long)N * C + L * (4L * C * C + 2L * F * C + 9L * C + F) + 2L * C;
+        // The model's 17 tensors in lsst-run's order (runtime/model.h): wte, the blocks' (2
+        // LayerNorms, qkv, attention projection, fc, fc projection), lnf, wout, wpe.
+        const size_t sizes[] = {(size_t)V * C, (size_t)L * C, (size_t)L * C, (size_t)L * 3 * C * C, (size_t)L * 3 * C,
+                                (size_t)L * C * C, (size_t)L * C, (size_t)L * C, (size_t)L * C, (size_t)L * F * C,
+                                (size_t)L * F, (size_t)L * C * F, (size_t)L * C, (size_t)C, (size_t)C, (size_t)V * C,
+                                (size_t)N * C};
+        const int count = sizeof sizes / sizeof sizes[0];
+        long P = 0;
+        for (size_t n : sizes) P += (long)n;
         float *p = random_f32(P, 16, 0.02f), *gr = random_f32(P, 17, 0.001f), *m = random_f32(P, 18, 0.001f),
               *v = random_f32(P, 19, 1e-6f, 2e-6f);
         bf16_t *pb = dalloc<bf16_t>(P);
         double *res = dalloc<double>(1);
         char sh[64];
         snprintf(sh, sizeof sh, "%ld", P);
+        // The gradient norm's per-tensor sums: one launch over the 17 tensors (lsst-run since
+        // 2026-11-26), against a launch pair per tensor (before) and one sum over all of them.
+        double *sums = dalloc<double>(count);
+        ms = median_ms([&] { cuda_sum_squares_tensors(sums, gr, sizes, count, stream); });
+        row("sum_squares_tensors (one launch)", sh, 1, ms, 4.0 * P, 0);
+        ms = median_ms([&] {
+            for (long j = 0, off = 0; j < count; off += (long)sizes[j++])
+                cuda_sum_squares(sums + j, gr + off, (long)sizes[j], stream);
+        });
+        row("sum_squares (a launch pair per tensor)", sh, 0, ms, 4.0 * P, 0);
         ms = median_ms([&] { cuda_sum_squares(res, gr, P, stream); });
-        row("sum_squares", sh, 1, ms, 4.0 * P, 0);
+        row("sum_squares (all as one tensor)", sh, 0, ms, 4.0 * P, 0);
+        CHECK(cudaFree(sums));
         // The clip: inside AdamW (its grad_scale) since 2026-11-26; the separate pass it replaced, 0 calls.
         ms = median_ms([&] { cuda_scale_inplace(gr, P, 1.0f, stream); });
         row("scale_inplace (clip)", sh, 0, ms, 8.0 * P, 0);
