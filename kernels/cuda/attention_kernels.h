@@ -122,8 +122,10 @@ constexpr int dq_slots(int nwq, int bk) { return nwq > 0 ? 0 : dq_chains(nwq, bk
 // however loose the bound; 32-bit ones keep 30 bits below the bound. A partial beyond 2^P units
 // (a NaN, an inf: the bound cannot fail otherwise) marks the row, whose dq becomes NaN.
 // e_r is clamped below at P - 126, so that 2^(P - e_r) is a normal float.
+
 // 2^k as a float for k in [-126, 127] (a normal float: built from its exponent bits, exact).
 __device__ __forceinline__ float exp2_int(int k) { return __uint_as_float((unsigned)(127 + k) << 23); }
+// e_r of a finite bound (above), for p = P.
 __device__ __forceinline__ int attn_fix_exponent(float bound, int p) {
     int e = 0;
     frexpf(bound, &e);   // bound = m 2^e, m in [0.5, 1); 0: e = 0
@@ -181,7 +183,7 @@ __global__ void attn_dsum_kernel(float *dsum, const T *dout, const T *out, int B
     const long bh = idx / Tq;
     const float bound = 4.0f * sqrtf(ss) * __uint_as_float(kv_max[2 * bh]) * __uint_as_float(kv_max[2 * bh + 1]);
     if (lane == 0) {
-        const bool ok = bound <= 3.4e38f;   // finite (NaN fails)
+        const bool ok = isfinite(bound);
         row_exp[idx] = ok ? attn_fix_exponent(bound, fix_p) : 0;
         row_bad[idx] = !ok;
     }

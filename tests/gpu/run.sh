@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one script of a GPU session (issue 5): builds the CUDA kernels and lsst-run, runs every kernel
 # against its CPU twin, lsst-run backend: cuda against backend: cpu (tests/gpu/train_check.sh), the
-# attention benchmark of every variant (the fastest pair at the e2e shape is then timed end to
+# attention benchmark of every variant at the e2e shape (its fastest pair is then timed end to
 # end too), the other kernels of a step at the e2e shapes (tests/bench/gpu/layers_bench.cu), the
-# end-to-end speed against torch.compile, the attention benchmark of PyTorch SDPA,
+# end-to-end speed against torch.compile, the attention benchmark of every variant at every shape
+# and of PyTorch SDPA,
 # compute-sanitizer (memcheck, racecheck) on the kernel test, and prints a summary table LAST. Logs go to
 # build-gpu/logs; $OUT (the device machine's output folder; default build-gpu/out) gets summary.md and
 # logs.tar.gz, rewritten after every phase (so a call cut short still returns what ran).
@@ -164,7 +165,7 @@ else
   record train-check skip 0 "no GPU or no lsst-run"
 fi
 
-# ---- 6. attention benchmark, lsst side: every variant; then at the e2e shape, whose fastest pair feeds 7 ----
+# ---- 6. attention benchmark, lsst side, at the e2e shape: its fastest pair feeds 7 ---------------------
 # sweep NAME LIMIT MIN CSV NOTE ARGS...: attn_bench --variants ARGS; the CSV rows that ran, even
 # when cut short, into $LOGS/CSV. If the process went down (a sticky CUDA error, not the time
 # limit), once more without the wgmma variants (NAME-no-wgmma), its rows appended.
@@ -183,10 +184,10 @@ sweep() {
        elif [ "$RC" != skip ]; then record "$name-no-wgmma" FAIL "$LAST_S" "rc=$RC"; fi ;;
   esac
 }
+# First the e2e run's own shape (batch 1, 12 heads of 64, T 8192): its fastest pair is what e2e
+# times; the sweep over every shape comes after e2e (6c), so a tight budget cuts it, not e2e.
 E2E_VARIANTS=
 if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
-  sweep attn-lsst 150 40 attn_lsst.csv attn_lsst.csv
-  # The e2e run's own shape (batch 1, 12 heads of 64, T 8192): its fastest pair is what e2e times.
   sweep attn-e2e-shape 60 20 attn_e2e_shape.csv "its fastest pair is e2e's 'best' run" \
     --hs 64 --seq 8192 --batch 1 --heads 12
   # Only variants the kernel tests passed (a fast but wrong one must not time the e2e run).
@@ -195,7 +196,7 @@ if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
   if [ -n "$E2E_VARIANTS" ]; then record attn-e2e-best ok 0 "fastest pair at 1 x 12 heads, hs 64, T 8192: $E2E_VARIANTS"
   else record attn-e2e-best skip 0 "no row at the e2e shape of a variant the kernel tests passed"; fi
 else
-  record attn-lsst skip 0 "no GPU or no benchmark binary"
+  record attn-e2e-shape skip 0 "no GPU or no benchmark binary"
 fi
 
 # ---- 6b. the rest of a step (LayerNorm, GELU, column sums, GEMMs, AdamW) at the e2e shapes, vs a copy --
@@ -217,6 +218,13 @@ if [ "${GPU_E2E:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ]; then
   elif [ "$RC" != skip ]; then record e2e FAIL "$LAST_S" "rc=$RC"; fi
 else
   record e2e skip 0 "no GPU, or GPU_E2E=0"
+fi
+
+# ---- 7a. attention benchmark, lsst side: every variant at every shape -------------------------------
+if [ "$HAVE_GPU" = 1 ] && [ -x "$BENCH" ]; then
+  sweep attn-lsst 150 40 attn_lsst.csv attn_lsst.csv
+else
+  record attn-lsst skip 0 "no GPU or no benchmark binary"
 fi
 
 # ---- 7b. where the step time goes: per-kernel times of one e2e-sized step (GPU_PROFILE=0 skips) ------
