@@ -100,6 +100,7 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     cudaCheckLaunch();
     constexpr int BKV = 16 * NW, DQ = dq_kind(NWQ);
     constexpr int CHAINS = dq_chains(NWQ, BK), FIX_BITS = dq_fix_bits(NWQ);
+    constexpr bool FIX_STAGED = dq_fix_staged(NWQ);
     constexpr bool FUSED = DQ != DQ_SPLIT;
     // WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
     // gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
@@ -107,15 +108,15 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     constexpr int QBUF = WG_KV == 3 ? 3 : 2;   // the dK/dV kernel's query-block buffers (pipelined: 3)
     const size_t smem_kv = (size_t)(2 * BKV + 2 * QBUF * BQ) * HS * sizeof(bf16_t) +
                            (size_t)3 * QBUF * BQ * sizeof(float) + (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) +
-                           wg_pad(WG != 0);
+                           dq_stage_bytes(NWQ, BQ, HS) + wg_pad(WG != 0);
     // Zeroed: the ordered kernel's ticket counter and semaphores (one int before the
     // semaphores); the atomic kernels' dQ sums.
     if (DQ == DQ_ORDERED)
         cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb * CHAINS) * sizeof(int), stream));
     if (DQ == DQ_ATOMIC || DQ == DQ_FIXED)
         cudaCheck(cudaMemsetAsync(a.dq_acc, 0, (size_t)a.B * a.NH * a.Tq * HS * dq_acc_bytes(NWQ), stream));
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS>
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_STAGED>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_STAGED>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
     if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG_Q>(a, stream);
@@ -165,8 +166,12 @@ struct BwdVariant {
                    "), dq summed by fp32 atomics (not deterministic)" WG_SUFFIX_##WG                  \
      : NWQ < 0 ? (NWQ == -2 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
                               "), dq summed in 64-bit fixed point by integer atomics" WG_SUFFIX_##WG  \
-                            : "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
-                              "), dq summed in 32-bit fixed point by integer atomics" WG_SUFFIX_##WG) \
+                  : NWQ == -3 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
+                              "), dq summed in 32-bit fixed point by integer atomics" WG_SUFFIX_##WG  \
+                  : NWQ == -4 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
+                              "), dq summed in 64-bit fixed point by integer atomics, staged" WG_SUFFIX_##WG \
+                              : "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
+                              "), dq summed in 32-bit fixed point by integer atomics, staged" WG_SUFFIX_##WG) \
                : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                 " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
      dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0, dq_acc_bytes(NWQ)},

@@ -36,7 +36,8 @@ enum { MIN_QBLOCK = 16 };
 //            (DQ_ATOMIC: FlashAttention-2's way; the sum order varies from run to run, so not
 //            deterministic: never a default, LSST_ATTN_BWD=atomic); NWQ = -2 (-3): the partials
 //            added as 64-bit (32-bit) fixed-point integers by integer atomics, whose sum does
-//            not depend on the order (DQ_FIXED, deterministic; LSST_ATTN_BWD=fixed).
+//            not depend on the order (DQ_FIXED, deterministic; LSST_ATTN_BWD=fixed); -4 (-5):
+//            the same through shared memory, the adds over whole sectors.
 //   backward WG 0: mma.sync, 1: wgmma, 2: wgmma with the dQ kernel pipelined (attn_bwd_dq_kernel),
 //            3: both kernels pipelined (attn_bwd_dkdv_kernel too).
 //   wgmma (WG >= 1): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
@@ -88,7 +89,8 @@ enum { MIN_QBLOCK = 16 };
     X(128, 4, 32, false, -1, 0, false, 0)                                                       \
     X(64, 4, 64, true, 0, 4, false, 1) X(64, 4, 64, true, 0, 16, false, 1)                     \
     X(64, 4, 64, true, -2, 0, false, 1) X(64, 4, 64, true, -3, 0, false, 1)                     \
-    X(64, 4, 64, true, -2, 0, false, 0) X(128, 4, 32, false, -2, 0, false, 0)
+    X(64, 4, 64, true, -2, 0, false, 0) X(128, 4, 32, false, -2, 0, false, 0)                  \
+    X(64, 4, 64, true, -4, 0, false, 1) X(64, 4, 64, true, -5, 0, false, 1)
 
 // How a backward variant computes dQ (from its NWQ): its own kernel, in the dK/dV kernel summed in
 // key-block order, or in the dK/dV kernel summed by fp32 atomics, or by integer atomics on fixed
@@ -97,9 +99,14 @@ enum { DQ_SPLIT = 0, DQ_ORDERED = 1, DQ_ATOMIC = 2, DQ_FIXED = 3 };
 constexpr int dq_kind(int nwq) {
     return nwq > 0 ? DQ_SPLIT : nwq == 0 ? DQ_ORDERED : nwq == -1 ? DQ_ATOMIC : DQ_FIXED;
 }
-constexpr int dq_fix_bits(int nwq) { return nwq == -2 ? 64 : nwq == -3 ? 32 : 0; }
+// The fixed-point kinds: NWQ -2 / -3 add from the MMA fragments, -4 / -5 (64 / 32 bits) through
+// shared memory (fixed_dq_add STAGED).
+constexpr int dq_fix_bits(int nwq) { return nwq == -2 || nwq == -4 ? 64 : nwq == -3 || nwq == -5 ? 32 : 0; }
+constexpr bool dq_fix_staged(int nwq) { return nwq <= -4; }
 // Bytes of one element of the dQ sums (dq_acc): fp32, or the fixed-point integers.
-constexpr int dq_acc_bytes(int nwq) { return nwq == -2 ? 8 : 4; }
+constexpr int dq_acc_bytes(int nwq) { return dq_fix_bits(nwq) == 64 ? 8 : 4; }
+// Shared memory of the staged adds: a query block's integer partials (and 16 bytes to align them).
+constexpr int dq_stage_bytes(int nwq, int bq, int hs) { return dq_fix_staged(nwq) ? bq * hs * dq_acc_bytes(nwq) + 16 : 0; }
 // The chains an ordered variant sums in (its BK; 1 for the other kinds), and the slots of fp32 dQ
 // sums a variant needs (none for a split one, one a chain otherwise).
 constexpr int dq_chains(int nwq, int bk) { return nwq == 0 && bk > 1 ? bk : 1; }
@@ -1102,32 +1109,55 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
 }
 
 // The fixed-point adds of a thread's partial dQ (DQ_FIXED, see attn_fix_exponent): C fragments
-// dq[no] of rows r0, r0 + 8 (t0 = (b NH + h) Tq: the head's first row), columns col + 8 no, +1.
-template <int HS, int BITS, int NOW>
-static __device__ __forceinline__ void fixed_dq_add(const AttnArgs &a, const float (&dq)[NOW][4], long t0, int r0,
-                                                    int col) {
+// dq[no] of local rows rl0, rl0 + 8 of the query block at row q0 (t0 = (b NH + h) Tq: the head's
+// first row), columns col + 8 no, +1. Straight from the fragments (a thread quad's 8 columns of a
+// row span 2 sectors per 64-bit instruction), or STAGED (NWQ -4, -5): the block's integers go
+// through shared memory first, then the adds run over consecutive addresses, each warp
+// instruction covering whole 32-byte sectors. Local row r keeps column c at c ^ stage_swz(r): the
+// fragments' writes (rows r..r+7 of a quad's columns) hit distinct banks (64 bits: two
+// wavefronts, the least for 256 bytes), and a warp's reads of 32 consecutive columns stay a
+// permutation of them.
+template <int BITS> struct FixInt { typedef int T; };
+template <> struct FixInt<64> { typedef unsigned long long T; };
+template <int BITS> __device__ __forceinline__ int stage_swz(int r) {
+    return BITS == 64 ? (r & 1) | (r >> 1 & 1) << 3 : (r & 1) | (r >> 1 & 3) << 3;
+}
+// x as an integer of BITS bits (x in units already); bad set if |x| is not below 2^(BITS - 2).
+template <int BITS> __device__ __forceinline__ typename FixInt<BITS>::T fix_int(float x, bool &bad) {
+    bad |= !(fabsf(x) < (float)(1ull << (BITS - 2)));
+    if constexpr (BITS == 64) return (unsigned long long)__float2ll_rn(x);
+    else return __float2int_rn(x);
+}
+template <int HS, int BITS, int NOW, int BQ, int NT, bool STAGED>
+static __device__ __forceinline__ void fixed_dq_add(const AttnArgs &a, const float (&dq)[NOW][4], long t0, int q0,
+                                                    int rl0, int col, void *stage) {
+    typedef typename FixInt<BITS>::T I;
     constexpr int P = BITS - 2;
-    constexpr float LIMIT = (float)(1ull << P);
+    I *st = reinterpret_cast<I *>(stage);
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
-        const int r = r0 + 8 * hh;
-        if (r >= a.Tq) continue;
+        const int rl = rl0 + 8 * hh, r = q0 + rl;
+        if (r >= a.Tq) continue;   // (staged: that row of st is not read)
         const float unit = exp2_int(P - a.dq_exp[t0 + r]);   // e_r in [P - 126, 128]
         bool bad = false;
 #pragma unroll
         for (int no = 0; no < NOW; no++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                const float x = dq[no][2 * hh + e] * unit;
-                bad |= !(fabsf(x) < LIMIT);
-                const long i = (t0 + r) * HS + col + no * 8 + e;
-                if constexpr (BITS == 64)
-                    atomicAdd(reinterpret_cast<unsigned long long *>(a.dq_acc) + i,
-                              (unsigned long long)__float2ll_rn(x));
-                else
-                    atomicAdd(reinterpret_cast<int *>(a.dq_acc) + i, __float2int_rn(x));
+                const I v = fix_int<BITS>(dq[no][2 * hh + e] * unit, bad);
+                if constexpr (STAGED) st[rl * HS + ((col + no * 8 + e) ^ stage_swz<BITS>(rl))] = v;
+                else atomicAdd(reinterpret_cast<I *>(a.dq_acc) + (t0 + r) * HS + col + no * 8 + e, v);
             }
         if (bad) a.dq_bad[t0 + r] = 1;
+    }
+    if constexpr (STAGED) {
+        __syncthreads();
+        I *acc = reinterpret_cast<I *>(a.dq_acc) + (t0 + q0) * HS;
+        for (int i = threadIdx.x; i < BQ * HS; i += NT) {
+            const int rl = i / HS, c = i % HS;
+            if (q0 + rl < a.Tq) atomicAdd(acc + i, st[rl * HS + (c ^ stage_swz<BITS>(rl))]);
+        }
+        __syncthreads();   // st is the next block's
     }
 }
 
@@ -1138,9 +1168,10 @@ static __device__ __forceinline__ void fixed_dq_add(const AttnArgs &a, const flo
 // w computes row tile w % (BQ/16) of the block, columns [c0, c0 + HS / (NW / (BQ/16))). WG: one
 // warpgroup, both operands from shared memory (dS K-major, K MN-major), warp w computing rows
 // 16w.. as with mma.sync.
-template <int HS, int NW, int BQ, bool WG = false, int DQ = DQ_ORDERED, int CHAINS = 1, int FIX_BITS = 0>
+template <int HS, int NW, int BQ, bool WG = false, int DQ = DQ_ORDERED, int CHAINS = 1, int FIX_BITS = 0,
+          bool FIX_STAGED = false>
 static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
-                                                    int h, int kb, int qb, int nqb) {
+                                                    int h, int kb, int qb, int nqb, void *stage) {
     constexpr int BKV = 16 * NW, RT = BQ / 16, WC = HS / (NW / RT), NOW = WC / 8;
     static_assert(NW % RT == 0 && WC % 16 == 0, "fused dQ: the warps split BQ/16 row tiles x HS columns");
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
@@ -1168,7 +1199,8 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
         }
     }
     if constexpr (DQ == DQ_FIXED) {
-        fixed_dq_add<HS, FIX_BITS, NOW>(a, dq, ((long)b * a.NH + h) * a.Tq, qb * BQ + rt * 16 + g, c0 + 2 * t4);
+        fixed_dq_add<HS, FIX_BITS, NOW, BQ, NW * 32, FIX_STAGED>(a, dq, ((long)b * a.NH + h) * a.Tq, qb * BQ,
+                                                                 rt * 16 + g, c0 + 2 * t4, stage);
         return;
     }
     float *acc = a.dq_acc + ((long)b * a.NH + h) * a.Tq * HS;
@@ -1243,7 +1275,8 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // the tensor cores while the warpgroup computes this block's P^T and dS^T; Q, dO and their row
 // statistics are triple-buffered (this block's for dV and dK, the next one's in flight, the one
 // after arriving).
-template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0, int CHAINS = 1, int FIX_BITS = 0>
+template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0, int CHAINS = 1, int FIX_BITS = 0,
+          bool FIX_STAGED = false>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -1267,6 +1300,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     float *s_lse2 = reinterpret_cast<float *>(sdS + (FUSED_DQ ? BQ * BKV : 0));  // QBUF x BQ, lse * log2(e)
     float *s_D = s_lse2 + QBUF * BQ;                                // QBUF x BQ
     int *s_pos = reinterpret_cast<int *>(s_D + QBUF * BQ);          // QBUF x BQ
+    void *s_stage = reinterpret_cast<void *>((reinterpret_cast<uintptr_t>(s_pos + QBUF * BQ) + 15) & ~(uintptr_t)15);
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
     // The CTA's tile: (b*NH + h, key block kb) = blockIdx. Ordered: the tile of the CTA's ticket,
@@ -1423,7 +1457,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                                    dpt[nt][i]);
             if constexpr (W) fence_proxy_async();
             __syncthreads();
-            fused_dq_add<HS, NW, BQ, W, DQ, CHAINS, FIX_BITS>(a, sdS, sK, b, h, kb, qb, nqb);
+            fused_dq_add<HS, NW, BQ, W, DQ, CHAINS, FIX_BITS, FIX_STAGED>(a, sdS, sK, b, h, kb, qb, nqb, s_stage);
         }
         __syncthreads();  // buffer `buf` is refilled by a later iteration's prefetch
         buf = PIPE ? (buf + 1) % 3 : buf ^ 1;
