@@ -42,7 +42,7 @@ enum { MIN_QBLOCK = 16 };
 //            3: both kernels pipelined (attn_bwd_dkdv_kernel too).
 //   wgmma (WG >= 1): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
 //   (sm_90a only: attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one
-//   warpgroup).
+//   or two warpgroups, query blocks of 64).
 // Measured on an H100 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md, 2026-11-26): the
 // wgmma defaults at hs 64 (forward 4 warps, 128-key blocks; backward with the pipelined dQ
 // kernel) and hs 128 (forward 4 warps, 64-key blocks; backward with 32-query blocks) are the
@@ -57,8 +57,8 @@ enum { MIN_QBLOCK = 16 };
 // variant listed spills, but the hs-128 backward with 64-query blocks (20 bytes); several
 // mma.sync kernels at 255 registers spill 4-60 bytes (the fused dK/dV ones among them), as built
 // for sm_80 too. The atomic backwards (NWQ -1, after the shared-memory-Q forms), the ordered
-// ones in chains (NWQ 0, BK 4 and 16) and the fixed-point ones (NWQ -2, -3; the end of the list)
-// have not run on a GPU yet.
+// ones in chains (NWQ 0, BK 4 and 16) and the fixed-point ones (NWQ -2 to -5) and the fused ones
+// with two warpgroups (NW 8, wgmma; the end of the list) have not run on a GPU yet.
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
@@ -90,7 +90,9 @@ enum { MIN_QBLOCK = 16 };
     X(64, 4, 64, true, 0, 4, false, 1) X(64, 4, 64, true, 0, 16, false, 1)                     \
     X(64, 4, 64, true, -2, 0, false, 1) X(64, 4, 64, true, -3, 0, false, 1)                     \
     X(64, 4, 64, true, -2, 0, false, 0) X(128, 4, 32, false, -2, 0, false, 0)                  \
-    X(64, 4, 64, true, -4, 0, false, 1) X(64, 4, 64, true, -5, 0, false, 1)
+    X(64, 4, 64, true, -4, 0, false, 1) X(64, 4, 64, true, -5, 0, false, 1)                     \
+    X(64, 8, 64, true, -1, 0, false, 1) X(64, 8, 64, true, -2, 0, false, 1)                     \
+    X(64, 8, 64, true, -4, 0, false, 1) X(64, 8, 64, true, -5, 0, false, 1)
 
 // How a backward variant computes dQ (from its NWQ): its own kernel, in the dK/dV kernel summed in
 // key-block order, or in the dK/dV kernel summed by fp32 atomics, or by integer atomics on fixed
@@ -1165,9 +1167,10 @@ static __device__ __forceinline__ void fixed_dq_add(const AttnArgs &a, const flo
 // dQ_part (BQ x HS) = dS (BQ x BKV, shared, [query][key]) @ K (BKV x HS, shared), then the ordered
 // sum into dq_acc / dq (see attn_bwd_dkdv_kernel; CHAINS > 1: into slot kb % CHAINS of dq_acc,
 // attn_dq_finish_kernel adds the slots into dq), or (ATOMIC) fp32 atomic adds into dq_acc. Warp
-// w computes row tile w % (BQ/16) of the block, columns [c0, c0 + HS / (NW / (BQ/16))). WG: one
-// warpgroup, both operands from shared memory (dS K-major, K MN-major), warp w computing rows
-// 16w.. as with mma.sync.
+// w computes row tile w % (BQ/16) of the block, columns [c0, c0 + HS / (NW / (BQ/16))). WG: warpgroup
+// g computes the columns [c0, c0 + 64 / warpgroups) of all 64 rows over all keys, both operands from
+// shared memory (dS K-major in column blocks of 64 keys, K MN-major from column c0), warp w
+// computing rows 16 (w % 4).. as with mma.sync.
 template <int HS, int NW, int BQ, bool WG = false, int DQ = DQ_ORDERED, int CHAINS = 1, int FIX_BITS = 0,
           bool FIX_STAGED = false>
 static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
@@ -1178,11 +1181,11 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
     const int rt = warp % RT, c0 = (warp / RT) * WC;
     float dq[NOW][4];
     if constexpr (WG) {   // the first k-step overwrites dq
-        static_assert(NW == 4 && BQ == 64 && HS == 64, "wgmma: one warpgroup, 64 x 64 tiles");
+        static_assert((NW == 4 || NW == 8) && BQ == 64 && HS == 64, "wgmma: 1 or 2 warpgroups, 64 x 64 tiles");
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < BKV / 16; ks++)
-            wgmma_ss<true>(dq, wg_desc_k<BQ>(sdS, 0, ks), wg_desc_mn<BKV>(sK, ks), ks > 0);
+            wgmma_ss<true>(dq, wg_desc_k<BQ>(sdS, 0, ks), wg_desc_mn<BKV>(sK + c0, ks), ks > 0);
         wg_commit_wait();
         wg_fence_acc(dq);
     } else {
@@ -1289,8 +1292,10 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     constexpr bool W = WG != 0, PIPE = WG == 3;
     constexpr bool FUSED_DQ = DQ != DQ_SPLIT, ORDERED = DQ == DQ_ORDERED;
     constexpr int QBUF = PIPE ? 3 : 2;   // buffers of the query-block tiles and statistics
-    static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && BQ % 32 == 0 && (!FUSED_DQ || (NW == 4 && HS == 64))),
-                  "wgmma: warpgroups of 64 keys, query blocks of 32 or 64 (fused: one warpgroup, hs 64)");
+    static_assert(!W || (NW % 4 == 0 && HS % 64 == 0 && BQ % 32 == 0 &&
+                         (!FUSED_DQ || ((NW == 4 || NW == 8) && HS == 64 && BQ == 64))),
+                  "wgmma: warpgroups of 64 keys, query blocks of 32 or 64 (fused: 1 or 2 warpgroups, hs 64, "
+                  "query blocks of 64)");
     static_assert(!PIPE || !FUSED_DQ, "pipelined: the split backward only");
     bf16_t *sK = reinterpret_cast<bf16_t *>(attn_smem_base<W>());
     bf16_t *sV = sK + BKV * HS;
@@ -1453,7 +1458,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
             for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
                 for (int i = 0; i < 4; i++)   // C fragment of dS^T: key row g + 8(i/2), query col 2t4 + i%2
-                    st_shared_bf16(sdS + swz<BKV>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1)),
+                    st_shared_bf16(sdS + tile_off<BKV, BQ, W>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1)),
                                    dpt[nt][i]);
             if constexpr (W) fence_proxy_async();
             __syncthreads();
