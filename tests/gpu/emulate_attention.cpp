@@ -290,9 +290,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
             g4.x = c.B * c.NH, g4.y = cdiv(c.Tq, 16 * NWQ);
             emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR, WG_Q>(a); });
         }
-        // (The checks of the fixed-point sums below in one copy mode and schedule: they are slow.)
-        const bool first_mode = emu::copy_mode == emu::EAGER && emu::schedule == emu::ROUND_ROBIN;
-        if (DQ == DQ_FIXED && first_mode) {   // the blocks (so the adds) in reverse order: the same bits
+        if constexpr (DQ == DQ_FIXED) {   // the blocks (so the adds) in reverse order: the same bits
             const vector<bf16_t> gq1 = gq, gkv1 = gkv, q0 = to_bf16(p.q0), kv0 = to_bf16(p.kv0);
             const vector<float> acc1 = acc;   // the integer sums themselves (fp32 ones would differ here)
             std::copy(q0.begin(), q0.end(), gq.begin()), std::copy(kv0.begin(), kv0.end(), gkv.begin());
@@ -311,7 +309,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         else report(name, {{"dq", to_float(gq)}, {"dkv", to_float(gkv)}}, {p.gq_ref, p.gkv_ref});
         // A NaN in one row of dO (caught by the row's bound) or of Q (by the adds' range check): that
         // dq row NaN, no other.
-        for (int in_q = 0; DQ == DQ_FIXED && first_mode && !strcmp(c.name, "lss-segment") && in_q < 2; in_q++) {
+        for (int in_q = 0; DQ == DQ_FIXED && !strcmp(c.name, "lss-segment") && in_q < 2; in_q++) {
             vector<bf16_t> dout_nan = p.doutb, q_nan = p.qb;
             const int r0 = c.Tq / 2;   // (b 0, row r0, head 0)
             (in_q ? q_nan[(long)r0 * p.ldq + 3] : dout_nan[(long)r0 * p.C + 3]) = __float2bfloat16(NAN);
