@@ -22,8 +22,8 @@
 //                 see attn_bwd_dkdv_kernel): 5 products, still deterministic. Atomic
 //                 variants (NWQ = -1) add the partials by fp32 atomics instead (as
 //                 FlashAttention-2): no waits, not deterministic, never a default.
-//                 Fixed-point variants (NWQ = -2, -3) add them as integers in a per-row unit
-//                 from a bound known beforehand: no waits, and the same bits in any order.
+//                 Fixed-point variants (NWQ = -2 to -5) add them as integers in a per-row
+//                 unit from a bound known beforehand: no waits, and the same bits in any order.
 //  2. CUDA cores (any arch, any hs <= 256, fp32 or bf16): one warp per query row (forward,
 //     dq) or key row (dk, dv), dot products reduced across the warp. Correct and slow: the
 //     fp32 path, Volta (sm_70) and odd head sizes.
@@ -143,7 +143,7 @@ struct BwdVariant {
     int hs;
     AttnLaunchBwd launch;
     const char *name;
-    int dq;       // DQ_SPLIT, or dQ in the dK/dV kernel (DQ_ORDERED, DQ_ATOMIC, DQ_FIXED): dq_acc, dq_sem in the scratch
+    int dq;       // DQ_SPLIT, or dQ in the dK/dV kernel (DQ_ORDERED, DQ_ATOMIC, DQ_FIXED: dq_acc, dq_sem)
     int slots;    // of dq_acc (and of the semaphores): 0 split, 1, or the ordered sums' chains
     bool wg;      // wgmma (sm_90a)
     int acc_bytes;   // of an element of dq_acc: 4 (fp32, int32) or 8 (int64)
@@ -287,8 +287,9 @@ static int env_bwd_kind(void) {
 // backward variants (measured the fastest on an H100, RESULTS.md), else variant 0.
 // LSST_ATTN_WGMMA=0: variant 0 (mma.sync) on sm_90 too. LSST_ATTN_BWD=split|fused|atomic|fixed:
 // the first backward variant of that kind (DQ_SPLIT, DQ_ORDERED, DQ_ATOMIC: not deterministic,
-// DQ_FIXED: its first is the 64-bit one) that runs here (of the wgmma ones where those are chosen); a head size without
-// one keeps variant 0. Then LSST_ATTN_VARIANTS (above) for the head sizes it names.
+// DQ_FIXED: its first is the 64-bit one) that runs here (of the wgmma ones where those are
+// chosen); a head size without one keeps variant 0. Then LSST_ATTN_VARIANTS (above) for the head
+// sizes it names.
 void cuda_attention_apply_env(void) {
     if (cuda_kernels()->sm_major == 9) {
         attn_wgmma_probe_kernel<<<1, 1>>>();

@@ -108,7 +108,9 @@ constexpr bool dq_fix_staged(int nwq) { return nwq <= -4; }
 // Bytes of one element of the dQ sums (dq_acc): fp32, or the fixed-point integers.
 constexpr int dq_acc_bytes(int nwq) { return dq_fix_bits(nwq) == 64 ? 8 : 4; }
 // Shared memory of the staged adds: a query block's integer partials (and 16 bytes to align them).
-constexpr int dq_stage_bytes(int nwq, int bq, int hs) { return dq_fix_staged(nwq) ? bq * hs * dq_acc_bytes(nwq) + 16 : 0; }
+constexpr int dq_stage_bytes(int nwq, int bq, int hs) {
+    return dq_fix_staged(nwq) ? bq * hs * dq_acc_bytes(nwq) + 16 : 0;
+}
 // The chains an ordered variant sums in (its BK; 1 for the other kinds), and the slots of fp32 dQ
 // sums a variant needs (none for a split one, one a chain otherwise).
 constexpr int dq_chains(int nwq, int bk) { return nwq == 0 && bk > 1 ? bk : 1; }
