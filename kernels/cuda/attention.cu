@@ -22,7 +22,7 @@
 //                 see attn_bwd_dkdv_kernel): 5 products, still deterministic. Atomic
 //                 variants (NWQ = -1) add the partials by fp32 atomics instead (as
 //                 FlashAttention-2): no waits, not deterministic, never a default.
-//                 Fixed-point variants (NWQ = -2 to -5) add them as integers in a per-row
+//                 Fixed-point variants (NWQ = -2 to -7) add them as integers in a per-row
 //                 unit from a bound known beforehand: no waits, and the same bits in any order.
 //  2. CUDA cores (any arch, any hs <= 256, fp32 or bf16): one warp per query row (forward,
 //     dq) or key row (dk, dv), dot products reduced across the warp. Correct and slow: the
@@ -100,7 +100,7 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     cudaCheckLaunch();
     constexpr int BKV = 16 * NW, DQ = dq_kind(NWQ);
     constexpr int CHAINS = dq_chains(NWQ, BK), FIX_BITS = dq_fix_bits(NWQ);
-    constexpr bool FIX_STAGED = dq_fix_staged(NWQ);
+    constexpr int FIX_MODE = dq_fix_mode(NWQ);
     constexpr bool FUSED = DQ != DQ_SPLIT;
     // WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
     // gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
@@ -115,8 +115,8 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
         cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb * CHAINS) * sizeof(int), stream));
     if (DQ == DQ_ATOMIC || DQ == DQ_FIXED)
         cudaCheck(cudaMemsetAsync(a.dq_acc, 0, (size_t)a.B * a.NH * a.Tq * HS * dq_acc_bytes(NWQ), stream));
-    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_STAGED>, smem_kv);
-    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_STAGED>
+    set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_MODE>, smem_kv);
+    attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_MODE>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
     if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG_Q>(a, stream);
@@ -170,8 +170,12 @@ struct BwdVariant {
                               "), dq summed in 32-bit fixed point by integer atomics" WG_SUFFIX_##WG  \
                   : NWQ == -4 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
                               "), dq summed in 64-bit fixed point by integer atomics, staged" WG_SUFFIX_##WG \
+                  : NWQ == -5 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
+                              "), dq summed in 32-bit fixed point by integer atomics, staged" WG_SUFFIX_##WG \
+                  : NWQ == -6 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
+                              "), dq summed in 64-bit fixed point by bulk reductions" WG_SUFFIX_##WG \
                               : "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
-                              "), dq summed in 32-bit fixed point by integer atomics, staged" WG_SUFFIX_##WG) \
+                              "), dq summed in 32-bit fixed point by bulk reductions" WG_SUFFIX_##WG) \
                : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                 " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
      dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0, dq_acc_bytes(NWQ)},

@@ -37,7 +37,8 @@ enum { MIN_QBLOCK = 16 };
 //            deterministic: never a default, LSST_ATTN_BWD=atomic); NWQ = -2 (-3): the partials
 //            added as 64-bit (32-bit) fixed-point integers by integer atomics, whose sum does
 //            not depend on the order (DQ_FIXED, deterministic; LSST_ATTN_BWD=fixed); -4 (-5):
-//            the same through shared memory, the adds over whole sectors.
+//            the same through shared memory, the adds over whole sectors; -6 (-7): through
+//            shared memory, one bulk reduction a query block.
 //   backward WG 0: mma.sync, 1: wgmma, 2: wgmma with the dQ kernel pipelined (attn_bwd_dq_kernel),
 //            3: both kernels pipelined (attn_bwd_dkdv_kernel too).
 //   wgmma (WG >= 1): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
@@ -92,7 +93,9 @@ enum { MIN_QBLOCK = 16 };
     X(64, 4, 64, true, -2, 0, false, 0) X(128, 4, 32, false, -2, 0, false, 0)                  \
     X(64, 4, 64, true, -4, 0, false, 1) X(64, 4, 64, true, -5, 0, false, 1)                     \
     X(64, 8, 64, true, -1, 0, false, 1) X(64, 8, 64, true, -2, 0, false, 1)                     \
-    X(64, 8, 64, true, -4, 0, false, 1) X(64, 8, 64, true, -5, 0, false, 1)
+    X(64, 8, 64, true, -4, 0, false, 1) X(64, 8, 64, true, -5, 0, false, 1)                     \
+    X(64, 4, 64, true, -6, 0, false, 1) X(64, 8, 64, true, -6, 0, false, 1)                     \
+    X(64, 8, 64, true, -7, 0, false, 1)
 
 // How a backward variant computes dQ (from its NWQ): its own kernel, in the dK/dV kernel summed in
 // key-block order, or in the dK/dV kernel summed by fp32 atomics, or by integer atomics on fixed
@@ -101,15 +104,16 @@ enum { DQ_SPLIT = 0, DQ_ORDERED = 1, DQ_ATOMIC = 2, DQ_FIXED = 3 };
 constexpr int dq_kind(int nwq) {
     return nwq > 0 ? DQ_SPLIT : nwq == 0 ? DQ_ORDERED : nwq == -1 ? DQ_ATOMIC : DQ_FIXED;
 }
-// The fixed-point kinds: NWQ -2 / -3 add from the MMA fragments, -4 / -5 (64 / 32 bits) through
-// shared memory (fixed_dq_add STAGED).
-constexpr int dq_fix_bits(int nwq) { return nwq == -2 || nwq == -4 ? 64 : nwq == -3 || nwq == -5 ? 32 : 0; }
-constexpr bool dq_fix_staged(int nwq) { return nwq <= -4; }
+// The fixed-point kinds (fixed_dq_add), 64 / 32 bits: NWQ -2 / -3 add from the MMA fragments
+// (mode 0), -4 / -5 through shared memory by reds over whole sectors (mode 1), -6 / -7 through
+// shared memory by one bulk reduction a query block (mode 2).
+constexpr int dq_fix_bits(int nwq) { return nwq < -1 ? (nwq % 2 == 0 ? 64 : 32) : 0; }
+constexpr int dq_fix_mode(int nwq) { return nwq <= -6 ? 2 : nwq <= -4 ? 1 : 0; }
 // Bytes of one element of the dQ sums (dq_acc): fp32, or the fixed-point integers.
 constexpr int dq_acc_bytes(int nwq) { return dq_fix_bits(nwq) == 64 ? 8 : 4; }
 // Shared memory of the staged adds: a query block's integer partials (and 16 bytes to align them).
 constexpr int dq_stage_bytes(int nwq, int bq, int hs) {
-    return dq_fix_staged(nwq) ? bq * hs * dq_acc_bytes(nwq) + 16 : 0;
+    return dq_fix_mode(nwq) ? bq * hs * dq_acc_bytes(nwq) + 16 : 0;
 }
 // The chains an ordered variant sums in (its BK; 1 for the other kinds), and the slots of fp32 dQ
 // sums a variant needs (none for a split one, one a chain otherwise).
@@ -464,6 +468,41 @@ static __device__ __forceinline__ void fence_proxy_async() {
 #ifdef ATTN_WGMMA
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
+}
+
+// A bulk reduction by the async proxy (sm_90; one thread issues it): global [dst, dst + bytes) +=
+// shared [src, src + bytes) element-wise as BITS-bit unsigned integers (two's complement: signed
+// sums alike), committed as a bulk group. The source must be fenced first (fence_proxy_async in
+// its writers, then a barrier) and rewritten only after bulk_wait_read; bulk_wait_all before the
+// CTA exits.
+template <int BITS> static __device__ __forceinline__ void bulk_reduce_add(void *dst, uint32_t src, uint32_t bytes) {
+#ifdef ATTN_WGMMA
+    if constexpr (BITS == 64)
+        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.u64 [%0], [%1], %2;\n"
+                     ::"l"(dst), "r"(src), "r"(bytes) : "memory");
+    else
+        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.u32 [%0], [%1], %2;\n"
+                     ::"l"(dst), "r"(src), "r"(bytes) : "memory");
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void bulk_wait_read() {
+#ifdef ATTN_WGMMA
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void bulk_wait_all() {
+#ifdef ATTN_WGMMA
+    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+// Two consecutive integers into shared memory, one store.
+static __device__ __forceinline__ void st_shared_pair(unsigned long long *p, unsigned long long a,
+                                                      unsigned long long b) {
+    *reinterpret_cast<ulonglong2 *>(p) = make_ulonglong2(a, b);
+}
+static __device__ __forceinline__ void st_shared_pair(int *p, int a, int b) {
+    *reinterpret_cast<int2 *>(p) = make_int2(a, b);
 }
 // A thread's store of one bf16 into shared memory (the emulator tracks these for the proxy fence).
 static __device__ __forceinline__ void st_shared_bf16(bf16_t *p, float v) { *p = __float2bfloat16_rn(v); }
@@ -1114,13 +1153,14 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
 
 // The fixed-point adds of a thread's partial dQ (DQ_FIXED, see attn_fix_exponent): C fragments
 // dq[no] of local rows rl0, rl0 + 8 of the query block at row q0 (t0 = (b NH + h) Tq: the head's
-// first row), columns col + 8 no, +1. Straight from the fragments (a thread quad's 8 columns of a
-// row span 2 sectors per 64-bit instruction), or STAGED (NWQ -4, -5): the block's integers go
-// through shared memory first, then the adds run over consecutive addresses, each warp
-// instruction covering whole 32-byte sectors. Local row r keeps column c at c ^ stage_swz(r): the
-// fragments' writes (rows r..r+7 of a quad's columns) hit distinct banks (64 bits: two
-// wavefronts, the least for 256 bytes), and a warp's reads of 32 consecutive columns stay a
-// permutation of them.
+// first row), columns col + 8 no, +1. MODE 0: straight from the fragments (a thread quad's 8
+// columns of a row span 2 sectors per 64-bit instruction). MODE 1 (NWQ -4, -5): the block's
+// integers go through shared memory first, then the adds run over consecutive addresses, each
+// warp instruction covering whole 32-byte sectors; local row r keeps column c at
+// c ^ stage_swz(r): the fragments' writes (rows r..r+7 of a quad's columns) hit distinct banks
+// (64 bits: two wavefronts, the least for 256 bytes), and a warp's reads of 32 consecutive columns
+// stay a permutation of them. MODE 2 (NWQ -6, -7): shared memory laid out as the block's rows of
+// dq_acc (2-way conflicts on the writes), added by one bulk reduction (FlashAttention-3's way).
 template <int BITS> struct FixInt { typedef int T; };
 template <> struct FixInt<64> { typedef unsigned long long T; };
 template <int BITS> __device__ __forceinline__ int stage_swz(int r) {
@@ -1132,12 +1172,16 @@ template <int BITS> __device__ __forceinline__ typename FixInt<BITS>::T fix_int(
     if constexpr (BITS == 64) return (unsigned long long)__float2ll_rn(x);
     else return __float2int_rn(x);
 }
-template <int HS, int BITS, int NOW, int BQ, int NT, bool STAGED>
+template <int HS, int BITS, int NOW, int BQ, int NT, int MODE>
 static __device__ __forceinline__ void fixed_dq_add(const AttnArgs &a, const float (&dq)[NOW][4], long t0, int q0,
                                                     int rl0, int col, void *stage) {
     typedef typename FixInt<BITS>::T I;
     constexpr int P = BITS - 2;
     I *st = reinterpret_cast<I *>(stage);
+    if constexpr (MODE == 2) {   // the previous block's bulk reduction has read st
+        if (threadIdx.x == 0) bulk_wait_read();
+        __syncthreads();
+    }
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         const int rl = rl0 + 8 * hh, r = q0 + rl;
@@ -1145,16 +1189,28 @@ static __device__ __forceinline__ void fixed_dq_add(const AttnArgs &a, const flo
         const float unit = exp2_int(P - a.dq_exp[t0 + r]);   // e_r in [P - 126, 128]
         bool bad = false;
 #pragma unroll
-        for (int no = 0; no < NOW; no++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const I v = fix_int<BITS>(dq[no][2 * hh + e] * unit, bad);
-                if constexpr (STAGED) st[rl * HS + ((col + no * 8 + e) ^ stage_swz<BITS>(rl))] = v;
-                else atomicAdd(reinterpret_cast<I *>(a.dq_acc) + (t0 + r) * HS + col + no * 8 + e, v);
+        for (int no = 0; no < NOW; no++) {
+            const int c = col + no * 8;
+            const I v0 = fix_int<BITS>(dq[no][2 * hh] * unit, bad), v1 = fix_int<BITS>(dq[no][2 * hh + 1] * unit, bad);
+            if constexpr (MODE == 2) {
+                st_shared_pair(st + rl * HS + c, v0, v1);
+            } else if constexpr (MODE == 1) {
+                st[rl * HS + (c ^ stage_swz<BITS>(rl))] = v0, st[rl * HS + ((c + 1) ^ stage_swz<BITS>(rl))] = v1;
+            } else {
+                atomicAdd(reinterpret_cast<I *>(a.dq_acc) + (t0 + r) * HS + c, v0);
+                atomicAdd(reinterpret_cast<I *>(a.dq_acc) + (t0 + r) * HS + c + 1, v1);
             }
+        }
         if (bad) a.dq_bad[t0 + r] = 1;
     }
-    if constexpr (STAGED) {
+    if constexpr (MODE == 2) {   // the block's rows in one bulk reduction (a head's rows are contiguous)
+        fence_proxy_async();
+        __syncthreads();
+        if (threadIdx.x == 0)
+            bulk_reduce_add<BITS>(reinterpret_cast<I *>(a.dq_acc) + (t0 + q0) * HS, smem_addr(st),
+                                  (uint32_t)(min(BQ, a.Tq - q0) * HS * sizeof(I)));
+    }
+    if constexpr (MODE == 1) {
         __syncthreads();
         I *acc = reinterpret_cast<I *>(a.dq_acc) + (t0 + q0) * HS;
         for (int i = threadIdx.x; i < BQ * HS; i += NT) {
@@ -1174,7 +1230,7 @@ static __device__ __forceinline__ void fixed_dq_add(const AttnArgs &a, const flo
 // shared memory (dS K-major in column blocks of 64 keys, K MN-major from column c0), warp w
 // computing rows 16 (w % 4).. as with mma.sync.
 template <int HS, int NW, int BQ, bool WG = false, int DQ = DQ_ORDERED, int CHAINS = 1, int FIX_BITS = 0,
-          bool FIX_STAGED = false>
+          int FIX_MODE = 0>
 static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf16_t *sdS, const bf16_t *sK, int b,
                                                     int h, int kb, int qb, int nqb, void *stage) {
     constexpr int BKV = 16 * NW, RT = BQ / 16, WC = HS / (NW / RT), NOW = WC / 8;
@@ -1204,8 +1260,8 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
         }
     }
     if constexpr (DQ == DQ_FIXED) {
-        fixed_dq_add<HS, FIX_BITS, NOW, BQ, NW * 32, FIX_STAGED>(a, dq, ((long)b * a.NH + h) * a.Tq, qb * BQ,
-                                                                 rt * 16 + g, c0 + 2 * t4, stage);
+        fixed_dq_add<HS, FIX_BITS, NOW, BQ, NW * 32, FIX_MODE>(a, dq, ((long)b * a.NH + h) * a.Tq, qb * BQ,
+                                                               rt * 16 + g, c0 + 2 * t4, stage);
         return;
     }
     float *acc = a.dq_acc + ((long)b * a.NH + h) * a.Tq * HS;
@@ -1281,7 +1337,7 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // statistics are triple-buffered (this block's for dV and dK, the next one's in flight, the one
 // after arriving).
 template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0, int CHAINS = 1, int FIX_BITS = 0,
-          bool FIX_STAGED = false>
+          int FIX_MODE = 0>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();
@@ -1464,13 +1520,15 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                                    dpt[nt][i]);
             if constexpr (W) fence_proxy_async();
             __syncthreads();
-            fused_dq_add<HS, NW, BQ, W, DQ, CHAINS, FIX_BITS, FIX_STAGED>(a, sdS, sK, b, h, kb, qb, nqb, s_stage);
+            fused_dq_add<HS, NW, BQ, W, DQ, CHAINS, FIX_BITS, FIX_MODE>(a, sdS, sK, b, h, kb, qb, nqb, s_stage);
         }
         __syncthreads();  // buffer `buf` is refilled by a later iteration's prefetch
         buf = PIPE ? (buf + 1) % 3 : buf ^ 1;
         qb = next;
         nxt = pre;
     }
+    if constexpr (FUSED_DQ && FIX_MODE == 2)
+        if (tid == 0) bulk_wait_all();   // the last bulk reduction is done with its shared source
 
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {

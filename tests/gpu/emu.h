@@ -19,6 +19,7 @@
 #include <string.h>
 #include <setjmp.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <functional>
@@ -90,6 +91,14 @@ struct Fiber {
     std::vector<size_t> wg_group_ends;
     bool wg_fenced = false;           // wgmma.fence since the last wgmma.wait_group
     std::vector<uint32_t> unfenced;   // chunks this thread wrote since its fence.proxy.async
+    // Bulk reductions (cp.reduce.async.bulk) issued, not yet performed (LAZY: until a wait).
+    struct Bulk {
+        unsigned char *dst;
+        const unsigned char *src;
+        uint32_t bytes;
+        int bits;
+    };
+    std::vector<Bulk> bulk_pending;
 };
 
 struct Barrier {
@@ -159,6 +168,10 @@ static inline void fiber_entry() {
     kernel_body();
     if (!fibers[cur].wg_group_ends.empty()) {
         fprintf(stderr, "emulate: thread %u ends with wgmma groups not waited for\n", fibers[cur].tid.x);
+        exit(5);
+    }
+    if (!fibers[cur].bulk_pending.empty()) {
+        fprintf(stderr, "emulate: thread %u ends with bulk reductions not waited for\n", fibers[cur].tid.x);
         exit(5);
     }
     fibers[cur].done = true;
@@ -599,6 +612,55 @@ static inline void st_shared_bf16(__nv_bfloat16 *p, float v) {
     emu::proxy_writer[c] = emu::cur + 1;
     emu::fibers[emu::cur].unfenced.push_back(c);
 }
+// Two consecutive integers into shared memory: marked like st_shared_bf16 (an async-proxy reader
+// needs a fence after them).
+template <typename I> static inline void st_shared_pair(I *p, I a, I b) {
+    p[0] = a, p[1] = b;
+    const uint32_t c = (smem_addr(p) - SMEM_BIAS) / 16;
+    emu::proxy_writer[c] = emu::cur + 1;
+    emu::fibers[emu::cur].unfenced.push_back(c);
+}
+// cp.reduce.async.bulk ... .add.u64 / .u32: the source must be fenced (no marked chunk) at issue;
+// the source is read and the adds done at issue (EAGER) or at the next wait (LAZY: a source
+// rewritten before bulk_wait_read then gives wrong sums).
+static inline void bulk_perform(const emu::Fiber::Bulk &op) {
+    if (op.bits == 64) {
+        for (uint32_t i = 0; i < op.bytes / 8; i++) {
+            unsigned long long d, x;
+            memcpy(&d, op.dst + 8 * i, 8), memcpy(&x, op.src + 8 * i, 8);
+            d += x;
+            memcpy(op.dst + 8 * i, &d, 8);
+        }
+    } else {
+        for (uint32_t i = 0; i < op.bytes / 4; i++) {
+            uint32_t d, x;
+            memcpy(&d, op.dst + 4 * i, 4), memcpy(&x, op.src + 4 * i, 4);
+            d += x;
+            memcpy(op.dst + 4 * i, &d, 4);
+        }
+    }
+}
+template <int BITS> static inline void bulk_reduce_add(void *dst, uint32_t src, uint32_t bytes) {
+    if (src % 16 || bytes % 16 || (uintptr_t)dst % 16) {
+        fprintf(stderr, "emulate: bulk reduction not 16-byte aligned\n");
+        fflush(NULL);
+        _exit(6);   // (on a fiber's stack: no destructors)
+    }
+    for (uint32_t off = 0; off < bytes; off += 16)
+        if (emu::proxy_writer[(src - SMEM_BIAS + off) / 16]) {
+            fprintf(stderr, "emulate: bulk reduction reads shared memory written without fence.proxy.async\n");
+            fflush(NULL);
+            _exit(6);
+        }
+    const emu::Fiber::Bulk op = {(unsigned char *)dst, attn_smem + (src - SMEM_BIAS), bytes, BITS};
+    if (emu::copy_mode == emu::EAGER) bulk_perform(op);
+    else emu::fibers[emu::cur].bulk_pending.push_back(op);
+}
+static inline void bulk_wait_read() {
+    for (const auto &op : emu::fibers[emu::cur].bulk_pending) bulk_perform(op);
+    emu::fibers[emu::cur].bulk_pending.clear();
+}
+static inline void bulk_wait_all() { bulk_wait_read(); }
 static inline void fence_proxy_async() {
     emu::Fiber &f = emu::fibers[emu::cur];
     for (uint32_t c : f.unfenced)

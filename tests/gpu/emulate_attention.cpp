@@ -243,7 +243,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         // As attention.cu's launch_bwd: dQ in its own kernel, or in the dK/dV kernel (ordered, in
         // CHAINS chains, atomic or fixed point); the kernels' modes; the slots of dq_acc.
         constexpr int DQ = dq_kind(NWQ), CHAINS = dq_chains(NWQ, BK), FIX = dq_fix_bits(NWQ);
-        constexpr bool STAGED = dq_fix_staged(NWQ);
+        constexpr int MODE = dq_fix_mode(NWQ);
         constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;
         const size_t rows = (size_t)c.B * c.NH * c.Tq, slot = rows * HS;
         vector<int> row_exp(DQ == DQ_FIXED ? rows : 0, -999), row_bad(row_exp.size(), -1);
@@ -276,7 +276,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
             memset(attn_smem, 0xFF, sizeof attn_smem);
             EmuDim3 g3;
             g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
-            emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, DQ, WG_KV, CHAINS, FIX, STAGED>(a); });
+            emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, DQ, WG_KV, CHAINS, FIX, MODE>(a); });
             EmuDim3 g5;
             g5.x = 3, g5.y = 1;   // fewer threads than pairs: the grid-stride loop too
             if constexpr (DQ == DQ_ATOMIC || CHAINS > 1)
