@@ -45,7 +45,8 @@ static void layout_state(Gpu *g, const Model *m, Carver *c) {
 // lss / none without peers (sp 1) and LSST_QKV=fused: a layer's Q, K, V in one (B, T, 3C) tensor,
 // the output of ONE product (a->q, s->dq; row stride 3C), as megatron-sp's qkv. Else q (B, T, C)
 // and [K|V] (B, T, 2C) apart: with peers the [K|V] product comes first and its all-gather is in
-// flight while Q is projected (the paper's overlap), and [K|V] is what the gather sends.
+// flight while Q is projected (the paper's overlap), and [K|V] is what the gather sends. Decided
+// once (Gpu.qkv_fused, before the arenas are laid out).
 static bool qkv_fused(const Model *m) {
     return m->scheme != SCHEME_MEGATRON_SP && m->sp_size == 1 && cuda_kernels_env_switch("LSST_QKV") == 0;
 }
@@ -53,7 +54,7 @@ static bool qkv_fused(const Model *m) {
 // model.c's carve_acts / carve_scratch, in bf16 on the device.
 static void layout_acts(Gpu *g, const Model *m, Carver *c) {
     size_t L = m->L, BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, Cl = m->Cl, Fl = m->Fl;
-    bool mg = m->scheme == SCHEME_MEGATRON_SP, fq = qkv_fused(m);
+    bool mg = m->scheme == SCHEME_MEGATRON_SP, fq = g->qkv_fused;
     size_t rows = mg ? BS : BT, kv_layers = m->cfg.kv == KV_REGATHER ? 1 : L;
     DevActs *a = &g->a;
     TAKE(c, a->encoded, BT * C), TAKE(c, a->ln1, L * BT * C), TAKE(c, a->residual2, L * BT * C);
@@ -71,7 +72,7 @@ static void layout_acts(Gpu *g, const Model *m, Carver *c) {
 
 static void layout_scratch(Gpu *g, const Model *m, Carver *c) {
     size_t BT = (size_t)m->B * m->T, BS = (size_t)m->B * m->S, C = m->C, Cl = m->Cl, Fl = m->Fl;
-    bool mg = m->scheme == SCHEME_MEGATRON_SP, peers = m->sp_size > 1, fq = qkv_fused(m);
+    bool mg = m->scheme == SCHEME_MEGATRON_SP, peers = m->sp_size > 1, fq = g->qkv_fused;
     size_t rows = mg ? BS : BT, W = gpu_exchange_width(m);
     DevScratch *s = &g->s;
     TAKE(c, s->dres, BT * C), TAKE(c, s->dx, BT * C), TAKE(c, s->tmp, BT * C);
@@ -104,6 +105,7 @@ static size_t kernel_scratch_bytes(const Model *m) {
 size_t gpu_plan_bytes(const Model *m) {
     Gpu g;
     memset(&g, 0, sizeof g);
+    g.qkv_fused = qkv_fused(m);
     size_t total = cuda_kernels_plan_bytes(kernel_scratch_bytes(m));
     for (int k = 0; k < NUM_ARENAS; k++) total += arena_size(&g, m, k);
     return total;
@@ -195,6 +197,7 @@ Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     Gpu *g = xmalloc(sizeof *g);
     memset(g, 0, sizeof *g);
     g->device = device;
+    g->qkv_fused = qkv_fused(m);
     CU(cudaSetDevice(g->device));
     struct cudaDeviceProp prop;
     CU(cudaGetDeviceProperties(&prop, g->device));
@@ -298,7 +301,7 @@ static void qkv_attention_forward(Gpu *g, Model *m, Comm *comm, int l, const bf1
     bf16 *atty = a->atty + l * btc;
     float *lse = a->att_lse + l * (size_t)BT * NH;
     const bf16 *qkvw = PB(P_QKVW) + (size_t)l * 3 * C * C, *qkvb = PB(P_QKVB) + (size_t)l * 3 * C;
-    if (qkv_fused(m)) {
+    if (g->qkv_fused) {
         bf16 *qkv = a->q + l * 3 * btc;
         cuda_matmul_forward_bf16(qkv, ln1, qkvw, qkvb, BT, C, 3 * C, st);
         cuda_attention_forward_bf16(atty, lse, qkv, qkv + C, qkv + 2 * C, g->pos, B, T, S, NH, C / NH, 3 * C, 3 * C,
@@ -371,7 +374,7 @@ static void qkv_attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
     const bf16 *ln1 = a->ln1 + l * btc, *atty = a->atty + l * btc, *qkvw = PB(P_QKVW) + (size_t)l * 3 * C * C;
     const float *lse = a->att_lse + l * (size_t)BT * NH;
     float *dqkvw = G(P_QKVW) + (size_t)l * 3 * C * C, *dqkvb = G(P_QKVB) + (size_t)l * 3 * C;
-    if (qkv_fused(m)) {
+    if (g->qkv_fused) {
         const bf16 *qkv = a->q + l * 3 * btc;
         gpu_zero(g, s->dq, 3 * btc * sizeof(bf16));
         cuda_attention_backward_bf16(s->dq, s->dq + C, s->dq + 2 * C, s->datty, atty, lse, qkv, qkv + C, qkv + 2 * C,

@@ -49,6 +49,7 @@ struct Gpu {
     int *pos_full;                   // (S): 0..S-1 (megatron-sp)
     int *pos_of_rank;                // (sp, T): every rank's positions (sp > 1)
     size_t off[NUM_PARAM_TENSORS];   // offset of each tensor in the parameter block
+    bool qkv_fused;                  // Q, K, V in one tensor from one product (gpu.c: qkv_fused)
     DevActs a;
     DevScratch s;
     void *arena[NUM_ARENAS];

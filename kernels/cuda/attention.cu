@@ -120,13 +120,9 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
     cudaCheckLaunch();
     if constexpr (!FUSED) launch_bwd_dq<HS, NWQ, BK, QO_REGS, WG_Q>(a, stream);
-    const unsigned finish_grid = elementwise_grid((long)a.B * a.NH * a.Tq * HS / 2, 256);
-    if constexpr (DQ == DQ_ATOMIC || CHAINS > 1) {   // the sums (in slots) into dq
-        attn_dq_finish_kernel<<<finish_grid, 256, 0, stream>>>(a, CHAINS, BQ, BKV);
-        cudaCheckLaunch();
-    }
-    if constexpr (DQ == DQ_FIXED) {
-        attn_dq_fixed_finish_kernel<FIX_BITS><<<finish_grid, 256, 0, stream>>>(a, BQ);
+    if constexpr (DQ == DQ_ATOMIC || DQ == DQ_FIXED || CHAINS > 1) {   // the sums (in slots) into dq
+        attn_dq_finish_kernel<FIX_BITS><<<elementwise_grid((long)a.B * a.NH * a.Tq * HS / 2, 256), 256, 0, stream>>>(
+            a, CHAINS, BQ, BKV);
         cudaCheckLaunch();
     }
 }
@@ -155,29 +151,22 @@ struct BwdVariant {
 #define FWD_ENTRY(HS, MT, NW, BC, QR, WG)                                                               \
     {HS, launch_fwd<HS, MT, NW, BC, QR, WG>,                                                            \
      "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG != 0},
+#define FUSED_NAME(NW, BQ, KVR, HOW, WG)                                                             \
+    "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "), dq summed " HOW       \
+        WG_SUFFIX_##WG
 #define BWD_ENTRY(HS, NW, BQ, KVR, NWQ, BK, QOR, WG)                                                   \
     {HS, launch_bwd<HS, NW, BQ, KVR, NWQ, BK, QOR, WG>,                                              \
-     NWQ == 0 && BK > 1                                                                               \
-         ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR               \
-           "), dq summed in key-block order in " #BK " chains" WG_SUFFIX_##WG                           \
-     : NWQ == 0 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR        \
-                 "), dq summed in key-block order" WG_SUFFIX_##WG                                     \
-     : NWQ == -1 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR       \
-                   "), dq summed by fp32 atomics (not deterministic)" WG_SUFFIX_##WG                  \
-     : NWQ < 0 ? (NWQ == -2 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
-                              "), dq summed in 64-bit fixed point by integer atomics" WG_SUFFIX_##WG  \
-                  : NWQ == -3 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
-                              "), dq summed in 32-bit fixed point by integer atomics" WG_SUFFIX_##WG  \
-                  : NWQ == -4 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
-                              "), dq summed in 64-bit fixed point by integer atomics, staged" WG_SUFFIX_##WG \
-                  : NWQ == -5 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
-                              "), dq summed in 32-bit fixed point by integer atomics, staged" WG_SUFFIX_##WG \
-                  : NWQ == -6 ? "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
-                              "), dq summed in 64-bit fixed point by bulk reductions" WG_SUFFIX_##WG \
-                              : "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR \
-                              "), dq summed in 32-bit fixed point by bulk reductions" WG_SUFFIX_##WG) \
-               : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
-                " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,           \
+     NWQ == 0 && BK > 1 ? FUSED_NAME(NW, BQ, KVR, "in key-block order in " #BK " chains", WG)             \
+     : NWQ == 0  ? FUSED_NAME(NW, BQ, KVR, "in key-block order", WG)                                       \
+     : NWQ == -1 ? FUSED_NAME(NW, BQ, KVR, "by fp32 atomics (not deterministic)", WG)                      \
+     : NWQ == -2 ? FUSED_NAME(NW, BQ, KVR, "in 64-bit fixed point by integer atomics", WG)                 \
+     : NWQ == -3 ? FUSED_NAME(NW, BQ, KVR, "in 32-bit fixed point by integer atomics", WG)                 \
+     : NWQ == -4 ? FUSED_NAME(NW, BQ, KVR, "in 64-bit fixed point by integer atomics, staged", WG)         \
+     : NWQ == -5 ? FUSED_NAME(NW, BQ, KVR, "in 32-bit fixed point by integer atomics, staged", WG)         \
+     : NWQ == -6 ? FUSED_NAME(NW, BQ, KVR, "in 64-bit fixed point by bulk reductions", WG)                 \
+     : NWQ == -7 ? FUSED_NAME(NW, BQ, KVR, "in 32-bit fixed point by bulk reductions", WG)                 \
+                 : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
+                   " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,         \
      dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0, dq_acc_bytes(NWQ)},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
@@ -345,11 +334,14 @@ static void attention_backward_generic(T *dq, T *dk, T *dv, const T *dout, const
     cudaCheckLaunch();
 }
 
+// D at the scratch's start; with row_exp, the fixed-point rows' exponents too (attn_dsum_kernel).
 template <typename T>
 static float *attention_dsum(void *scratch, const T *dout, const T *out, int B, int Tq, int NH, int hs,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, int *row_exp = NULL, int *row_bad = NULL,
+                             const unsigned *kv_max = NULL, int fix_p = 0) {
     float *dsum = (float *)scratch;
-    attn_dsum_kernel<T><<<ceil_div_u((long)B * NH * Tq, 8), 256, 0, stream>>>(dsum, dout, out, B, Tq, NH, hs);
+    attn_dsum_kernel<T><<<ceil_div_u((long)B * NH * Tq, 8), 256, 0, stream>>>(dsum, dout, out, B, Tq, NH, hs, row_exp,
+                                                                              row_bad, kv_max, fix_p);
     cudaCheckLaunch();
     return dsum;
 }
@@ -493,17 +485,13 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                       stream);
 }
 
-// The fixed-point backward's bounds (attention_kernels.h, "fixed-point dQ sums"): the heads' Kmax,
-// Vmax, then D with the rows' exponents.
-static void fixed_point_bounds(const AttnArgs &a, int fix_bits, cudaStream_t stream) {
+// The fixed-point backward's bound (attention_kernels.h, "fixed-point dQ sums"): the heads' Kmax,
+// Vmax, for attention_dsum's row exponents.
+static void fixed_point_kv_max(const AttnArgs &a, cudaStream_t stream) {
     cudaCheck(cudaMemsetAsync(a.kv_max, 0, 2 * (size_t)a.B * a.NH * sizeof(unsigned), stream));
     const unsigned chunks = std::min(ceil_div_u(a.Tk, 64), 64u);   // 8 warps a block, 8+ key rows a warp
     attn_kv_bound_kernel<bf16_t><<<dim3((unsigned)(a.B * a.NH), chunks), 256, 0, stream>>>(a.kv_max, a.k, a.v, a.Tk,
                                                                                          a.NH, a.hs, a.ldkv);
-    cudaCheckLaunch();
-    attn_dsum_kernel<bf16_t><<<ceil_div_u((long)a.B * a.NH * a.Tq, 8), 256, 0, stream>>>(
-        const_cast<float *>(a.dsum), a.dout, a.out_c, a.B, a.Tq, a.NH, a.hs, a.dq_exp, a.dq_bad, a.kv_max,
-        fix_bits - 2);
     cudaCheckLaunch();
 }
 
@@ -536,8 +524,9 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
     a.B = B, a.Tq = Tq, a.Tk = Tk, a.NH = NH, a.hs = hs, a.ldq = ldq, a.ldkv = ldkv;
     a.scale = 1.0f / sqrtf((float)hs);
     a.scale_log2 = a.scale * LOG2E_F;
-    if (fixed) fixed_point_bounds(a, var->acc_bytes * 8, stream);
-    else attention_dsum<bf16_t>(scratch, dout, out, B, Tq, NH, hs, stream);
+    if (fixed) fixed_point_kv_max(a, stream);
+    attention_dsum<bf16_t>(scratch, dout, out, B, Tq, NH, hs, stream, a.dq_exp, a.dq_bad, a.kv_max,
+                           var->acc_bytes * 8 - 2);
     var->launch(a, stream);
 }
 

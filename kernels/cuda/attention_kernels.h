@@ -1163,6 +1163,8 @@ static __device__ __forceinline__ void bwd_recompute(float (&x)[N / 8][4], float
 // dq_acc (2-way conflicts on the writes), added by one bulk reduction (FlashAttention-3's way).
 template <int BITS> struct FixInt { typedef int T; };
 template <> struct FixInt<64> { typedef unsigned long long T; };
+template <int BITS> struct FixSigned { typedef int T; };
+template <> struct FixSigned<64> { typedef long long T; };
 template <int BITS> __device__ __forceinline__ int stage_swz(int r) {
     return BITS == 64 ? (r & 1) | (r >> 1 & 1) << 3 : (r & 1) | (r >> 1 & 3) << 3;
 }
@@ -1545,10 +1547,13 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #endif
 }
 
-// The last step of the atomic backward (one slot) and of the ordered one in chains (a slot per
-// chain): dq (b, t, h*hs + c) += scale * the sum of slots j of dq_acc (b, h, t, c) in slot order,
-// over the slots that hold a sum for the row: j <= the last key block (of bkv keys) its query
-// block (of bq) sees. Two columns a thread.
+// The last step of the atomic backward (one slot), of the ordered one in chains (a slot per chain)
+// and (BITS 64 or 32) of the fixed-point one: dq (b, t, h*hs + c) += scale * the row's sum (b, h,
+// t, c) of dq_acc. fp32 (BITS 0): the sum of slots j in slot order, over the slots that hold a sum
+// for the row: j <= the last key block (of bkv keys) its query block (of bq) sees. Fixed point:
+// the integer sum in units of 2^(e_r - P) (one rounding to fp32, then an exact power of two), NaN
+// for a marked row. Two columns a thread.
+template <int BITS>
 __global__ void attn_dq_finish_kernel(AttnArgs a, int slots, int bq, int bkv) {
     const long n = (long)a.B * a.NH * a.Tq * a.hs / 2, slot = 2 * n;
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
@@ -1557,31 +1562,14 @@ __global__ void attn_dq_finish_kernel(AttnArgs a, int slots, int bq, int bkv) {
         const int qm = a.qmax[t / bq], last = qm < 0 ? -1 : qm / bkv;
         if (last < 0) continue;   // no key visible: nothing was added
         float x = 0.0f, y = 0.0f;
-        for (int j = 0; j < slots && j <= last; j++) x += a.dq_acc[j * slot + e], y += a.dq_acc[j * slot + e + 1];
-        bf16_t *dst = a.dq + ((long)(bh / a.NH) * a.Tq + t) * a.ldq + (bh % a.NH) * a.hs + c;
-        add_bf16x2(dst, a.scale * x, a.scale * y);
-    }
-}
-
-// The last step of the fixed-point backward: dq (b, t, h*hs + c) += scale * the row's integer sum
-// in units of 2^(e_r - P) (one rounding to fp32, then an exact power of two), NaN for a marked row.
-template <int BITS> __global__ void attn_dq_fixed_finish_kernel(AttnArgs a, int bq) {
-    constexpr int P = BITS - 2;
-    const long n = (long)a.B * a.NH * a.Tq * a.hs / 2;
-    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-        const long e = 2 * i, row = e / a.hs;   // row (b * NH + h) * Tq + t
-        const int c = (int)(e - row * a.hs), t = (int)(row % a.Tq), bh = (int)(row / a.Tq);
-        if (a.qmax[t / bq] < 0) continue;   // no key visible: nothing was added
-        float x, y;
-        if constexpr (BITS == 64) {
-            const long long *acc = reinterpret_cast<const long long *>(a.dq_acc);
-            x = (float)acc[e], y = (float)acc[e + 1];
+        if constexpr (BITS == 0) {
+            for (int j = 0; j < slots && j <= last; j++) x += a.dq_acc[j * slot + e], y += a.dq_acc[j * slot + e + 1];
         } else {
-            const int *acc = reinterpret_cast<const int *>(a.dq_acc);
-            x = (float)acc[e], y = (float)acc[e + 1];
+            typedef typename FixSigned<BITS>::T I;   // the integer sums' bits, read as signed
+            const I *acc = reinterpret_cast<const I *>(a.dq_acc);
+            const float unit = a.dq_bad[row] ? NAN : exp2_int(a.dq_exp[row] - (BITS - 2));   // [2^-126, 2^(130 - BITS)]
+            x = (float)acc[e] * unit, y = (float)acc[e + 1] * unit;
         }
-        const float unit = a.dq_bad[row] ? NAN : exp2_int(a.dq_exp[row] - P);   // in [2^-126, 2^(128 - P)]
-        x *= unit, y *= unit;
         bf16_t *dst = a.dq + ((long)(bh / a.NH) * a.Tq + t) * a.ldq + (bh % a.NH) * a.hs + c;
         add_bf16x2(dst, a.scale * x, a.scale * y);
     }

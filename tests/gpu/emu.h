@@ -623,22 +623,17 @@ template <typename I> static inline void st_shared_pair(I *p, I a, I b) {
 // cp.reduce.async.bulk ... .add.u64 / .u32: the source must be fenced (no marked chunk) at issue;
 // the source is read and the adds done at issue (EAGER) or at the next wait (LAZY: a source
 // rewritten before bulk_wait_read then gives wrong sums).
-static inline void bulk_perform(const emu::Fiber::Bulk &op) {
-    if (op.bits == 64) {
-        for (uint32_t i = 0; i < op.bytes / 8; i++) {
-            unsigned long long d, x;
-            memcpy(&d, op.dst + 8 * i, 8), memcpy(&x, op.src + 8 * i, 8);
-            d += x;
-            memcpy(op.dst + 8 * i, &d, 8);
-        }
-    } else {
-        for (uint32_t i = 0; i < op.bytes / 4; i++) {
-            uint32_t d, x;
-            memcpy(&d, op.dst + 4 * i, 4), memcpy(&x, op.src + 4 * i, 4);
-            d += x;
-            memcpy(op.dst + 4 * i, &d, 4);
-        }
+template <typename U> static inline void bulk_add(const emu::Fiber::Bulk &op) {   // modulo 2^bits
+    for (uint32_t i = 0; i < op.bytes / sizeof(U); i++) {
+        U d, x;
+        memcpy(&d, op.dst + sizeof(U) * i, sizeof d), memcpy(&x, op.src + sizeof(U) * i, sizeof x);
+        d += x;
+        memcpy(op.dst + sizeof(U) * i, &d, sizeof d);
     }
+}
+static inline void bulk_perform(const emu::Fiber::Bulk &op) {
+    if (op.bits == 64) bulk_add<unsigned long long>(op);
+    else bulk_add<uint32_t>(op);
 }
 template <int BITS> static inline void bulk_reduce_add(void *dst, uint32_t src, uint32_t bytes) {
     if (src % 16 || bytes % 16 || (uintptr_t)dst % 16) {

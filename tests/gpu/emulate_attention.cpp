@@ -279,9 +279,8 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
             emu::launch(g3, 32 * NW, [&] { attn_bwd_dkdv_kernel<HS, NW, BQ, KVR, DQ, WG_KV, CHAINS, FIX, MODE>(a); });
             EmuDim3 g5;
             g5.x = 3, g5.y = 1;   // fewer threads than pairs: the grid-stride loop too
-            if constexpr (DQ == DQ_ATOMIC || CHAINS > 1)
-                emu::launch(g5, 64, [&] { attn_dq_finish_kernel(a, CHAINS, BQ, 16 * NW); });
-            if constexpr (DQ == DQ_FIXED) emu::launch(g5, 64, [&] { attn_dq_fixed_finish_kernel<FIX>(a, BQ); });
+            if constexpr (DQ == DQ_ATOMIC || DQ == DQ_FIXED || CHAINS > 1)
+                emu::launch(g5, 64, [&] { attn_dq_finish_kernel<FIX>(a, CHAINS, BQ, 16 * NW); });
         };
         dkdv_dq();
         if constexpr (DQ == DQ_SPLIT) {
