@@ -79,3 +79,47 @@ CSV
   run "$PY" "$REPO/tests/bench/gpu/attn_table.py" --check-run missing.log tests.log
   [[ "$output" == "no log"* ]]
 }
+
+# tests/bench/gpu/kernel_classes.py: a step's kernels by class, lsst-run's beside torch.compile's.
+@test "kernel_classes: every kernel of kernels/cuda falls in a class" {
+  { echo "kernel,calls_per_step,ms_per_step"
+    grep -ho '__global__ void\( __launch_bounds__([^)]*)\)\? [a-z_0-9]*' "$REPO"/kernels/cuda/*.h "$REPO"/kernels/cuda/*.cu |
+      awk '{print $NF ",1,0.1"}' | sort -u; } > ours.csv
+  [ "$(wc -l < ours.csv)" -gt 30 ]
+  run "$PY" "$REPO/tests/bench/gpu/kernel_classes.py" ours.csv
+  [ "$status" -eq 0 ]
+  [[ "$output" != *"| other |"* ]] || { echo "$output"; false; }
+}
+
+@test "kernel_classes: torch.compile's kernels, and the two sides' difference by class" {
+  cat > torch.csv <<'CSV'
+kernel,calls_per_step,ms_per_step
+"void flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_kernel_traits<64, 128, 128, 8, 2, 4, 2, false, false, cutlass::bfloat16_t>, false, true, false, false, false, true, false>(flash::Flash_bwd_params)",12,10.0
+"void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4, false, false, cutlass::bfloat16_t>, false, true, false, false, false, false, false, false>(flash::Flash_fwd_params)",12,4.0
+nvjet_tst_128x256_64x4_1x2_h_bz_coopB_TNT,60,7.5
+triton_red_fused_add_native_layer_norm_native_layer_norm_backward_3,24,0.6
+triton_poi_fused_gelu_gelu_backward_7,12,0.5
+"void at::native::(anonymous namespace)::fused_adamw_kernel<float>",4,0.9
+CSV
+  cat > lsst.csv <<'CSV'
+kernel,calls_per_step,ms_per_step
+attn_bwd_dkdv_kernel,12,9.0
+attn_bwd_dq_kernel,12,5.0
+attn_fwd_kernel,12,4.0
+attn_dsum_kernel,12,0.4
+layernorm_backward_dinp_kernel,25,1.0
+adamw_kernel,1,1.0
+CSV
+  run "$PY" "$REPO/tests/bench/gpu/kernel_classes.py" --names lsst,torch lsst.csv torch.csv
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"| attention backward | 14.400 | 36 | 10.000 | 12 | +4.400 |"* ]]
+  [[ "$output" == *"| attention forward | 4.000 | 12 | 4.000 | 12 | +0.000 |"* ]]
+  [[ "$output" == *"| GEMM | 0.000 | 0 | 7.500 | 60 | -7.500 |"* ]]
+  [[ "$output" == *"| LayerNorm | 1.000 | 25 | 0.600 | 24 | +0.400 |"* ]]
+  [[ "$output" == *"| GELU | 0.000 | 0 | 0.500 | 12 | -0.500 |"* ]]
+  [[ "$output" == *"| optimizer, clipping, casts | 1.000 | 1 | 0.900 | 4 | +0.100 |"* ]]
+  [[ "$output" == *"**20.400**"*"**23.500**"*"**-3.100**"* ]]
+  [[ "$output" != *"no class"* ]]
+  run "$PY" "$REPO/tests/bench/gpu/kernel_classes.py" --names one lsst.csv torch.csv
+  [ "$status" -eq 2 ]
+}

@@ -14,7 +14,8 @@
 #
 # Knobs: GPU_BUDGET_S (default 480: the whole script, build included; a phase that no longer fits
 # is skipped and says so), GPU_E2E=0 (skips tests/bench/gpu/e2e_compare.sh, ~1 min), GPU_PROFILE=0
-# (skips tests/bench/gpu/profile.sh, ~1-2 min),
+# (skips tests/bench/gpu/profile.sh, ~1-2 min, and with it the summary's table of a step's kernels
+# by class, lsst-run's beside torch.compile's: tests/bench/gpu/kernel_classes.py),
 # BUILD (default build-gpu), CUDA_ARCH (default: the GPU's compute capability).
 # Each phase's failure is recorded and the later phases still run; exit status 1 if any failed.
 set -u
@@ -231,6 +232,7 @@ fi
 if [ "${GPU_PROFILE:-1}" = 1 ] && [ "$HAVE_GPU" = 1 ] && [ -x "$BUILD/bin/lsst-run" ]; then
   profile_cfg=(); [ -f "$LOGS/e2e_run.yaml" ] && profile_cfg=(CONFIG="$LOGS/e2e_run.yaml")   # e2e's model and data
   run profile 150 60 env BIN="$BUILD/bin" "${profile_cfg[@]}" bash tests/bench/gpu/profile.sh /tmp/lsst-profile 1
+  cp /tmp/lsst-profile/kernels_per_step.csv "$LOGS/lsst_kernels.csv" 2> /dev/null
   if [ "$RC" = 0 ]; then record profile ok "$LAST_S" "$(grep -m1 'ms of kernels per step' "$LOGS/profile.log")"
   elif [ "$RC" != skip ]; then record profile FAIL "$LAST_S" "rc=$RC"; fi
 else
@@ -262,6 +264,11 @@ fi
     echo "|---|---|---:|---:|---:|---:|---:|---:|"
     tail -n +2 "$LOGS/layers.csv" | sort -t, -k9,9gr |
       awk -F, '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $6, $7, $8, $9 }'
+  fi
+  if [ -s "$LOGS/lsst_kernels.csv" ] && [ -s "$LOGS/torch_kernels.csv" ]; then   # a step's kernels by class
+    echo
+    env -u LD_LIBRARY_PATH python3 tests/bench/gpu/kernel_classes.py --names lsst,torch \
+      "$LOGS/lsst_kernels.csv" "$LOGS/torch_kernels.csv" 2>&1
   fi
   n_ok=0 n_bad=0
   for r in "${RESULTS[@]}"; do case $r in ok) n_ok=$((n_ok + 1));; FAIL) n_bad=$((n_bad + 1));; esac; done

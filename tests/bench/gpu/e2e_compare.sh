@@ -5,6 +5,8 @@
 #
 # Both sides: fp32 master weights, bf16 compute, the same model, init, optimizer and clipping;
 # tokens/s from the median step time after WARM steps, MFU against the card's dense bf16 peak.
+# OUT/torch_kernels.csv: torch.compile's kernels per step (torch.profiler), for
+# tests/bench/gpu/kernel_classes.py to set beside lsst-run's (tests/bench/gpu/profile.sh).
 #
 #   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] [E2E_KERNEL_TEST_LOGS="LOG..."] [E2E_ALL=1] \
 #     bash tests/bench/gpu/e2e_compare.sh [STEPS]
@@ -35,7 +37,7 @@ esac
 
 # ---- PyTorch (torch.compile) ----------------------------------------------------------------------
 env -u LD_LIBRARY_PATH python3 tests/bench/gpu/torch_peer.py --layers $L --dim $C --heads $NH --seq $T \
-  --steps "$STEPS" --warmup $WARM 2>&1 | tee "$OUT/e2e_torch.log"
+  --steps "$STEPS" --warmup $WARM --profile "$OUT/torch_kernels.csv" 2>&1 | tee "$OUT/e2e_torch.log"
 torch_line=$(grep '^torch-compile' "$OUT/e2e_torch.log" | tail -1)
 rc=0
 [ -n "$torch_line" ] || { echo "e2e: torch.compile gave no result (see e2e_torch.log)"; rc=1; }

@@ -4,6 +4,8 @@
 # The model is the end-to-end comparison's (12 layers, dim 768, seq 8192) unless CONFIG names one.
 #   tests/bench/gpu/profile.sh OUTDIR [STEPS]     (on the GPU machine, device kit sourced, built)
 # Kernels only: gaps between kernels (host work, synchronization) are the step time minus the sum.
+# OUTDIR/kernels_per_step.csv: every kernel (kernel,calls_per_step,ms_per_step), for
+# tests/bench/gpu/kernel_classes.py to set beside torch.compile's (torch_peer.py --profile).
 set -eu
 cd "$(dirname "$0")/../../.."
 OUTDIR=${1:?usage: profile.sh OUTDIR [STEPS]}
@@ -35,7 +37,7 @@ profile() {
 }
 profile gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum ||
   { echo "profile.sh: ncu without the DRAM counters (see $OUTDIR/run.log)"; profile gpu__time_duration.sum; }
-env -u LD_LIBRARY_PATH python3 - "$OUTDIR/kernels.csv" "$STEPS" <<'PY'
+env -u LD_LIBRARY_PATH python3 - "$OUTDIR/kernels.csv" "$STEPS" "$OUTDIR/kernels_per_step.csv" <<'PY'
 import csv, sys, collections
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 steps = int(sys.argv[2])
@@ -53,4 +55,9 @@ print(f"{'ms/step':>8} {'share':>6} {'calls':>6} {'GB/s':>7}  kernel")
 for name, ns in tot.most_common(30):
     gbs = f"{nbytes[name] / ns:7.0f}" if nbytes else "      -"   # bytes per ns = GB/s
     print(f"{ns / 1e6 / steps:8.3f} {ns / total:6.1%} {cnt[name] / steps:6.0f} {gbs}  {name[:110]}")
+with open(sys.argv[3], "w", newline="") as f:   # every kernel, for tests/bench/gpu/kernel_classes.py
+    w = csv.writer(f)
+    w.writerow(["kernel", "calls_per_step", "ms_per_step"])
+    for name, ns in tot.most_common():
+        w.writerow([name, f"{cnt[name] / steps:g}", f"{ns / 1e6 / steps:.4f}"])
 PY

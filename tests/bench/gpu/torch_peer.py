@@ -5,7 +5,8 @@ master weights, flash attention, fused AdamW, on the same GPU. Prints tokens/s a
 
     python3 tests/bench/gpu/torch_peer.py [--layers 12 --dim 768 --heads 12 --seq 8192 --batch 1]
                                           [--steps 30 --warmup 10] [--no-compile] [--peak TFLOPS]
-                                          [--data SHARD.h5]
+                                          [--data SHARD.h5] [--profile KERNELS.csv]
+                                          [--device cpu]
 
 The model, as lsst's (runtime/model.c): byte vocabulary (256), learned token and position
 embeddings, L pre-LayerNorm blocks (LN, causal multi-head attention with a fused QKV projection,
@@ -22,8 +23,14 @@ MFU = model FLOPs per token x tokens/s / peak bf16 FLOP/s of the card, model FLO
 PaLM convention halved for the causal mask), N_matmul_params = L * 12 * dim^2 + vocab * dim.
 Output: one CSV line on stdout:
     impl,gpu,layers,dim,heads,seq,batch,step_ms,tokens_per_s,mfu,loss_first,loss_last
+--profile: after the timed steps, PROFILE_STEPS more under torch.profiler; their kernels (name,
+calls_per_step, ms_per_step) go to KERNELS.csv, for tests/bench/gpu/kernel_classes.py to set beside
+lsst-run's (tests/bench/gpu/profile.sh). --device cpu: a smoke run of this script on a machine
+without a GPU (no torch.compile, no timing worth a number; the profile lists the CPU's leaf ops).
 """
 import argparse
+import collections
+import csv
 import math
 import statistics
 import sys
@@ -108,6 +115,35 @@ def batches(args, device):
         yield x[:, :-1].contiguous(), x[:, 1:].contiguous()
 
 
+PROFILE_STEPS = 3
+
+
+def profile_kernels(step, path, cuda):
+    """Runs PROFILE_STEPS steps under torch.profiler; writes each kernel's calls and ms per step to
+    path (CSV: kernel,calls_per_step,ms_per_step, costliest first). Without CUDA, the CPU's leaf ops."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(PROFILE_STEPS):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    us, calls = collections.Counter(), collections.Counter()
+    for e in prof.events():
+        kernel = e.device_type == DeviceType.CUDA if cuda else not e.cpu_children
+        if kernel:
+            us[e.name] += e.time_range.elapsed_us()
+            calls[e.name] += 1
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kernel", "calls_per_step", "ms_per_step"])
+        for name, t in us.most_common():
+            w.writerow([name, f"{calls[name] / PROFILE_STEPS:g}", f"{t / 1e3 / PROFILE_STEPS:.4f}"])
+    total = sum(us.values()) / 1e3 / PROFILE_STEPS
+    print(f"# profile: {len(us)} kernels, {total:.2f} ms of them per step -> {path}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=12)
@@ -123,53 +159,72 @@ def main():
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--peak", type=float, default=0.0, help="bf16 peak TFLOP/s of the card (default: by name)")
     ap.add_argument("--data", default="", help="an lsst-prep shard (HDF5 /tokens) instead of random bytes")
+    ap.add_argument("--profile", default="", help="CSV of the kernels of a step (torch.profiler), after the timing")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke run without a GPU")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
         print("torch_peer: no CUDA device", file=sys.stderr)
         return 1
-    device = "cuda"
+    device = args.device
     torch.manual_seed(1)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 stays fp32 (only the master-weight update)
     mlp = args.mlp or 4 * args.dim
     model = GPT(args.layers, args.dim, args.heads, mlp, args.vocab, args.seq).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2]  # matrices and embeddings
     no_decay = [p for n, p in model.named_parameters() if p.dim() != 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
-    step_model = model if args.no_compile else torch.compile(model)
-    name = torch.cuda.get_device_name(0)
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if cuda else {}))
+    compiled = cuda and not args.no_compile
+    step_model = torch.compile(model) if compiled else model
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
     peak = args.peak * 1e12 if args.peak else next((p for k, p in PEAKS if k in name), 0.0)
     n_matmul = args.layers * (3 * args.dim * args.dim + args.dim * args.dim + 2 * args.dim * mlp) + args.vocab * args.dim
     flops_per_token = 6 * n_matmul + 6 * args.layers * args.dim * args.seq
-    print(f"# torch_peer on {name}, torch {torch.__version__}, compile={not args.no_compile}, "
+    print(f"# torch_peer on {name}, torch {torch.__version__}, compile={compiled}, "
           f"{sum(p.numel() for p in model.parameters())} params", file=sys.stderr)
 
     data = batches(args, device)
-    losses, times = [], []
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
-    t_compile = time.time()
-    for it in range(args.warmup + args.steps):
+
+    def step():  # one training step; its loss (a 0-d tensor)
         x, y = next(data)
-        ev[0].record()
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
             loss = step_model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        ev[1].record()
-        torch.cuda.synchronize()
+        return loss
+
+    losses, times = [], []
+    t_compile = time.time()
+    for it in range(args.warmup + args.steps):
+        if cuda:
+            ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+            ev[0].record()
+            loss = step()
+            ev[1].record()
+            torch.cuda.synchronize()
+            ms = ev[0].elapsed_time(ev[1])
+        else:
+            t = time.perf_counter()
+            loss = step()
+            ms = (time.perf_counter() - t) * 1e3
         losses.append(loss.item())
         if it == args.warmup - 1:
             print(f"# warmup (incl. compilation) took {time.time() - t_compile:.1f} s", file=sys.stderr)
         if it >= args.warmup:
-            times.append(ev[0].elapsed_time(ev[1]))
+            times.append(ms)
     step_ms = statistics.median(times)
     tok_s = args.batch * args.seq / (step_ms * 1e-3)
     mfu = flops_per_token * tok_s / peak if peak else float("nan")
+    impl = "torch-compile" + ("" if compiled else "-off") + ("" if cuda else "-cpu")
     print("impl,gpu,layers,dim,heads,seq,batch,step_ms,tokens_per_s,mfu,loss_first,loss_last")
-    print(f"torch-compile{'-off' if args.no_compile else ''},{name.replace(',', ' ')},{args.layers},{args.dim},"
+    print(f"{impl},{name.replace(',', ' ')},{args.layers},{args.dim},"
           f"{args.heads},{args.seq},{args.batch},{step_ms:.3f},{tok_s:.0f},{mfu:.4f},{losses[0]:.4f},{losses[-1]:.4f}")
+    sys.stdout.flush()
+    if args.profile:
+        profile_kernels(step, args.profile, cuda)
     return 0
 
 
