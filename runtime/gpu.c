@@ -376,9 +376,8 @@ static void qkv_attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
     float *dqkvw = G(P_QKVW) + (size_t)l * 3 * C * C, *dqkvb = G(P_QKVB) + (size_t)l * 3 * C;
     if (g->qkv_fused) {
         const bf16 *qkv = a->q + l * 3 * btc;
-        gpu_zero(g, s->dq, 3 * btc * sizeof(bf16));
-        cuda_attention_backward_bf16(s->dq, s->dq + C, s->dq + 2 * C, s->datty, atty, lse, qkv, qkv + C, qkv + 2 * C,
-                                     g->pos, B, T, S, NH, hs, 3 * C, 3 * C, s->attn, st);
+        cuda_attention_backward_write_bf16(s->dq, s->dq + C, s->dq + 2 * C, s->datty, atty, lse, qkv, qkv + C,
+                                           qkv + 2 * C, g->pos, B, T, S, NH, hs, 3 * C, 3 * C, s->attn, st);
         cuda_matmul_backward_write_bf16(s->dx, dqkvw, dqkvb, s->dq, ln1, qkvw, BT, C, 3 * C, st);
         return;
     }
@@ -387,10 +386,8 @@ static void qkv_attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
     if (m->cfg.kv == KV_REGATHER && m->sp_size > 1 && l != m->L - 1) {
         gpu_gather(g, m, comm, a->kv + l * 2 * btc, kv_full, 2 * C);
     }
-    gpu_zero(g, s->dq, btc * sizeof(bf16));
-    gpu_zero(g, dkv_full, (size_t)B * S * 2 * C * sizeof(bf16));
-    cuda_attention_backward_bf16(s->dq, dkv_full, dkv_full + C, s->datty, atty, lse, q, kv_full, kv_full + C, g->pos,
-                                 B, T, S, NH, hs, C, 2 * C, s->attn, st);
+    cuda_attention_backward_write_bf16(s->dq, dkv_full, dkv_full + C, s->datty, atty, lse, q, kv_full, kv_full + C,
+                                       g->pos, B, T, S, NH, hs, C, 2 * C, s->attn, st);
     // ONE reduce-scatter returns every rank's partial d[K|V] to the owning segments.
     if (m->sp_size > 1) gpu_reduce_scatter(g, m, comm, s->seq_full, s->dkv, 2 * C);
     cuda_matmul_backward_write_bf16(s->dx, dqkvw, dqkvb, s->dq, ln1, qkvw, BT, C, C, st);

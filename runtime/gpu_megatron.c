@@ -85,10 +85,9 @@ static void attention_backward(Gpu *g, Model *m, Comm *comm, int l) {
     cuda_matmul_backward_write_bf16(s->datty, G(P_ATTPROJW) + (size_t)l * C * Cl,
                                     m->sp_rank == 0 ? G(P_ATTPROJB) + l * C : NULL, s->dseq_full, atty,
                                     PB(P_ATTPROJW) + (size_t)l * C * Cl, BS, Cl, C, st);
-    gpu_zero(g, s->dq, bs * 3 * Cl * sizeof(bf16));
-    cuda_attention_backward_bf16(s->dq, s->dq + Cl, s->dq + 2 * Cl, s->datty, atty, a->att_lse + l * bs * NHl, qkv,
-                                 qkv + Cl, qkv + 2 * Cl, g->pos_full, B, S, S, NHl, C / m->NH, 3 * Cl, 3 * Cl, s->attn,
-                                 st);
+    cuda_attention_backward_write_bf16(s->dq, s->dq + Cl, s->dq + 2 * Cl, s->datty, atty, a->att_lse + l * bs * NHl,
+                                       qkv, qkv + Cl, qkv + 2 * Cl, g->pos_full, B, S, S, NHl, C / m->NH, 3 * Cl,
+                                       3 * Cl, s->attn, st);
     cuda_matmul_backward_write_bf16(s->seq_full, G(P_QKVW) + (size_t)l * 3 * Cl * C, dqkvb, s->dq,
                                     a->ln1_full + l * bsc, PB(P_QKVW) + (size_t)l * 3 * Cl * C, BS, C, 3 * Cl, st);
     gpu_reduce_scatter(g, m, comm, s->seq_full, s->dx, C);                             // collective 8

@@ -91,6 +91,11 @@ static void launch_bwd_dq(const AttnArgs &a, cudaStream_t stream) {
     cudaCheckLaunch();
 }
 
+// The first `cols` columns of `rows` rows (row stride ld) = 0.
+static void zero_heads(bf16_t *p, int ld, int rows, int cols, cudaStream_t stream) {
+    cudaCheck(cudaMemset2DAsync(p, (size_t)ld * sizeof(bf16_t), 0, (size_t)cols * sizeof(bf16_t), (size_t)rows, stream));
+}
+
 template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS, int WG>
 static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     // Position ranges of the dK/dV kernel's query blocks, then the two kernels (or the fused one).
@@ -115,6 +120,11 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
         cudaCheck(cudaMemsetAsync(a.dq_ticket, 0, (1 + (size_t)a.B * a.NH * nqb * CHAINS) * sizeof(int), stream));
     if (DQ == DQ_ATOMIC || DQ == DQ_FIXED)
         cudaCheck(cudaMemsetAsync(a.dq_acc, 0, (size_t)a.B * a.NH * a.Tq * HS * dq_acc_bytes(NWQ), stream));
+    // Written outputs that a fused kernel adds into (dk, dv; dq too in one ordered chain): zeroed.
+    if (FUSED && a.write) {
+        zero_heads(a.dk, a.ldkv, a.B * a.Tk, a.NH * HS, stream), zero_heads(a.dv, a.ldkv, a.B * a.Tk, a.NH * HS, stream);
+        if (DQ == DQ_ORDERED && CHAINS == 1) zero_heads(a.dq, a.ldq, a.B * a.Tq, a.NH * HS, stream);
+    }
     set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_MODE>, smem_kv);
     attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_MODE>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tk, BKV)), NW * 32, smem_kv, stream>>>(a);
@@ -322,15 +332,15 @@ static void attention_forward_generic(T *out, float *lse, const T *q, const T *k
 template <typename T>
 static void attention_backward_generic(T *dq, T *dk, T *dv, const T *dout, const float *lse, const float *dsum,
                                        const T *q, const T *k, const T *v, const int *q_pos, int B, int Tq, int Tk,
-                                       int NH, int hs, int ldq, int ldkv, cudaStream_t stream) {
+                                       int NH, int hs, int ldq, int ldkv, cudaStream_t stream, bool write = false) {
     cudaRequire(hs <= 32 * GEN_MAX_PER_LANE, "cuda attention: head size %d > %d", hs, 32 * GEN_MAX_PER_LANE);
     const float scale = 1.0f / sqrtf((float)hs);
     gen_backward_dq_kernel<T><<<ceil_div_u((long)B * NH * Tq, GEN_WARPS), GEN_WARPS * 32, 0, stream>>>(
-        dq, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, scale);
+        dq, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, scale, write);
     cudaCheckLaunch();
     if (Tk <= 0) return;
     gen_backward_dkv_kernel<T><<<ceil_div_u((long)B * NH * Tk, GEN_WARPS), GEN_WARPS * 32, 0, stream>>>(
-        dk, dv, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, scale);
+        dk, dv, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, scale, write);
     cudaCheckLaunch();
 }
 
@@ -495,9 +505,12 @@ static void fixed_point_kv_max(const AttnArgs &a, cudaStream_t stream) {
     cudaCheckLaunch();
 }
 
-void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out, const float *lse,
-                                  const bf16 *q, const bf16 *k, const bf16 *v, const int *q_pos, int B, int Tq,
-                                  int Tk, int NH, int hs, int ldq, int ldkv, void *scratch, cudaStream_t stream) {
+}  // extern "C"
+
+static void attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out, const float *lse,
+                                    const bf16 *q, const bf16 *k, const bf16 *v, const int *q_pos, int B, int Tq,
+                                    int Tk, int NH, int hs, int ldq, int ldkv, void *scratch, cudaStream_t stream,
+                                    bool write) {
     if (B <= 0 || Tq <= 0 || NH <= 0 || hs <= 0) return;
     const void *ptrs[] = {dq, dk, dv, dout, q, k, v};
     const int ti = table_index(hs);
@@ -506,10 +519,11 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
     if (!var || Tk <= 0) {
         const float *dsum = attention_dsum<bf16_t>(scratch, dout, out, B, Tq, NH, hs, stream);
         attention_backward_generic<bf16_t>(dq, dk, dv, dout, lse, dsum, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv,
-                                           stream);
+                                           stream, write);
         return;
     }
     AttnArgs a = {};
+    a.write = write;
     a.dq = dq, a.dk = dk, a.dv = dv, a.dout = dout, a.out_c = out, a.lse_c = lse, a.dsum = (float *)scratch;
     a.q = q, a.k = k, a.v = v, a.q_pos = q_pos;
     const BwdScratch sc = bwd_scratch(B, NH, Tq, var, hs);
@@ -528,6 +542,23 @@ void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout
     attention_dsum<bf16_t>(scratch, dout, out, B, Tq, NH, hs, stream, a.dq_exp, a.dq_bad, a.kv_max,
                            var->acc_bytes * 8 - 2);
     var->launch(a, stream);
+}
+
+extern "C" {
+
+void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out, const float *lse,
+                                  const bf16 *q, const bf16 *k, const bf16 *v, const int *q_pos, int B, int Tq,
+                                  int Tk, int NH, int hs, int ldq, int ldkv, void *scratch, cudaStream_t stream) {
+    attention_backward_bf16(dq, dk, dv, dout, out, lse, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, scratch, stream,
+                            false);
+}
+
+void cuda_attention_backward_write_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
+                                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                                        const int *q_pos, int B, int Tq, int Tk, int NH, int hs, int ldq, int ldkv,
+                                        void *scratch, cudaStream_t stream) {
+    attention_backward_bf16(dq, dk, dv, dout, out, lse, q, k, v, q_pos, B, Tq, Tk, NH, hs, ldq, ldkv, scratch, stream,
+                            true);
 }
 
 }  // extern "C"

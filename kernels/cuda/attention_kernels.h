@@ -278,7 +278,7 @@ __global__ void gen_forward_kernel(T *out, float *lse, const T *q, const T *k, c
 template <typename T>
 __global__ void gen_backward_dq_kernel(T *dq, const T *dout, const float *lse, const float *dsum, const T *q,
                                        const T *k, const T *v, const int *q_pos, int B, int Tq, int Tk, int NH, int hs,
-                                       int ldq, int ldkv, float scale) {
+                                       int ldq, int ldkv, float scale, bool write = false) {
     const long idx = (long)blockIdx.x * GEN_WARPS + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (idx >= (long)B * NH * Tq) return;
@@ -302,14 +302,14 @@ __global__ void gen_backward_dq_kernel(T *dq, const T *dout, const float *lse, c
 #pragma unroll
     for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
         const int c = lane + 32 * i;
-        if (c < hs) dq[qrow + c] = from_float<T>(to_float(dq[qrow + c]) + scale * acc[i]);
+        if (c < hs) dq[qrow + c] = from_float<T>((write ? 0.0f : to_float(dq[qrow + c])) + scale * acc[i]);
     }
 }
 
 template <typename T>
 __global__ void gen_backward_dkv_kernel(T *dk, T *dv, const T *dout, const float *lse, const float *dsum, const T *q,
                                         const T *k, const T *v, const int *q_pos, int B, int Tq, int Tk, int NH,
-                                        int hs, int ldq, int ldkv, float scale) {
+                                        int hs, int ldq, int ldkv, float scale, bool write = false) {
     const long idx = (long)blockIdx.x * GEN_WARPS + threadIdx.x / 32;  // (b * NH + h) * Tk + j
     const int lane = threadIdx.x % 32;
     if (idx >= (long)B * NH * Tk) return;
@@ -338,8 +338,8 @@ __global__ void gen_backward_dkv_kernel(T *dk, T *dv, const T *dout, const float
     for (int i = 0; i < GEN_MAX_PER_LANE; i++) {
         const int c = lane + 32 * i;
         if (c < hs) {
-            dk[krow + c] = from_float<T>(to_float(dk[krow + c]) + scale * dk_acc[i]);
-            dv[krow + c] = from_float<T>(to_float(dv[krow + c]) + dv_acc[i]);
+            dk[krow + c] = from_float<T>((write ? 0.0f : to_float(dk[krow + c])) + scale * dk_acc[i]);
+            dv[krow + c] = from_float<T>((write ? 0.0f : to_float(dv[krow + c])) + dv_acc[i]);
         }
     }
 }
@@ -733,6 +733,24 @@ static __device__ __forceinline__ void add_bf16x2(bf16_t *dst, float a, float b)
     *p = __float22bfloat162_rn(f);
 }
 
+// The backward's outputs: dst[0..1] = (a, b) where write (AttnArgs::write), += otherwise: one
+// path, the read predicated off (0 + a is a, but for the sign of a zero).
+static __device__ __forceinline__ void put_bf16x2(bf16_t *dst, float a, float b, bool write) {
+    __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(dst);
+    float2 f = write ? make_float2(0.0f, 0.0f) : __bfloat1622float2(*p);
+    f.x += a;
+    f.y += b;
+    *p = __float22bfloat162_rn(f);
+}
+
+// Rows [r0, r1) of a head's HS columns at base (row stride ld elements, 16-byte aligned rows) = 0,
+// by the CTA's NT threads: the write-mode outputs of a block that adds nothing.
+template <int HS, int NT> static __device__ void zero_head_rows(bf16_t *base, long ld, int r0, int r1, int tid) {
+    constexpr int V = HS / 8;   // 16-byte pieces a row
+    for (int i = tid; i < (r1 - r0) * V; i += NT)
+        *reinterpret_cast<uint4 *>(base + (long)(r0 + i / V) * ld + (i % V) * 8) = make_uint4(0, 0, 0, 0);
+}
+
 // p[0] += x, p[1] += y as fp32 atomics (p 8-byte aligned): one vector reduction on sm_90.
 static __device__ __forceinline__ void atomic_add2(float *p, float x, float y) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -802,6 +820,7 @@ struct AttnArgs {
     unsigned *kv_max;       // DQ_FIXED: (B, NH, 2) Kmax, Vmax bits
     int B, Tq, Tk, NH, hs, ldq, ldkv;
     float scale, scale_log2;
+    int write;   // backward: 1 = dq, dk, dv written (all of their heads' columns), 0 = +=
 };
 
 // ---- forward ------------------------------------------------------------------------------
@@ -1391,7 +1410,17 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         return blk;
     };
     int qb = seeing(ORDERED ? nqb - 1 : 0);
-    if (qb < 0 || qb >= nqb) return;  // no query sees these keys: nothing to add
+    // Written, not added (AttnArgs::write): the split kernel only. The fused ones add into dk, dv
+    // zeroed by the launcher (launch_bwd): at 255 registers, a write path tips several into spills.
+    const bool write = !FUSED_DQ && a.write;
+    if (qb < 0 || qb >= nqb) {   // no query sees these keys: nothing to add (written: zeros)
+        if (write) {
+            const int k1 = min(k0 + BKV, Tk);
+            zero_head_rows<HS, NT>(a.dk + (long)b * Tk * a.ldkv + h * HS, a.ldkv, k0, k1, tid);
+            zero_head_rows<HS, NT>(a.dv + (long)b * Tk * a.ldkv + h * HS, a.ldkv, k0, k1, tid);
+        }
+        return;
+    }
 
     const long stat0 = ((long)b * a.NH + h) * Tq;
     auto load_query_block = [&](int blk, int buf) {
@@ -1540,15 +1569,15 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         bf16_t *dvrow = a.dv + ((long)b * Tk + key) * a.ldkv + h * HS;
 #pragma unroll
         for (int no = 0; no < NO; no++) {
-            add_bf16x2(dkrow + no * 8 + 2 * t4, a.scale * dK[no][2 * hh], a.scale * dK[no][2 * hh + 1]);
-            add_bf16x2(dvrow + no * 8 + 2 * t4, dV[no][2 * hh], dV[no][2 * hh + 1]);
+            put_bf16x2(dkrow + no * 8 + 2 * t4, a.scale * dK[no][2 * hh], a.scale * dK[no][2 * hh + 1], write);
+            put_bf16x2(dvrow + no * 8 + 2 * t4, dV[no][2 * hh], dV[no][2 * hh + 1], write);
         }
     }
 #endif
 }
 
 // The last step of the atomic backward (one slot), of the ordered one in chains (a slot per chain)
-// and (BITS 64 or 32) of the fixed-point one: dq (b, t, h*hs + c) += scale * the row's sum (b, h,
+// and (BITS 64 or 32) of the fixed-point one: dq (b, t, h*hs + c) += (a.write: =) scale * the row's sum (b, h,
 // t, c) of dq_acc. fp32 (BITS 0): the sum of slots j in slot order, over the slots that hold a sum
 // for the row: j <= the last key block (of bkv keys) its query block (of bq) sees. Fixed point:
 // the integer sum in units of 2^(e_r - P) (one rounding to fp32, then an exact power of two), NaN
@@ -1560,7 +1589,11 @@ __global__ void attn_dq_finish_kernel(AttnArgs a, int slots, int bq, int bkv) {
         const long e = 2 * i, row = e / a.hs;   // row (b * NH + h) * Tq + t
         const int c = (int)(e - row * a.hs), t = (int)(row % a.Tq), bh = (int)(row / a.Tq);
         const int qm = a.qmax[t / bq], last = qm < 0 ? -1 : qm / bkv;
-        if (last < 0) continue;   // no key visible: nothing was added
+        bf16_t *dst = a.dq + ((long)(bh / a.NH) * a.Tq + t) * a.ldq + (bh % a.NH) * a.hs + c;
+        if (last < 0) {   // no key visible: nothing was added (written: zeros)
+            if (a.write) put_bf16x2(dst, 0.0f, 0.0f, true);
+            continue;
+        }
         float x = 0.0f, y = 0.0f;
         if constexpr (BITS == 0) {
             for (int j = 0; j < slots && j <= last; j++) x += a.dq_acc[j * slot + e], y += a.dq_acc[j * slot + e + 1];
@@ -1570,8 +1603,7 @@ __global__ void attn_dq_finish_kernel(AttnArgs a, int slots, int bq, int bkv) {
             const float unit = a.dq_bad[row] ? NAN : exp2_int(a.dq_exp[row] - (BITS - 2));   // [2^-126, 2^(130 - BITS)]
             x = (float)acc[e] * unit, y = (float)acc[e + 1] * unit;
         }
-        bf16_t *dst = a.dq + ((long)(bh / a.NH) * a.Tq + t) * a.ldq + (bh % a.NH) * a.hs + c;
-        add_bf16x2(dst, a.scale * x, a.scale * y);
+        put_bf16x2(dst, a.scale * x, a.scale * y, a.write);
     }
 }
 
@@ -1623,7 +1655,10 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
     block_minmax(my_max, my_min, &s_max, &s_min, &kend, &kfull);
     kend += 1;
     kfull += 1;
-    if (kend <= 0) return;  // no query of the block sees a key: dq unchanged
+    if (kend <= 0) {   // no query of the block sees a key: dq unchanged (written: zeros)
+        if (a.write) zero_head_rows<HS, NT>(a.dq + (long)b * Tq * a.ldq + h * HS, a.ldq, q0, min(q0 + BQ, Tq), tid);
+        return;
+    }
     const int nkb = (kend + BK - 1) / BK;
     const bf16_t *kbase = a.k + (long)b * Tk * a.ldkv + h * HS;
     const bf16_t *vbase = a.v + (long)b * Tk * a.ldkv + h * HS;
@@ -1729,7 +1764,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
         bf16_t *dqrow = a.dq + ((long)b * Tq + r) * a.ldq + h * HS;
 #pragma unroll
         for (int no = 0; no < NO; no++)
-            add_bf16x2(dqrow + no * 8 + 2 * t4, a.scale * dQ[no][2 * hh], a.scale * dQ[no][2 * hh + 1]);
+            put_bf16x2(dqrow + no * 8 + 2 * t4, a.scale * dQ[no][2 * hh], a.scale * dQ[no][2 * hh + 1], a.write);
     }
 #endif
 }

@@ -201,6 +201,12 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 void cuda_attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out, const float *lse,
                                   const bf16 *q, const bf16 *k, const bf16 *v, const int *q_pos, int B, int Tq,
                                   int Tk, int NH, int hs, int ldq, int ldkv, void *scratch, cudaStream_t stream);
+// The same with dq, dk, dv WRITTEN (every element of their heads' columns in rows < Tq, < Tk:
+// zeros where nothing is added), not accumulated: the caller zeroes nothing.
+void cuda_attention_backward_write_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
+                                        const float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                                        const int *q_pos, int B, int Tq, int Tk, int NH, int hs, int ldq, int ldkv,
+                                        void *scratch, cudaStream_t stream);
 // Tuning and tests: which tile configuration the bf16 tensor-core kernels use for head size
 // hs (variant 0 = default; see attention.cu for the table); -1 forces the CUDA-core path.
 // cuda_attention_variants: the number of variants for hs (0: no tensor-core kernel for hs);

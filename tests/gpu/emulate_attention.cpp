@@ -125,6 +125,12 @@ static vector<Case> cases() {
         cs.push_back(c);
     }
     {
+        // Query blocks (up to 128 rows) that see no key at all: their dq rows are written as zeros.
+        Case c = {"masked-start", 1, 1, 192, 64, false, {}};
+        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t < 128 ? -1 : t - 128);
+        cs.push_back(c);
+    }
+    {
         Case c = {"odd-positions", 1, 1, 70 / s, 150 / s, false, {}};
         for (int t = 0; t < c.Tq; t++) c.pos.push_back(t % 9 == 4 ? -1 : t % 13 == 5 ? c.Tk + 7 : (c.Tk - 1 - 2 * t));
         cs.push_back(c);
@@ -137,7 +143,9 @@ struct Problem {
     const Case *c;
     int hs, C, ldq, ldkv;
     long nq, nkv;
-    vector<float> qh, kvh, dout, out_ref, lse_ref, gq_ref, gkv_ref, q0, kv0;
+    // gq_ref, gkv_ref: the gradients added to q0, kv0 (the outputs' values before an accumulating
+    // call); gq_w, gkv_w: the gradients alone (a writing call's).
+    vector<float> qh, kvh, dout, out_ref, lse_ref, gq_ref, gkv_ref, q0, kv0, gq_w, gkv_w;
     vector<bf16_t> qb, kvb, doutb;
     const float *q() const { return qh.data(); }
     const float *k() const { return c->packed ? qh.data() + C : kvh.data(); }
@@ -166,6 +174,7 @@ static Problem make_problem(const Case &c, int hs) {
     float *gv = c.packed ? gq + 2 * p.C : p.gkv_ref.data() + p.C;
     attention_backward(gq, gk, gv, p.dout.data(), p.out_ref.data(), p.lse_ref.data(), p.q(), p.k(), p.v(),
                        c.pos.data(), c.B, c.Tq, c.Tk, c.NH, hs, p.ldq, p.ldkv);
+    p.gq_w = p.gq_ref, p.gkv_w = p.gkv_ref;
     p.q0 = accum_init(p.gq_ref), p.kv0 = accum_init(p.gkv_ref);
     for (long i = 0; i < p.nq; i++) p.gq_ref[i] += p.q0[i];
     for (long i = 0; i < p.nkv; i++) p.gkv_ref[i] += p.kv0[i];
@@ -219,12 +228,23 @@ template <int HS, int MT, int NW, int BC, bool QR, int WG> static void test_fwd_
     }
 }
 
+// The backward's outputs before a call: q0, kv0 (accumulated into), or NaN (written: every element
+// must be). In place: the kernels' arguments keep pointing at them.
+static void init_outputs(const Problem &p, bool write, vector<bf16_t> &gq, vector<bf16_t> &gkv) {
+    gq.resize(p.q0.size()), gkv.resize(p.kv0.size());
+    for (size_t i = 0; i < gq.size(); i++) gq[i] = __float2bfloat16(write ? NAN : p.q0[i]);
+    for (size_t i = 0; i < gkv.size(); i++) gkv[i] = __float2bfloat16(write ? NAN : p.kv0[i]);
+}
+
 template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> static void test_bwd_variant() {
+    // The lazy schedule checks the writing backward (cuda_attention_backward_write_bf16), the
+    // others the accumulating one.
+    const bool write = emu::copy_mode == emu::LAZY;
     for (const Case &c : cases()) {
         char name[200];
-        snprintf(name, sizeof name, "bwd hs=%d NW=%d BQ=%d KVR=%d NWQ=%d BK=%d QOR=%d%s %s [%s]", HS, NW, BQ,
+        snprintf(name, sizeof name, "bwd hs=%d NW=%d BQ=%d KVR=%d NWQ=%d BK=%d QOR=%d%s %s%s [%s]", HS, NW, BQ,
                  (int)KVR, NWQ, BK, (int)QOR, WG == 3 ? " wgmma pipelined both" : WG == 2 ? " wgmma pipelined" : WG ? " wgmma" : "",
-                 c.name, mode_name());
+                 c.name, write ? " write" : "", mode_name());
         if (only && !strstr(name, only)) continue;
         const Problem p = make_problem(c, HS);
         // Forward with the default variant of the head size gives out (bf16) and lse, as on the GPU.
@@ -233,8 +253,10 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         const vector<bf16_t> outb = to_bf16(out_f);
         vector<float> dsum((long)c.B * c.NH * c.Tq, NAN);
         vector<int> qmax((c.Tq + MIN_QBLOCK - 1) / MIN_QBLOCK, -7);
-        vector<bf16_t> gq = to_bf16(p.q0), gkv = to_bf16(p.kv0);
+        vector<bf16_t> gq, gkv;
+        init_outputs(p, write, gq, gkv);
         AttnArgs a = base_args(p, c.pos.data());
+        a.write = write;
         a.dout = p.doutb.data(), a.out_c = outb.data(), a.lse_c = lse.data(), a.dsum = dsum.data();
         a.qmax = qmax.data();
         a.dq = gq.data();
@@ -272,7 +294,14 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         // dq_acc: fp32 (NaN: an ordered sum must write before it reads), or the zeroed integers.
         vector<float> acc(DQ != DQ_SPLIT ? slot * CHAINS * dq_acc_bytes(NWQ) / 4 : 0, DQ == DQ_ORDERED ? NAN : 0.0f);
         a.dq_ticket = sem.data(), a.dq_sem = sem.data() + 1, a.dq_acc = acc.data();
+        auto zero_heads = [&](bf16_t *x, int ld, long rows) {
+            for (long r = 0; r < rows; r++) std::fill(x + r * ld, x + r * ld + p.C, __float2bfloat16(0.0f));
+        };
         auto dkdv_dq = [&] {
+            if (DQ != DQ_SPLIT && write) {   // as launch_bwd: the outputs a fused kernel adds into
+                zero_heads(a.dk, p.ldkv, (long)c.B * c.Tk), zero_heads(a.dv, p.ldkv, (long)c.B * c.Tk);
+                if (DQ == DQ_ORDERED && CHAINS == 1) zero_heads(a.dq, p.ldq, (long)c.B * c.Tq);
+            }
             memset(attn_smem, 0xFF, sizeof attn_smem);
             EmuDim3 g3;
             g3.x = c.B * c.NH, g3.y = cdiv(c.Tk, 16 * NW);
@@ -290,9 +319,9 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
             emu::launch(g4, 32 * NWQ, [&] { attn_bwd_dq_kernel<HS, NWQ, BK, QOR, WG_Q>(a); });
         }
         if constexpr (DQ == DQ_FIXED) {   // the blocks (so the adds) in reverse order: the same bits
-            const vector<bf16_t> gq1 = gq, gkv1 = gkv, q0 = to_bf16(p.q0), kv0 = to_bf16(p.kv0);
+            const vector<bf16_t> gq1 = gq, gkv1 = gkv;
             const vector<float> acc1 = acc;   // the integer sums themselves (fp32 ones would differ here)
-            std::copy(q0.begin(), q0.end(), gq.begin()), std::copy(kv0.begin(), kv0.end(), gkv.begin());
+            init_outputs(p, write, gq, gkv);
             std::fill(acc.begin(), acc.end(), 0.0f);
             emu::reverse_blocks = true;
             dkdv_dq();
@@ -304,8 +333,9 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
             printf("%s %d - %s: the same bits with the blocks in reverse order\n", same ? "ok" : "not ok",
                    n_pass + n_fail, name);
         }
-        if (c.packed) report(name, {{"dqkv", to_float(gq)}}, {p.gq_ref});
-        else report(name, {{"dq", to_float(gq)}, {"dkv", to_float(gkv)}}, {p.gq_ref, p.gkv_ref});
+        const vector<float> &rq = write ? p.gq_w : p.gq_ref, &rkv = write ? p.gkv_w : p.gkv_ref;
+        if (c.packed) report(name, {{"dqkv", to_float(gq)}}, {rq});
+        else report(name, {{"dq", to_float(gq)}, {"dkv", to_float(gkv)}}, {rq, rkv});
         // A NaN in one row of dO (caught by the row's bound) or of Q (by the adds' range check): that
         // dq row NaN, no other.
         for (int in_q = 0; DQ == DQ_FIXED && !strcmp(c.name, "lss-segment") && in_q < 2; in_q++) {
@@ -314,8 +344,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
             (in_q ? q_nan[(long)r0 * p.ldq + 3] : dout_nan[(long)r0 * p.C + 3]) = __float2bfloat16(NAN);
             a.q = q_nan.data();
             bounds(dout_nan.data());
-            const vector<bf16_t> q0 = to_bf16(p.q0);
-            std::copy(q0.begin(), q0.end(), gq.begin());
+            init_outputs(p, write, gq, gkv);
             std::fill(acc.begin(), acc.end(), 0.0f);
             dkdv_dq();
             a.q = p.qb.data();
@@ -332,10 +361,10 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
 }
 
 // The CUDA-core kernels too (they are what sm_70 and odd head sizes run).
-static void test_generic(int hs) {
+static void test_generic(int hs, bool write) {
     for (const Case &c : cases()) {
         char name[200];
-        snprintf(name, sizeof name, "cuda-core fwd+bwd hs=%d %s", hs, c.name);
+        snprintf(name, sizeof name, "cuda-core fwd+bwd hs=%d %s%s", hs, c.name, write ? " write" : "");
         if (only && !strstr(name, only)) continue;
         const Problem p = make_problem(c, hs);
         vector<bf16_t> outb((long)c.B * c.Tq * p.C, __float2bfloat16(NAN));
@@ -354,22 +383,23 @@ static void test_generic(int hs) {
         emu::launch(g1, 256, [&] {
             attn_dsum_kernel<bf16_t>(dsum.data(), p.doutb.data(), outb.data(), c.B, c.Tq, c.NH, hs);
         });
-        vector<bf16_t> gq = to_bf16(p.q0), gkv = to_bf16(p.kv0);
+        vector<bf16_t> gq, gkv;
+        init_outputs(p, write, gq, gkv);
         bf16_t *dq = gq.data(), *dk = c.packed ? gq.data() + p.C : gkv.data();
         bf16_t *dv = c.packed ? gq.data() + 2 * p.C : gkv.data() + p.C;
         emu::launch(g, GEN_WARPS * 32, [&] {
             gen_backward_dq_kernel<bf16_t>(dq, p.doutb.data(), lse.data(), dsum.data(), q, k, v, c.pos.data(), c.B,
-                                           c.Tq, c.Tk, c.NH, hs, p.ldq, p.ldkv, scale);
+                                           c.Tq, c.Tk, c.NH, hs, p.ldq, p.ldkv, scale, write);
         });
         EmuDim3 g2;
         g2.x = cdiv((long)c.B * c.NH * c.Tk, GEN_WARPS), g2.y = 1;
         emu::launch(g2, GEN_WARPS * 32, [&] {
             gen_backward_dkv_kernel<bf16_t>(dk, dv, p.doutb.data(), lse.data(), dsum.data(), q, k, v, c.pos.data(),
-                                            c.B, c.Tq, c.Tk, c.NH, hs, p.ldq, p.ldkv, scale);
+                                            c.B, c.Tq, c.Tk, c.NH, hs, p.ldq, p.ldkv, scale, write);
         });
         vector<std::pair<const char *, vector<float>>> got = {{"out", to_float(outb)}, {"lse", lse}, {"dq", to_float(gq)}};
-        vector<vector<float>> ref = {p.out_ref, p.lse_ref, p.gq_ref};
-        if (!c.packed) got.push_back({"dkv", to_float(gkv)}), ref.push_back(p.gkv_ref);
+        vector<vector<float>> ref = {p.out_ref, p.lse_ref, write ? p.gq_w : p.gq_ref};
+        if (!c.packed) got.push_back({"dkv", to_float(gkv)}), ref.push_back(write ? p.gkv_w : p.gkv_ref);
         report(name, got, ref);
     }
 }
@@ -379,7 +409,8 @@ static void test_generic(int hs) {
 
 int main(int argc, char **argv) {
     if (parse_test_args(argc, argv, &quick, &only)) return 2;
-    for (int hs : {32, 48}) test_generic(hs);
+    for (int hs : {32, 48})
+        for (bool write : {false, true}) test_generic(hs, write);
     // cp.async at issue / at the wait; warps in near lockstep / one warp racing ahead.
     const std::pair<emu::CopyMode, emu::Schedule> modes[] = {
         {emu::EAGER, emu::ROUND_ROBIN}, {emu::LAZY, emu::ROUND_ROBIN}, {emu::EAGER, emu::WARP_GREEDY}};

@@ -16,6 +16,8 @@
 # is skipped and says so), GPU_E2E=0 (skips tests/bench/gpu/e2e_compare.sh, ~1 min), GPU_PROFILE=0
 # (skips tests/bench/gpu/profile.sh, ~1-2 min, and with it the summary's table of a step's kernels
 # by class, lsst-run's beside torch.compile's: tests/bench/gpu/kernel_classes.py),
+# GPU_SKIP=name,name (phases not to run, by their names in the summary: e.g. a second call that
+# only confirms new defaults, GPU_SKIP=memcheck,racecheck,attn-lsst,attn-sdpa,profile),
 # BUILD (default build-gpu), CUDA_ARCH (default: the GPU's compute capability).
 # Each phase's failure is recorded and the later phases still run; exit status 1 if any failed.
 set -u
@@ -53,6 +55,7 @@ record() {  # name result seconds note; then $OUT gets the table and the logs so
 run() {
   local name=$1 limit=$2 min=$3; shift 3
   local l t; l=$(left); LAST_S=0
+  case ",${GPU_SKIP:-}," in *",$name,"*) RC=skip; record "$name" skip 0 "GPU_SKIP"; return ;; esac
   if [ "$l" -lt "$min" ]; then RC=skip; record "$name" skip 0 "budget: ${l}s left, needs ${min}s"; return; fi
   [ "$limit" -gt "$l" ] && limit=$l
   t=$(date +%s)
@@ -103,7 +106,8 @@ fi
 # ---- 3. build: the kernel library with the test and the benchmark, then the whole project ---------
 JOBS=$(nproc 2>/dev/null || echo 4)
 run build-tests 240 60 make -s CUDA=1 BUILD="$BUILD" BIN="$BUILD/bin" CUDA_ARCH="$ARCH" -j"$JOBS" gpu-tests
-if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "libkernels.a (sm $ARCH), test_cuda_kernels, attn_bench, layers_bench"; else record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
+if [ "$RC" = 0 ]; then record build-tests ok "$LAST_S" "libkernels.a (sm $ARCH), test_cuda_kernels, attn_bench, layers_bench"
+elif [ "$RC" != skip ]; then record build-tests FAIL "${LAST_S:-0}" "rc=$RC"; fi
 TEST=$BUILD/tests/gpu/test_cuda_kernels BENCH=$BUILD/tests/bench/gpu/attn_bench
 
 # the whole project: lsst-run with the CUDA backend and the kit's MPI, HDF5, libyaml

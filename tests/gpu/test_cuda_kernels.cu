@@ -727,6 +727,11 @@ static vector<AttnCase> attention_cases() {
         for (int t = 0; t < c.Tq; t++) c.pos.push_back(t % 9 == 4 ? -1 : t % 13 == 5 ? c.Tk + 7 : (c.Tk - 1 - 2 * t));
         cases.push_back(c);
     }
+    {  // query blocks (up to 128 rows) that see no key: their dq rows written as zeros
+        AttnCase c = {"masked-start", 1, 2, 192, 64, false, {}};
+        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t < 128 ? -1 : t - 128);
+        cases.push_back(c);
+    }
     return cases;
 }
 
@@ -804,6 +809,14 @@ static void test_attention_case(const AttnCase &c, int hs, int fwd_v, int bwd_v,
     // may not, but where they share dq's buffer).
     const bool same = first_kv == download_bytes(gdkv) &&
                       (first_q == download_bytes(gdq) || !cuda_attention_bwd_deterministic(hs, cuda_attention_selected(hs, 1)));
+    if constexpr (Prec<T>::bf16) {   // the writing call (lsst-run's): every element, over poison
+        gdq.poison(), gdkv.poison();
+        T *pq = gdq.p, *pk = c.packed ? gdq.p + C : gdkv.p, *pv = c.packed ? gdq.p + 2 * C : gdkv.p + C;
+        cuda_attention_backward_write_bf16(pq, pk, pv, gdout.p, gout.p, glse.p, gq, gk, gv, dpos.p, B, Tq, Tk, NH, hs,
+                                           ldq, ldkv, scratch.p, stream);
+        outs.push_back({c.packed ? "dqkv written" : "dq written", compare(download(gdq), gq_ref)});
+        if (!c.packed) outs.push_back({"dkv written", compare(download(gdkv), gkv_ref)});
+    }
     report(bwd, outs, tol, same, "(not deterministic)", rms_tol);
 }
 
