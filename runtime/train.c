@@ -167,10 +167,18 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     if (tr->gpu) gpu_sync(tr->gpu, &tr->comm);   // the evaluation before (and its NCCL time): not this step's
     double t0 = now_seconds();
     comm_stats_reset(&tr->comm);
-    if (load_train_batch(tr, step) != 0) return -1;
+    if (tr->prefetched != step && load_train_batch(tr, step) != 0) return -1;
     float dloss = (float)(1.0 / ((double)c->batch * (double)c->seq_len));
     double loss_sum = forward(tr, dloss);
     backward(tr);
+    // The next step's batch, read while the GPU runs this backward (queued: the host would only
+    // wait for it); the forward has copied this step's tokens to the device, the CPU backward is
+    // done with them.
+    tr->prefetched = 0;
+    if (step < c->steps) {
+        if (load_train_batch(tr, step + 1) != 0) return -1;
+        tr->prefetched = step + 1;
+    }
     average_gradients(tr);
     comm_allreduce_sum_double(&tr->comm, GROUP_WORLD, &loss_sum, 1);
     double grad_norm = gradient_norm(tr);
@@ -205,6 +213,7 @@ double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split) {
     int n = tr->cfg.eval_sequences;
     uint64_t ntok = data_tokens(split);
     double sums[2] = {0, 0}; // loss sum, tokens
+    tr->prefetched = 0;      // the windows below take the batch buffers
     for (int r = 0; r * per_round < n; r++) {
         for (int b = 0; b < tr->local_batch; b++) {
             int64_t index = (int64_t)r * per_round + (int64_t)tr->comm.dp_rank * tr->local_batch + b;

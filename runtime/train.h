@@ -32,6 +32,7 @@ typedef struct {
     float *ckpt_xchg;      // gather buffer: the largest such tensor
     size_t ckpt_floats;    // size of ckpt_full + ckpt_xchg
     int *read_buf;         // (T + 1) tokens of one contiguous run
+    int64_t prefetched;    // the step whose batch model.tokens/targets hold already (0: none)
 } Trainer;
 
 // Everything after a validated config: data, model, output dir, metrics, resume.

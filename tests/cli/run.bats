@@ -114,6 +114,19 @@ for g in ('params', 'adam_m', 'adam_v'):
 PY
 }
 
+@test "run: evaluations between steps leave training alone: the same losses with and without them" {
+  # (The next step's batch is read during a step; an evaluation reads its windows into the same
+  # buffers, so the batch must be read again after it.)
+  run "$BIN/lsst-run" --config run.yaml --set train.steps=7 --set train.eval_every=0 --set output.dir=plain
+  [ "$status" -eq 0 ]
+  run "$BIN/lsst-run" --config run.yaml --set train.steps=7 --set train.eval_every=2 --set output.dir=evals
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"eval valid | step 2 |"* ]]
+  a=$(h5 plain/metrics/rank-00000.h5 "f['steps']['loss'].tobytes().hex()")
+  b=$(h5 evals/metrics/rank-00000.h5 "f['steps']['loss'].tobytes().hex()")
+  [ "$a" = "$b" ]
+}
+
 @test "run: --resume with a missing file is an error; latest with none starts from step 0" {
   run "$BIN/lsst-run" --config run.yaml --resume nothere.h5
   [ "$status" -eq 2 ]
