@@ -353,6 +353,15 @@ __global__ void gen_backward_dkv_kernel(T *dk, T *dv, const T *dout, const float
 #ifndef ATTN_EMULATE
 extern __shared__ __align__(16) unsigned char attn_smem[];
 
+// 2^x by the SFU alone (ex2.approx.ftz): exp2f adds a range check and two multiplies per call to
+// return results below 2^-126 as subnormals, which this flushes to 0. Every exponent here is of a
+// softmax weight (x <= 0 up to rounding, against a row sum >= 1), where such a term is 0 to fp32.
+static __device__ __forceinline__ float fast_exp2(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
 static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
@@ -974,35 +983,39 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AttnArgs a) {
         }
     };
     // Online softmax, base 2, per row (a row's values live in the 4 lanes of a quad), of the
-    // scores of the key block at k0: s becomes P (not normalized), O is rescaled.
+    // scores of the key block at k0: s becomes P (not normalized), O is rescaled. The running max
+    // is of the scaled scores (log2 units); the block's is taken of the raw ones (the scale is
+    // positive and rounding monotone: the same value), so each weight costs one FFMA and one
+    // SFU exp2 (FlashAttention's form), not a multiply, a subtract and exp2f's range check.
     auto softmax = [&](float(&s)[MT][NS][4], int k0) {
         const bool need_mask = k0 + BC > kfull;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
+                if (need_mask)   // a branch: most blocks skip the compares
+#pragma unroll
+                    for (int nt = 0; nt < NS; nt++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            if (k0 + nt * 8 + 2 * t4 + e > lim[mt][hh]) s[mt][nt][2 * hh + e] = -INFINITY;
                 float mx = -INFINITY;
 #pragma unroll
                 for (int nt = 0; nt < NS; nt++)
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float x = s[mt][nt][2 * hh + e] * a.scale_log2;
-                        if (need_mask && k0 + nt * 8 + 2 * t4 + e > lim[mt][hh]) x = -INFINITY;
-                        s[mt][nt][2 * hh + e] = x;
-                        mx = fmaxf(mx, x);
-                    }
+                    for (int e = 0; e < 2; e++) mx = fmaxf(mx, s[mt][nt][2 * hh + e]);
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(m_run[mt][hh], mx);
+                const float m_new = fmaxf(m_run[mt][hh], mx * a.scale_log2);
                 const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // no key yet: keep exps at 0
-                const float alpha = exp2f(m_run[mt][hh] - m_use);
+                const float alpha = fast_exp2(m_run[mt][hh] - m_use);
                 m_run[mt][hh] = m_new;
                 float rowsum = 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < NS; nt++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        const float p = exp2f(s[mt][nt][2 * hh + e] - m_use);
+                        const float p = fast_exp2(fmaf(s[mt][nt][2 * hh + e], a.scale_log2, -m_use));
                         s[mt][nt][2 * hh + e] = p;
                         rowsum += p;
                     }
@@ -1506,7 +1519,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 #pragma unroll
                 for (int hh = 0; hh < 2; hh++) {
                     const int i = 2 * hh + e;
-                    const float p = key_lo + 8 * hh <= pos ? exp2f(st[nt][i] * a.scale_log2 - l2) : 0.0f;
+                    const float p = key_lo + 8 * hh <= pos ? fast_exp2(fmaf(st[nt][i], a.scale_log2, -l2)) : 0.0f;
                     dpt[nt][i] = p * (dpt[nt][i] - d);
                     st[nt][i] = p;
                 }
@@ -1733,7 +1746,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AttnArgs a) {
                 for (int e = 0; e < 2; e++) {
                     const int i = 2 * hh + e;
                     const bool visible = !need_mask || k0 + nt * 8 + 2 * t4 + e <= lim[hh];
-                    const float p = visible ? exp2f(s[nt][i] * a.scale_log2 - l2[hh]) : 0.0f;
+                    const float p = visible ? fast_exp2(fmaf(s[nt][i], a.scale_log2, -l2[hh])) : 0.0f;
                     s[nt][i] = p * (dp[nt][i] - dr[hh]);  // dS
                 }
         // dQ += dS K

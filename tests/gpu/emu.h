@@ -444,6 +444,12 @@ static inline void ldmatrix(uint32_t (&r)[4], uint32_t addr, bool trans) {
     }
     emu::warp_sync();
 }
+// ex2.approx.ftz.f32: 2^x, results below the smallest normal flushed to +0 (approx: the
+// emulator's exp2f is exact to fp32, the SFU's within 2 ulp).
+static inline float fast_exp2(float x) {
+    const float r = exp2f(x);
+    return r < 1.17549435e-38f ? 0.0f : r;
+}
 static inline void ldsm_x4(uint32_t (&r)[4], uint32_t addr) { ldmatrix(r, addr, false); }
 static inline void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) { ldmatrix(r, addr, true); }
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 
-INSN = re.compile(r"/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
+INSN = re.compile(r"/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
 REG = re.compile(r"^-?\|?R(\d+)(?:\.reuse)?\|?$")
 
 
@@ -39,7 +39,8 @@ def sections(path):
         yield d[strtab + name:end].decode(), d[off:off + size]
 
 
-def disassemble(nvdisasm, code):
+def disassemble(nvdisasm, code, predicates=False):
+    """(address, opcode, operands) of each instruction; predicates: and whether it is predicated."""
     with tempfile.NamedTemporaryFile(suffix=".bin") as f:
         f.write(code)
         f.flush()
@@ -48,8 +49,9 @@ def disassemble(nvdisasm, code):
     for line in out.splitlines():
         m = INSN.search(line)
         if m:
-            ops = [o.strip() for o in m.group(3).split(",")] if m.group(3).strip() else []
-            insns.append((int(m.group(1), 16), m.group(2), ops))
+            ops = [o.strip() for o in m.group(4).split(",")] if m.group(4).strip() else []
+            insn = (int(m.group(1), 16), m.group(3), ops)
+            insns.append(insn + (m.group(2) is not None,) if predicates else insn)
     return insns
 
 
