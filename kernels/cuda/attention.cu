@@ -101,7 +101,8 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     // Position ranges of the dK/dV kernel's query blocks, then the two kernels (or the fused one).
     int *qmax = const_cast<int *>(a.qmax);
     const int nqb = (a.Tq + BQ - 1) / BQ;
-    attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, a.q_pos, a.Tq, a.Tk, BQ);
+    attn_qblock_max_kernel<<<ceil_div_u(nqb, 128), 128, 0, stream>>>(qmax, const_cast<int *>(a.qmin), a.q_pos, a.Tq,
+                                                                      a.Tk, BQ);
     cudaCheckLaunch();
     constexpr int BKV = 16 * NW, DQ = dq_kind(NWQ);
     constexpr int CHAINS = dq_chains(NWQ, BK), FIX_BITS = dq_fix_bits(NWQ);
@@ -414,7 +415,8 @@ int cuda_attention_bwd_deterministic(int hs, int variant) {
     return !v || v->dq != DQ_ATOMIC;
 }
 
-// The backward's scratch: D (dsum), the query blocks' position maxima (qmax) and, for a fused
+// The backward's scratch: D (dsum), the query blocks' position maxima and minima (qmax, then
+// qmin, a table of the smallest query blocks each) and, for a fused
 // variant, its ticket counter and semaphores (dq_ticket, dq_sem) and dQ sums (dq_acc) in `slots`
 // slots (BwdVariant::slots: 0 for a split variant) of acc_bytes an element; for a fixed-point
 // one also the rows' exponents and marks (dq_exp, dq_bad) and the heads' Kmax, Vmax (kv_max).
@@ -428,7 +430,7 @@ static BwdScratch bwd_scratch(int B, int NH, int Tq, const BwdVariant *v, int hs
     const bool fixed = v && v->dq == DQ_FIXED;
     BwdScratch s;
     s.qmax = dsum_bytes(B, NH, Tq);
-    s.sem = s.qmax + round256(nqb * sizeof(int));
+    s.sem = s.qmax + round256(2 * nqb * sizeof(int));
     s.acc = s.sem + (slots ? round256((1 + (size_t)B * NH * nqb * slots) * sizeof(int)) : 0);   // ticket, semaphores
     s.exp = s.acc + round256(slots * rows * hs * (v ? v->acc_bytes : 0));
     s.bad = s.exp + (fixed ? round256(rows * sizeof(int)) : 0);
@@ -529,6 +531,7 @@ static void attention_backward_bf16(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *do
     const BwdScratch sc = bwd_scratch(B, NH, Tq, var, hs);
     auto at = [&](size_t off) { return (void *)((char *)scratch + off); };
     a.qmax = (const int *)at(sc.qmax);
+    a.qmin = a.qmax + (Tq + MIN_QBLOCK - 1) / MIN_QBLOCK;
     const bool fused = var->dq != DQ_SPLIT, fixed = var->dq == DQ_FIXED;
     a.dq_ticket = fused ? (int *)at(sc.sem) : NULL;
     a.dq_sem = fused ? a.dq_ticket + 1 : NULL;

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "device_common.h"
 
 typedef __nv_bfloat16 bf16_t;
@@ -58,8 +60,10 @@ enum { MIN_QBLOCK = 16 };
 // variant listed spills, but the hs-128 backward with 64-query blocks (20 bytes); several
 // mma.sync kernels at 255 registers spill 4-60 bytes (the fused dK/dV ones among them), as built
 // for sm_80 too. The atomic backwards (NWQ -1, after the shared-memory-Q forms), the ordered
-// ones in chains (NWQ 0, BK 4 and 16) and the fixed-point ones (NWQ -2 to -5) and the fused ones
-// with two warpgroups (NW 8, wgmma; the end of the list) have not run on a GPU yet.
+// ones in chains (NWQ 0, BK 4 and 16) and the fixed-point ones (NWQ -2 to -7) and the fused ones
+// with two warpgroups (NW 8, wgmma) have not run on a GPU yet, nor the last six: hs-64 wgmma
+// backwards with K and V read from shared memory by the wgmma (KV_REGS false), the form whose
+// dK/dV loop skips the visibility compares of fully visible query blocks (see there).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
@@ -95,7 +99,10 @@ enum { MIN_QBLOCK = 16 };
     X(64, 8, 64, true, -1, 0, false, 1) X(64, 8, 64, true, -2, 0, false, 1)                     \
     X(64, 8, 64, true, -4, 0, false, 1) X(64, 8, 64, true, -5, 0, false, 1)                     \
     X(64, 4, 64, true, -6, 0, false, 1) X(64, 8, 64, true, -6, 0, false, 1)                     \
-    X(64, 8, 64, true, -7, 0, false, 1)
+    X(64, 8, 64, true, -7, 0, false, 1)                                                         \
+    X(64, 4, 64, false, 4, 64, true, 2) X(64, 8, 64, false, 8, 64, true, 2)                     \
+    X(64, 8, 64, false, -1, 0, false, 1) X(64, 8, 64, false, -2, 0, false, 1)                   \
+    X(64, 4, 64, false, -6, 0, false, 1) X(64, 8, 64, false, -6, 0, false, 1)
 
 // How a backward variant computes dQ (from its NWQ): its own kernel, in the dK/dV kernel summed in
 // key-block order, or in the dK/dV kernel summed by fp32 atomics, or by integer atomics on fixed
@@ -205,13 +212,18 @@ __global__ void attn_dsum_kernel(float *dsum, const T *dout, const T *out, int B
 }
 
 // qmax[qb] = the largest visible key index of query block qb (min(q_pos, Tk - 1) over its rows),
-// -1 when no row sees a key.
-__global__ void attn_qblock_max_kernel(int *qmax, const int *q_pos, int Tq, int Tk, int BQ) {
+// -1 when no row sees a key; qmin[qb] = the smallest position of its rows (-1 for a block cut
+// short by Tq: its missing rows see nothing), so keys <= qmin[qb] are visible to all BQ rows.
+__global__ void attn_qblock_max_kernel(int *qmax, int *qmin, const int *q_pos, int Tq, int Tk, int BQ) {
     const int qb = blockIdx.x * blockDim.x + threadIdx.x;
     if (qb * BQ >= Tq) return;
-    int mx = -1;
-    for (int r = qb * BQ; r < Tq && r < qb * BQ + BQ; r++) mx = max(mx, min(q_pos[r], Tk - 1));
+    int mx = -1, mn = qb * BQ + BQ <= Tq ? INT_MAX : -1;
+    for (int r = qb * BQ; r < Tq && r < qb * BQ + BQ; r++) {
+        mx = max(mx, min(q_pos[r], Tk - 1));
+        mn = min(mn, q_pos[r]);
+    }
     qmax[qb] = mx;
+    qmin[qb] = mn;
 }
 
 // ============================================================================================
@@ -830,6 +842,7 @@ struct AttnArgs {
     int B, Tq, Tk, NH, hs, ldq, ldkv;
     float scale, scale_log2;
     int write;   // backward: 1 = dq, dk, dv written (all of their heads' columns), 0 = +=
+    const int *qmin;   // backward: (query blocks of the dK/dV kernel) smallest position of each
 };
 
 // ---- forward ------------------------------------------------------------------------------
@@ -1508,22 +1521,34 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         } else {
             bwd_recompute<HS, BQ, KV_REGS, KF, W, BKV>(st, dpt, kf, vf, sK, sV, krow_a, cQ, cdO, lane);
         }
-        // P^T = exp2(S^T scale log2e - lse2) where visible; dS^T = P^T (dP^T - D)
+        // P^T = exp2(S^T scale log2e - lse2) where visible; dS^T = P^T (dP^T - D).
+        auto weights = [&](auto masked) {
 #pragma unroll
-        for (int nt = 0; nt < NQ; nt++)
+            for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int col = nt * 8 + 2 * t4 + e;
-                const int pos = cp[col];
-                const float l2 = cl[col], d = cD[col];
+                for (int e = 0; e < 2; e++) {
+                    const int col = nt * 8 + 2 * t4 + e;
+                    const float l2 = cl[col], d = cD[col];
 #pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    const int i = 2 * hh + e;
-                    const float p = key_lo + 8 * hh <= pos ? fast_exp2(fmaf(st[nt][i], a.scale_log2, -l2)) : 0.0f;
-                    dpt[nt][i] = p * (dpt[nt][i] - d);
-                    st[nt][i] = p;
+                    for (int hh = 0; hh < 2; hh++) {
+                        const int i = 2 * hh + e;
+                        const bool visible = !decltype(masked)::value || key_lo + 8 * hh <= cp[col];
+                        const float p = visible ? fast_exp2(fmaf(st[nt][i], a.scale_log2, -l2)) : 0.0f;
+                        dpt[nt][i] = p * (dpt[nt][i] - d);
+                        st[nt][i] = p;
+                    }
                 }
-            }
+        };
+        // A query block whose rows all see every key of the CTA (most of them) skips the positions
+        // and compares: a branch, two copies of the loop. Only where K and V are read from shared
+        // memory by the wgmma: with their fragments in registers, ptxas (13.0) gave those registers
+        // to the copies' loads while the next block's S^T still needed them (sass_check.sh).
+        if constexpr (W && !KV_REGS) {
+            if (k0 + BKV - 1 <= a.qmin[qb]) weights(std::false_type());
+            else weights(std::true_type());
+        } else {
+            weights(std::true_type());
+        }
         // dV += P^T dO, dK += dS^T Q (k-steps over the block's queries)
         if constexpr (W) {
             uint32_t pa[BQ / 16][4], da[BQ / 16][4];

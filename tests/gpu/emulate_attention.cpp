@@ -126,8 +126,10 @@ static vector<Case> cases() {
     }
     {
         // Query blocks (up to 128 rows) that see no key at all: their dq rows are written as zeros.
-        Case c = {"masked-start", 1, 1, 192, 64, false, {}};
-        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t < 128 ? -1 : t - 128);
+        // Then blocks whose first row sees all but the last key of a 64- (128-) key block: its
+        // position 62 (126) is one short of the dK/dV kernel's all-visible shortcut.
+        Case c = {"masked-start", 1, 1, 256, 190, false, {}};
+        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t < 128 ? -1 : t - 66);
         cs.push_back(c);
     }
     {
@@ -252,13 +254,14 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         run_fwd_variant<HS, (HS == 64 ? 2 : 1), (HS == 128 ? 8 : 4), 64, true, 0>(p, out_f, lse);
         const vector<bf16_t> outb = to_bf16(out_f);
         vector<float> dsum((long)c.B * c.NH * c.Tq, NAN);
-        vector<int> qmax((c.Tq + MIN_QBLOCK - 1) / MIN_QBLOCK, -7);
+        const int nqb16 = (c.Tq + MIN_QBLOCK - 1) / MIN_QBLOCK;
+        vector<int> qmax(2 * nqb16, -7);   // qmax, then qmin (as attention.cu's scratch)
         vector<bf16_t> gq, gkv;
         init_outputs(p, write, gq, gkv);
         AttnArgs a = base_args(p, c.pos.data());
         a.write = write;
         a.dout = p.doutb.data(), a.out_c = outb.data(), a.lse_c = lse.data(), a.dsum = dsum.data();
-        a.qmax = qmax.data();
+        a.qmax = qmax.data(), a.qmin = qmax.data() + nqb16;
         a.dq = gq.data();
         a.dk = c.packed ? gq.data() + p.C : gkv.data();
         a.dv = c.packed ? gq.data() + 2 * p.C : gkv.data() + p.C;
@@ -289,7 +292,7 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         bounds(p.doutb.data());
         EmuDim3 g2;
         g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
-        emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), c.pos.data(), c.Tq, c.Tk, BQ); });
+        emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), qmax.data() + nqb16, c.pos.data(), c.Tq, c.Tk, BQ); });
         vector<int> sem(DQ == DQ_ORDERED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) * CHAINS : 0, 0);   // ticket, semaphores
         // dq_acc: fp32 (NaN: an ordered sum must write before it reads), or the zeroed integers.
         vector<float> acc(DQ != DQ_SPLIT ? slot * CHAINS * dq_acc_bytes(NWQ) / 4 : 0, DQ == DQ_ORDERED ? NAN : 0.0f);

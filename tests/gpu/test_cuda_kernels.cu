@@ -727,9 +727,10 @@ static vector<AttnCase> attention_cases() {
         for (int t = 0; t < c.Tq; t++) c.pos.push_back(t % 9 == 4 ? -1 : t % 13 == 5 ? c.Tk + 7 : (c.Tk - 1 - 2 * t));
         cases.push_back(c);
     }
-    {  // query blocks (up to 128 rows) that see no key: their dq rows written as zeros
-        AttnCase c = {"masked-start", 1, 2, 192, 64, false, {}};
-        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t < 128 ? -1 : t - 128);
+    {  // query blocks (up to 128 rows) that see no key: their dq rows written as zeros; then blocks
+       // whose first row sees all but the last key of a 64- (128-) key block (position 62, 126)
+        AttnCase c = {"masked-start", 1, 2, 256, 190, false, {}};
+        for (int t = 0; t < c.Tq; t++) c.pos.push_back(t < 128 ? -1 : t - 66);
         cases.push_back(c);
     }
     return cases;
