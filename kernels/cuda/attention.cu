@@ -93,7 +93,8 @@ static void launch_bwd_dq(const AttnArgs &a, cudaStream_t stream) {
 
 // The first `cols` columns of `rows` rows (row stride ld) = 0.
 static void zero_heads(bf16_t *p, int ld, int rows, int cols, cudaStream_t stream) {
-    cudaCheck(cudaMemset2DAsync(p, (size_t)ld * sizeof(bf16_t), 0, (size_t)cols * sizeof(bf16_t), (size_t)rows, stream));
+    cudaCheck(
+        cudaMemset2DAsync(p, (size_t)ld * sizeof(bf16_t), 0, (size_t)cols * sizeof(bf16_t), (size_t)rows, stream));
 }
 
 template <int HS, int NW, int BQ, bool KV_REGS, int NWQ, int BK, bool QO_REGS, int WG>
@@ -123,7 +124,8 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
         cudaCheck(cudaMemsetAsync(a.dq_acc, 0, (size_t)a.B * a.NH * a.Tq * HS * dq_acc_bytes(NWQ), stream));
     // Written outputs that a fused kernel adds into (dk, dv; dq too in one ordered chain): zeroed.
     if (FUSED && a.write) {
-        zero_heads(a.dk, a.ldkv, a.B * a.Tk, a.NH * HS, stream), zero_heads(a.dv, a.ldkv, a.B * a.Tk, a.NH * HS, stream);
+        zero_heads(a.dk, a.ldkv, a.B * a.Tk, a.NH * HS, stream);
+        zero_heads(a.dv, a.ldkv, a.B * a.Tk, a.NH * HS, stream);
         if (DQ == DQ_ORDERED && CHAINS == 1) zero_heads(a.dq, a.ldq, a.B * a.Tq, a.NH * HS, stream);
     }
     set_smem(attn_bwd_dkdv_kernel<HS, NW, BQ, KV_REGS, DQ, WG_KV, CHAINS, FIX_BITS, FIX_MODE>, smem_kv);

@@ -1615,8 +1615,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
 }
 
 // The last step of the atomic backward (one slot), of the ordered one in chains (a slot per chain)
-// and (BITS 64 or 32) of the fixed-point one: dq (b, t, h*hs + c) += (a.write: =) scale * the row's sum (b, h,
-// t, c) of dq_acc. fp32 (BITS 0): the sum of slots j in slot order, over the slots that hold a sum
+// and (BITS 64 or 32) of the fixed-point one: dq (b, t, h*hs + c) += (a.write: =) scale * the row's
+// sum (b, h, t, c) of dq_acc. fp32 (BITS 0): the sum of slots j in slot order, over the slots that hold a sum
 // for the row: j <= the last key block (of bkv keys) its query block (of bq) sees. Fixed point:
 // the integer sum in units of 2^(e_r - P) (one rounding to fp32, then an exact power of two), NaN
 // for a marked row. Two columns a thread.

@@ -292,7 +292,9 @@ template <int HS, int NW, int BQ, bool KVR, int NWQ, int BK, bool QOR, int WG> s
         bounds(p.doutb.data());
         EmuDim3 g2;
         g2.x = cdiv(cdiv(c.Tq, BQ), 128), g2.y = 1;
-        emu::launch(g2, 128, [&] { attn_qblock_max_kernel(qmax.data(), qmax.data() + nqb16, c.pos.data(), c.Tq, c.Tk, BQ); });
+        emu::launch(g2, 128, [&] {
+            attn_qblock_max_kernel(qmax.data(), qmax.data() + nqb16, c.pos.data(), c.Tq, c.Tk, BQ);
+        });
         vector<int> sem(DQ == DQ_ORDERED ? 1 + (size_t)c.B * c.NH * cdiv(c.Tq, BQ) * CHAINS : 0, 0);   // ticket, semaphores
         // dq_acc: fp32 (NaN: an ordered sum must write before it reads), or the zeroed integers.
         vector<float> acc(DQ != DQ_SPLIT ? slot * CHAINS * dq_acc_bytes(NWQ) / 4 : 0, DQ == DQ_ORDERED ? NAN : 0.0f);

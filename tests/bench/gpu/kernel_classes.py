@@ -20,8 +20,8 @@ CLASSES = [
     ("attention backward", ["attn_bwd", "attn_dq", "attn_dsum", "attn_kv_bound", "attn_qblock_max", "gen_backward",
                             "flash_bwd", "dot_do_o", "convert_dq", "fmha_bwd", "fmha_dgrad", "bprop"]),
     ("attention forward", ["attn_fwd", "gen_forward", "flash_fwd", "fmha", "fprop", "attn_wgmma_probe"]),
-    ("GEMM", ["bias_broadcast", "gemm", "nvjet", "xmma", "cutlass", "sm90_", "sm80_", "ampere_", "cublas", "splitk", "aten::mm",
-              "aten::addmm", "aten::bmm"]),
+    ("GEMM", ["bias_broadcast", "gemm", "nvjet", "xmma", "cutlass", "sm90_", "sm80_", "ampere_", "cublas", "splitk",
+              "aten::mm", "aten::addmm", "aten::bmm"]),
     ("LayerNorm", ["layernorm", "layer_norm", "columns_finish"]),
     ("GELU", ["gelu"]),
     ("bias gradients (column sums)", ["colsum", "fused_sum", "red_fused_sum", "reduce_kernel", "aten::sum"]),
@@ -78,7 +78,8 @@ def main():
         return 1
     classes = [by_class(s) for s in sides]
     order = [c for c, _ in CLASSES] + [OTHER]
-    head = "| class | " + " | ".join(f"{n} ms | {n} calls" for n in names) + (f" | {names[0]} - {names[1]} ms |" if len(names) == 2 else " |")
+    head = "| class | " + " | ".join(f"{n} ms | {n} calls" for n in names)
+    head += f" | {names[0]} - {names[1]} ms |" if len(names) == 2 else " |"
     print(head)
     print("|---" + "|---:|---:" * len(names) + ("|---:|" if len(names) == 2 else "|"))
     totals = [0.0] * len(sides)
