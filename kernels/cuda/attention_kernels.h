@@ -468,6 +468,20 @@ static __device__ __forceinline__ void attn_post_turn(int *sem, int turn) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define ATTN_WGMMA 1
 #endif
+// stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 (sm_90; the wgmma kernels only): register i of
+// lane l holds elements (row l/4, cols 2(l%4), 2(l%4)+1) of 8x8 matrix i (mma's C fragment, the
+// lower column in the low half); lanes 8i..8i+7 give the addresses of rows 0..7 of the stored
+// matrix i (16 bytes each, 16-byte aligned), which gets the transpose: its row c, column r is
+// element (r, c). One instruction for the 128 bf16 a thread quad would store one by one.
+static __device__ __forceinline__ void stsm_x4_trans(uint32_t addr, const uint32_t (&r)[4]) {
+#ifdef ATTN_WGMMA
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r[0]),
+                 "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#endif
+}
 static __device__ __forceinline__ void wgmma_fence() {
 #ifdef ATTN_WGMMA
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -1580,13 +1594,26 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                 }
             }
         }
-        if constexpr (FUSED_DQ) {
+        if constexpr (FUSED_DQ && W) {
+            // dS [query][key] from dS^T's fragments, 16 queries x the warp's 16 keys a stmatrix:
+            // packed as for the dK product (matrix 0: keys g, queries 2t4..; 1: keys g + 8; 2, 3:
+            // queries + 8), stored transposed; lane l addresses row l % 8 of matrix l / 8.
+            const int mrow = (lane & 7) + ((lane >> 4) << 3), mcol = warp * 16 + ((lane >> 3) & 1) * 8;
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; kk++) {
+                uint32_t ds[4];
+                pack_a(ds, dpt[2 * kk], dpt[2 * kk + 1]);
+                stsm_x4_trans(smem_addr(sdS + tile_off<BKV, BQ, W>(kk * 16 + mrow, mcol)), ds);
+            }
+        } else if constexpr (FUSED_DQ) {
 #pragma unroll
             for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
                 for (int i = 0; i < 4; i++)   // C fragment of dS^T: key row g + 8(i/2), query col 2t4 + i%2
                     st_shared_bf16(sdS + tile_off<BKV, BQ, W>(nt * 8 + 2 * t4 + (i & 1), warp * 16 + g + 8 * (i >> 1)),
                                    dpt[nt][i]);
+        }
+        if constexpr (FUSED_DQ) {
             if constexpr (W) fence_proxy_async();
             __syncthreads();
             fused_dq_add<HS, NW, BQ, W, DQ, CHAINS, FIX_BITS, FIX_MODE>(a, sdS, sK, b, h, kb, qb, nqb, s_stage);

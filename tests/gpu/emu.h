@@ -444,6 +444,30 @@ static inline void ldmatrix(uint32_t (&r)[4], uint32_t addr, bool trans) {
     }
     emu::warp_sync();
 }
+// stmatrix.sync.aligned.m8n8.x4.trans.shared.b16: lanes 8i..8i+7 give the addresses of rows 0..7
+// of stored matrix i (16 bytes each, 16-byte aligned); lane l's register i holds elements
+// (l/4, 2(l%4)) and (l/4, 2(l%4)+1) of matrix i, the first in the low half, and element (r, c)
+// goes to row c, column r. Each lane writes its own elements once every lane has posted its
+// address; the rows are marked for the proxy fence as st_shared_bf16's stores are.
+static inline void stsm_x4_trans(uint32_t addr, const uint32_t (&r)[4]) {
+    emu::WarpX &x = emu::warp_x[emu::warp()];
+    const int l = emu::lane();
+    if (addr % 16) {
+        fprintf(stderr, "emulate_attention: stmatrix row address %u not 16-byte aligned\n", addr);
+        abort();
+    }
+    x.addr[l] = addr;
+    emu::warp_sync();
+    for (int i = 0; i < 4; i++)
+        for (int e = 0; e < 2; e++) {
+            const uint32_t row = x.addr[8 * i + 2 * (l % 4) + e], at = row + 2 * (l / 4);
+            const uint16_t v = (uint16_t)(r[i] >> (16 * e));
+            memcpy(smem_ptr(at, 2), &v, 2);
+            emu::proxy_writer[(at - SMEM_BIAS) / 16] = emu::cur + 1;
+            emu::fibers[emu::cur].unfenced.push_back((at - SMEM_BIAS) / 16);
+        }
+    emu::warp_sync();
+}
 // ex2.approx.ftz.f32: 2^x, results below the smallest normal flushed to +0 (approx: the
 // emulator's exp2f is exact to fp32, the SFU's within 2 ulp).
 static inline float fast_exp2(float x) {
