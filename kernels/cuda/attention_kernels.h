@@ -621,11 +621,14 @@ static __device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr, uint32_t lb
 // Operands in a tile of ROWS rows laid out by tile_off<HS, ROWS, true> (column blocks of 64):
 // K-major, the 64 x 16 slice at rows row0.. and columns 16 ks..; MN-major (all columns), the
 // 16 x N slice at rows 16 ks.. (LBO: from one column block to the next).
+// The offset from the tile's start is added to the tile's descriptor (its address field holds
+// addr / 16, and shared addresses stay below 2^18: no carry out of it), so the descriptor of a
+// tile is built once and each k-step's is one add (as CUTLASS does), not a mask, shift and or.
 template <int ROWS> static __device__ __forceinline__ uint64_t wg_desc_k(const bf16_t *p, int row0, int ks) {
-    return wgmma_desc(smem_addr(p) + (ks >> 2) * ROWS * 128 + row0 * 128 + 32 * (ks & 3), 16, 1024);
+    return wgmma_desc(smem_addr(p), 16, 1024) + (uint64_t)(((ks >> 2) * ROWS * 128 + row0 * 128 + 32 * (ks & 3)) >> 4);
 }
 template <int ROWS> static __device__ __forceinline__ uint64_t wg_desc_mn(const bf16_t *p, int ks) {
-    return wgmma_desc(smem_addr(p) + 2048 * ks, ROWS * 128, 1024);
+    return wgmma_desc(smem_addr(p), ROWS * 128, 1024) + (uint64_t)((2048 * ks) >> 4);
 }
 // d (+)= sum over k-steps ks of A[ks] * B(tile of ROWS rows, k-step ks); acc = false: the first
 // step overwrites d.
