@@ -1550,7 +1550,10 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                     for (int hh = 0; hh < 2; hh++) {
                         const int i = 2 * hh + e;
                         const bool visible = !decltype(masked)::value || key_lo + 8 * hh <= cp[col];
-                        const float p = visible ? fast_exp2(fmaf(st[nt][i], a.scale_log2, -l2)) : 0.0f;
+                        // exp2 of every element, then the select: no per-element branch around it
+                        // (an invisible key's inf or NaN is dropped by the select).
+                        const float e2 = fast_exp2(fmaf(st[nt][i], a.scale_log2, -l2));
+                        const float p = visible ? e2 : 0.0f;
                         dpt[nt][i] = p * (dpt[nt][i] - d);
                         st[nt][i] = p;
                     }

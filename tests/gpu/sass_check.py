@@ -52,6 +52,16 @@ def disassemble(nvdisasm, code, predicates=False):
             ops = [o.strip() for o in m.group(4).split(",")] if m.group(4).strip() else []
             insn = (int(m.group(1), 16), m.group(3), ops)
             insns.append(insn + (m.group(2) is not None,) if predicates else insn)
+    # An nvdisasm older than the cubin drops what it cannot decode (sm_90's VIADD among them, ~3%
+    # of these kernels): each such slot becomes an UNKNOWN instruction writing the register in
+    # its third byte (Rd in sm_70+ encodings; 255 = RZ), so loops keep their heads and the clobber
+    # check still sees the write.
+    seen = {i[0] for i in insns}
+    for addr in range(0, len(code) - 15, 16):
+        if addr not in seen:
+            insn = (addr, "UNKNOWN", ["R%d" % code[addr + 2]])
+            insns.append(insn + (False,) if predicates else insn)
+    insns.sort(key=lambda i: i[0])
     return insns
 
 
