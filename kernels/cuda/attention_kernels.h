@@ -820,14 +820,33 @@ template <int HS, int ROWS, bool WG> static __device__ __forceinline__ int tile_
 template <int ROWS, int HS, int NT, bool WG = false>
 static __device__ __forceinline__ void load_tile(bf16_t *dst, const bf16_t *src, long ld, int nvalid, int tid) {
     constexpr int CHUNKS = HS / 8, TOTAL = ROWS * CHUNKS, ITERS = (TOTAL + NT - 1) / NT;
+    constexpr int RSTEP = NT / CHUNKS, RSTRIDE = WG && HS > 64 ? 64 : HS;   // rows a pass; tile row stride
+    if constexpr (NT % CHUNKS == 0 && RSTEP % 8 == 0) {
+        // Every pass takes the same column, RSTEP rows on: the swizzle (row mod 8) is the same, so
+        // the shared offset grows by a constant and the source pointer by RSTEP rows (one add each
+        // pass, not a 64-bit multiply and the swizzle's arithmetic per chunk).
+        const int r0 = tid / CHUNKS, col = (tid % CHUNKS) * 8;
+        const uint32_t d0 = smem_addr(dst + tile_off<HS, ROWS, WG>(r0, col));
+        const bf16_t *p = src + r0 * ld + col;
+        const long step = RSTEP * ld;
 #pragma unroll
-    for (int it = 0; it < ITERS; it++) {
-        const int i = it * NT + tid;
-        if (TOTAL % NT == 0 || i < TOTAL) {
-            const int row = i / CHUNKS, col = (i % CHUNKS) * 8;
-            const bool valid = row < nvalid;
-            cp_async16(smem_addr(dst + tile_off<HS, ROWS, WG>(row, col)), valid ? src + row * ld + col : src,
-                       valid ? 16 : 0);
+        for (int it = 0; it < ITERS; it++, p += step) {
+            const int row = r0 + it * RSTEP;
+            if (TOTAL % NT == 0 || row < ROWS) {
+                const bool valid = row < nvalid;
+                cp_async16(d0 + it * RSTEP * RSTRIDE * 2, valid ? p : src, valid ? 16 : 0);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int it = 0; it < ITERS; it++) {
+            const int i = it * NT + tid;
+            if (TOTAL % NT == 0 || i < TOTAL) {
+                const int row = i / CHUNKS, col = (i % CHUNKS) * 8;
+                const bool valid = row < nvalid;
+                cp_async16(smem_addr(dst + tile_off<HS, ROWS, WG>(row, col)), valid ? src + row * ld + col : src,
+                           valid ? 16 : 0);
+            }
         }
     }
 }

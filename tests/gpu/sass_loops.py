@@ -8,8 +8,10 @@ what limits them at head size 64).
 For every kernel whose mangled name holds one of the substrings, and every loop (a backward
 branch) with an HGMMA or HMMA in it: the instructions on the shortest path from the loop's head
 to its back edge (the iteration without the rare branches: masking only on the diagonal blocks,
-no prefetch at the last), the loop's total, and the shortest path's counts of the opcodes that
-carry the softmax (MUFU, FFMA, FADD, FMUL, FMNMX, FSEL, ISETP) and the MMAs. One line per loop.
+no prefetch at the last), the same through the loop's first cp.async (an iteration that
+prefetches the next tiles: most of them), the loop's total, and the shortest path's counts of the
+opcodes that carry the softmax (MUFU, FFMA, FADD, FMUL, FMNMX, FSEL, ISETP) and the MMAs. One
+line per loop.
 """
 import collections
 import re
@@ -33,34 +35,44 @@ def loop_paths(insns):
         body = [o for _, o, _, _ in insns[lo:hi + 1]]
         if not any(o.startswith(("HGMMA", "HMMA")) for o in body):
             continue
-        # Shortest path lo -> hi: each instruction steps to the next, a branch (inside the loop) also
-        # to its target; an unconditional branch only to its target. Weights 1 (0-1 BFS not needed).
-        dist, prev = {lo: 0}, {}
-        queue = collections.deque([lo])
-        while queue:
-            j = queue.popleft()
-            if j == hi:
-                break
-            a, o, p, predicated = insns[j]
-            succ = []
-            t = BRANCH.search(p[-1]) if o.startswith("BRA") and p else None
-            if t and int(t.group(1), 16) in index and lo <= index[int(t.group(1), 16)] <= hi:
-                succ.append(index[int(t.group(1), 16)])
-            unconditional = o.startswith("BRA") and not predicated
-            if not unconditional and j + 1 <= hi:
-                succ.append(j + 1)
-            for k in succ:
-                if k not in dist:
-                    dist[k], prev[k] = dist[j] + 1, j
-                    queue.append(k)
-        path, j = [], hi
-        while j in prev or j == lo:
-            path.append(insns[j][1])
-            if j == lo:
-                break
-            j = prev[j]
-        out.append((insns[lo][0], addr, path[::-1], body))
+        path = shortest(insns, index, lo, hi, lo, hi)
+        # The same through the loop's first cp.async (the iterations that prefetch: most of them).
+        first = next((j for j in range(lo, hi + 1) if insns[j][1].startswith("LDGSTS")), None)
+        via = None
+        if first is not None:
+            a, b = shortest(insns, index, lo, hi, lo, first), shortest(insns, index, lo, hi, first, hi)
+            via = a + b[1:] if a and b else None
+        out.append((insns[lo][0], addr, path, body, via))
     return out
+
+
+def shortest(insns, index, lo, hi, src, dst):
+    """Opcodes on the shortest path src -> dst inside the loop [lo, hi]: each instruction steps to
+    the next, a branch (inside the loop) also to its target, an unconditional one only there."""
+    dist, prev = {src: 0}, {}
+    queue = collections.deque([src])
+    while queue:
+        j = queue.popleft()
+        if j == dst:
+            break
+        _, o, p, predicated = insns[j]
+        succ = []
+        t = BRANCH.search(p[-1]) if o.startswith("BRA") and p else None
+        if t and int(t.group(1), 16) in index and lo <= index[int(t.group(1), 16)] <= hi:
+            succ.append(index[int(t.group(1), 16)])
+        if not (o.startswith("BRA") and not predicated) and j + 1 <= hi:
+            succ.append(j + 1)
+        for k in succ:
+            if k not in dist:
+                dist[k], prev[k] = dist[j] + 1, j
+                queue.append(k)
+    if dst not in dist:
+        return []
+    path, j = [insns[dst][1]], dst
+    while j != src:
+        j = prev[j]
+        path.append(insns[j][1])
+    return path[::-1]
 
 
 def main():
@@ -72,10 +84,12 @@ def main():
         if not name.startswith(".text.") or not any(p in name for p in pats):
             continue
         insns = disassemble(nvdisasm, code, predicates=True)
-        for head, edge, path, body in loop_paths(insns):
+        for head, edge, path, body, via in loop_paths(insns):
             c = collections.Counter(o.split(".")[0] for o in path)
             shown = ", ".join(f"{k} {c[k]}" for k in SHOWN if c[k])
-            print(f"{name[6:]} loop {head:#x}-{edge:#x}: {len(path)} on the shortest path ({len(body)} in all): {shown}")
+            pre = f", {len(via)} with the prefetch" if via else ""
+            print(f"{name[6:]} loop {head:#x}-{edge:#x}: {len(path)} on the shortest path{pre} ({len(body)} in all): "
+                  f"{shown}")
     return 0
 
 
