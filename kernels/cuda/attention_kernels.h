@@ -762,17 +762,9 @@ static __device__ __forceinline__ void mma_x2(float (&c0)[4], float (&c1)[4], co
     mma_bf16(c1, a, b[2], b[3]);
 }
 
-// dst[0..1] += (a, b), bf16 pair read-modify-write (dst 4-byte aligned).
-static __device__ __forceinline__ void add_bf16x2(bf16_t *dst, float a, float b) {
-    __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(dst);
-    float2 f = __bfloat1622float2(*p);
-    f.x += a;
-    f.y += b;
-    *p = __float22bfloat162_rn(f);
-}
-
-// The backward's outputs: dst[0..1] = (a, b) where write (AttnArgs::write), += otherwise: one
-// path, the read predicated off (0 + a is a, but for the sign of a zero).
+// A bf16 pair of the backward's outputs (dst 4-byte aligned): dst[0..1] = (a, b) where write
+// (AttnArgs::write), += otherwise: one path, the read predicated off (0 + a is a, but for the sign
+// of a zero).
 static __device__ __forceinline__ void put_bf16x2(bf16_t *dst, float a, float b, bool write) {
     __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(dst);
     float2 f = write ? make_float2(0.0f, 0.0f) : __bfloat1622float2(*p);
@@ -821,32 +813,20 @@ template <int ROWS, int HS, int NT, bool WG = false>
 static __device__ __forceinline__ void load_tile(bf16_t *dst, const bf16_t *src, long ld, int nvalid, int tid) {
     constexpr int CHUNKS = HS / 8, TOTAL = ROWS * CHUNKS, ITERS = (TOTAL + NT - 1) / NT;
     constexpr int RSTEP = NT / CHUNKS, RSTRIDE = WG && HS > 64 ? 64 : HS;   // rows a pass; tile row stride
-    if constexpr (NT % CHUNKS == 0 && RSTEP % 8 == 0) {
-        // Every pass takes the same column, RSTEP rows on: the swizzle (row mod 8) is the same, so
-        // the shared offset grows by a constant and the source pointer by RSTEP rows (one add each
-        // pass, not a 64-bit multiply and the swizzle's arithmetic per chunk).
-        const int r0 = tid / CHUNKS, col = (tid % CHUNKS) * 8;
-        const uint32_t d0 = smem_addr(dst + tile_off<HS, ROWS, WG>(r0, col));
-        const bf16_t *p = src + r0 * ld + col;
-        const long step = RSTEP * ld;
+    // Every pass takes the same column, RSTEP rows on: the swizzle (row mod 8) is the same, so the
+    // shared offset grows by a constant and the source pointer by RSTEP rows (one add each pass,
+    // not a 64-bit multiply and the swizzle's arithmetic per chunk).
+    static_assert(NT % CHUNKS == 0 && RSTEP % 8 == 0, "load_tile: whole rows a pass, a multiple of 8");
+    const int r0 = tid / CHUNKS, col = (tid % CHUNKS) * 8;
+    const uint32_t d0 = smem_addr(dst + tile_off<HS, ROWS, WG>(r0, col));
+    const bf16_t *p = src + r0 * ld + col;
+    const long step = RSTEP * ld;
 #pragma unroll
-        for (int it = 0; it < ITERS; it++, p += step) {
-            const int row = r0 + it * RSTEP;
-            if (TOTAL % NT == 0 || row < ROWS) {
-                const bool valid = row < nvalid;
-                cp_async16(d0 + it * RSTEP * RSTRIDE * 2, valid ? p : src, valid ? 16 : 0);
-            }
-        }
-    } else {
-#pragma unroll
-        for (int it = 0; it < ITERS; it++) {
-            const int i = it * NT + tid;
-            if (TOTAL % NT == 0 || i < TOTAL) {
-                const int row = i / CHUNKS, col = (i % CHUNKS) * 8;
-                const bool valid = row < nvalid;
-                cp_async16(smem_addr(dst + tile_off<HS, ROWS, WG>(row, col)), valid ? src + row * ld + col : src,
-                           valid ? 16 : 0);
-            }
+    for (int it = 0; it < ITERS; it++, p += step) {
+        const int row = r0 + it * RSTEP;
+        if (TOTAL % NT == 0 || row < ROWS) {
+            const bool valid = row < nvalid;
+            cp_async16(d0 + it * RSTEP * RSTRIDE * 2, valid ? p : src, valid ? 16 : 0);
         }
     }
 }
@@ -1377,7 +1357,7 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
             const long i = (long)r * HS + c0 + no * 8 + 2 * t4;
             float x = dq[no][2 * hh], y = dq[no][2 * hh + 1];
             if (turn > 0) x += __ldcg(acc + i), y += __ldcg(acc + i + 1);
-            if (to_dq) add_bf16x2(dqrow + no * 8 + 2 * t4, a.scale * x, a.scale * y);
+            if (to_dq) put_bf16x2(dqrow + no * 8 + 2 * t4, a.scale * x, a.scale * y, false);
             else __stcg(acc + i, x), __stcg(acc + i + 1, y);
         }
     }

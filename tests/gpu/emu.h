@@ -421,15 +421,21 @@ static inline uint16_t smem_u16(uint32_t addr) {
 // of matrix i (16 bytes each, 16-byte aligned). Without .trans, lane l receives in register i the
 // elements (row l/4, cols 2(l%4) and 2(l%4)+1) of matrix i, the lower column in the low half;
 // with .trans, the elements (rows 2(l%4) and 2(l%4)+1, col l/4), i.e. of the transpose.
-static inline void ldmatrix(uint32_t (&r)[4], uint32_t addr, bool trans) {
+// ldmatrix / stmatrix: this lane's row address (16-byte aligned) posted to the warp's exchange,
+// once every lane has posted its own.
+static inline emu::WarpX &post_row_address(uint32_t addr, const char *what) {
     emu::WarpX &x = emu::warp_x[emu::warp()];
-    const int l = emu::lane();
     if (addr % 16) {
-        fprintf(stderr, "emulate_attention: ldmatrix row address %u not 16-byte aligned\n", addr);
+        fprintf(stderr, "emulate_attention: %s row address %u not 16-byte aligned\n", what, addr);
         abort();
     }
-    x.addr[l] = addr;
+    x.addr[emu::lane()] = addr;
     emu::warp_sync();
+    return x;
+}
+static inline void ldmatrix(uint32_t (&r)[4], uint32_t addr, bool trans) {
+    const emu::WarpX &x = post_row_address(addr, "ldmatrix");
+    const int l = emu::lane();
     for (int i = 0; i < 4; i++) {
         uint16_t lo, hi;
         if (!trans) {
@@ -450,14 +456,8 @@ static inline void ldmatrix(uint32_t (&r)[4], uint32_t addr, bool trans) {
 // goes to row c, column r. Each lane writes its own elements once every lane has posted its
 // address; the rows are marked for the proxy fence as st_shared_bf16's stores are.
 static inline void stsm_x4_trans(uint32_t addr, const uint32_t (&r)[4]) {
-    emu::WarpX &x = emu::warp_x[emu::warp()];
+    const emu::WarpX &x = post_row_address(addr, "stmatrix");
     const int l = emu::lane();
-    if (addr % 16) {
-        fprintf(stderr, "emulate_attention: stmatrix row address %u not 16-byte aligned\n", addr);
-        abort();
-    }
-    x.addr[l] = addr;
-    emu::warp_sync();
     for (int i = 0; i < 4; i++)
         for (int e = 0; e < 2; e++) {
             const uint32_t row = x.addr[8 * i + 2 * (l % 4) + e], at = row + 2 * (l / 4);

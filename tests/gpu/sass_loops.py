@@ -24,7 +24,8 @@ SHOWN = ("HGMMA", "HMMA", "MUFU", "FFMA", "FADD", "FMUL", "FMNMX", "FSEL", "ISET
 
 
 def loop_paths(insns):
-    """(head, back edge, shortest path as a list of opcodes, all opcodes) of each loop with an MMA."""
+    """(head, back edge, shortest path, all opcodes, shortest path through the first cp.async or
+    None) of each loop with an MMA; paths as lists of opcodes."""
     index = {a: i for i, (a, _, _, _) in enumerate(insns)}
     out = []
     for i, (addr, op, ops, _) in enumerate(insns):
