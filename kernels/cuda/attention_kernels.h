@@ -767,10 +767,8 @@ static __device__ __forceinline__ void mma_x2(float (&c0)[4], float (&c1)[4], co
 // of a zero).
 static __device__ __forceinline__ void put_bf16x2(bf16_t *dst, float a, float b, bool write) {
     __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(dst);
-    float2 f = write ? make_float2(0.0f, 0.0f) : __bfloat1622float2(*p);
-    f.x += a;
-    f.y += b;
-    *p = __float22bfloat162_rn(f);
+    const float x = write ? 0.0f : __low2float(*p), y = write ? 0.0f : __high2float(*p);
+    *p = __floats2bfloat162_rn(x + a, y + b);   // (not the float2 forms: sm_80+ only before CUDA 12)
 }
 
 // Rows [r0, r1) of a head's HS columns at base (row stride ld elements, 16-byte aligned rows) = 0,
@@ -781,9 +779,10 @@ template <int HS, int NT> static __device__ void zero_head_rows(bf16_t *base, lo
         *reinterpret_cast<uint4 *>(base + (long)(r0 + i / V) * ld + (i % V) * 8) = make_uint4(0, 0, 0, 0);
 }
 
-// p[0] += x, p[1] += y as fp32 atomics (p 8-byte aligned): one vector reduction on sm_90.
+// p[0] += x, p[1] += y as fp32 atomics (p 8-byte aligned): one vector reduction on sm_90 (the
+// float2 atomicAdd came with CUDA 12).
 static __device__ __forceinline__ void atomic_add2(float *p, float x, float y) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && __CUDACC_VER_MAJOR__ >= 12
     atomicAdd(reinterpret_cast<float2 *>(p), make_float2(x, y));
 #else
     atomicAdd(p, x);

@@ -11,15 +11,8 @@ if [ -x "$cuda/bin/nvdisasm" ]; then echo "$cuda/bin/nvdisasm"; exit 0; fi
 build=${BUILD:-build-cuda}; case $build in /*) ;; *) build=$PWD/$build ;; esac
 tools=$build/sass
 if [ -x "$tools/nvdisasm" ]; then echo "$tools/nvdisasm"; exit 0; fi
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tools"
-echo "deb http://deb.debian.org/debian bookworm non-free" > "$tmp/sources.list"
-# apt's lists and caches in the temporary folder: nothing of the system's is touched (nor needs root).
-apt=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
-     -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache" -o Debug::NoLocking=1)
-apt-get "${apt[@]}" update -qq > "$tmp/log" 2>&1 &&
-  (cd "$tmp" && apt-get "${apt[@]}" download -qq nvidia-cuda-toolkit >> "$tmp/log" 2>&1) || {
-  echo "nvdisasm.sh: could not fetch nvidia-cuda-toolkit from Debian non-free: $(tail -1 "$tmp/log")" >&2; exit 1; }
+mkdir -p "$tools"; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+bash tests/gpu/apt_fetch.sh "$tmp" nvidia-cuda-toolkit || exit 1
 dpkg-deb --fsys-tarfile "$tmp"/nvidia-cuda-toolkit_*.deb | tar -x -C "$tmp" ./usr/bin/nvdisasm
 mv "$tmp/usr/bin/nvdisasm" "$tools/nvdisasm.tmp" && mv "$tools/nvdisasm.tmp" "$tools/nvdisasm"
 echo "$tools/nvdisasm"
