@@ -8,8 +8,9 @@ what limits them at head size 64).
 For every kernel whose mangled name holds one of the substrings, and every loop (a backward
 branch) with an HGMMA or HMMA in it: the instructions on the shortest path from the loop's head
 to its back edge (the iteration without the rare branches: masking only on the diagonal blocks,
-no prefetch at the last), the same through the loop's first cp.async (an iteration that
-prefetches the next tiles: most of them), the loop's total, and the shortest path's counts of the
+no prefetch at the last), the shortest through a cp.async (an iteration that prefetches the next
+tiles, most of them; through the load without row checks where a tile load has one), the loop's
+total, and the shortest path's counts of the
 opcodes that carry the softmax (MUFU, FFMA, FADD, FMUL, FMNMX, FSEL, ISETP) and the MMAs. One
 line per loop.
 """
@@ -24,8 +25,8 @@ SHOWN = ("HGMMA", "HMMA", "MUFU", "FFMA", "FADD", "FMUL", "FMNMX", "FSEL", "ISET
 
 
 def loop_paths(insns):
-    """(head, back edge, shortest path, all opcodes, shortest path through the first cp.async or
-    None) of each loop with an MMA; paths as lists of opcodes."""
+    """(head, back edge, shortest path, all opcodes, shortest path through a cp.async or None) of
+    each loop with an MMA; paths as lists of opcodes."""
     index = {a: i for i, (a, _, _, _) in enumerate(insns)}
     out = []
     for i, (addr, op, ops, _) in enumerate(insns):
@@ -37,12 +38,14 @@ def loop_paths(insns):
         if not any(o.startswith(("HGMMA", "HMMA")) for o in body):
             continue
         path = shortest(insns, index, lo, hi, lo, hi)
-        # The same through the loop's first cp.async (the iterations that prefetch: most of them).
-        first = next((j for j in range(lo, hi + 1) if insns[j][1].startswith("LDGSTS")), None)
+        # The shortest through a cp.async (the iterations that prefetch: most of them, and where a
+        # tile load has a path without row checks, through that one).
         via = None
-        if first is not None:
-            a, b = shortest(insns, index, lo, hi, lo, first), shortest(insns, index, lo, hi, first, hi)
-            via = a + b[1:] if a and b else None
+        for j in range(lo, hi + 1):
+            if insns[j][1].startswith("LDGSTS"):
+                a, b = shortest(insns, index, lo, hi, lo, j), shortest(insns, index, lo, hi, j, hi)
+                if a and b and (via is None or len(a) + len(b) - 1 < len(via)):
+                    via = a + b[1:]
         out.append((insns[lo][0], addr, path, body, via))
     return out
 
