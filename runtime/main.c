@@ -116,7 +116,8 @@ int main(int argc, char **argv) {
     if (rc != EXIT_OK) {
         // setup already said why
     } else if (args.eval_only) {
-        rc = isfinite(trainer_evaluate(&tr, args.eval_only, tr.valid)) ? EXIT_OK : EXIT_RUNTIME;
+        double loss;
+        rc = trainer_evaluate(&tr, args.eval_only, tr.valid, &loss) == 0 && isfinite(loss) ? EXIT_OK : EXIT_RUNTIME;
     } else {
         rc = trainer_run(&tr);
     }

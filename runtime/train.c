@@ -45,7 +45,7 @@ double lr_at(const RunConfig *cfg, int64_t step) {
 // ---- data: this rank's tokens of each of its sequences ------------------------
 // Local tokens are contiguous runs of global positions (one run, or two with zigzag);
 // each run reads its tokens plus one more for the shifted target.
-static int load_sequence(Trainer *tr, DataSplit *d, uint64_t start, int b, bool valid_row) {
+static int load_sequence(Trainer *tr, DataSplit *d, uint64_t start, int b, bool valid_row, char *err, size_t errlen) {
     Model *m = &tr->model;
     int T = m->T;
     for (int t0 = 0; t0 < T;) {
@@ -53,11 +53,7 @@ static int load_sequence(Trainer *tr, DataSplit *d, uint64_t start, int b, bool 
         while (t1 < T && m->pos[t1] == m->pos[t1 - 1] + 1) t1++;
         int n = t1 - t0;
         int *tmp = tr->read_buf;
-        char err[512];
-        if (data_read(d, start + (uint64_t)m->pos[t0], n + 1, tmp, err, sizeof err) != 0) {
-            lsst_error("%s%s", tr->prefix, err);
-            return -1;
-        }
+        if (data_read(d, start + (uint64_t)m->pos[t0], n + 1, tmp, err, errlen) != 0) return -1;
         for (int i = 0; i < n; i++) {
             m->tokens[(size_t)b * T + t0 + i] = tmp[i];
             m->targets[(size_t)b * T + t0 + i] = valid_row ? tmp[i + 1] : -1;
@@ -67,14 +63,26 @@ static int load_sequence(Trainer *tr, DataSplit *d, uint64_t start, int b, bool 
     return 0;
 }
 
-static int load_train_batch(Trainer *tr, int64_t step) {
+static int load_train_batch(Trainer *tr, int64_t step, char *err, size_t errlen) {
     uint64_t ntok = data_tokens(tr->train);
     for (int b = 0; b < tr->local_batch; b++) {
         int64_t index = (int64_t)tr->comm.dp_rank * tr->local_batch + b;
         uint64_t start = data_sample_start(tr->cfg.seed, step, index, ntok, tr->cfg.seq_len);
-        if (load_sequence(tr, tr->train, start, b, true) != 0) return -1;
+        if (load_sequence(tr, tr->train, start, b, true, err, errlen) != 0) return -1;
     }
     return 0;
+}
+
+// A read that failed (a damaged shard): with several ranks the whole job ends here, as on an MPI
+// error (comm_abort): a rank that returned alone would leave its peers waiting in a collective.
+static int read_failed(Trainer *tr, const char *err) {
+    if (tr->comm.world_size > 1) comm_abort("%s", err);
+    lsst_error("%s", err);
+    return -1;
+}
+
+static bool eval_due(const RunConfig *c, int64_t step) {
+    return c->eval_every > 0 && (step % c->eval_every == 0 || step == c->steps);
 }
 
 // ---- the backend: the model's passes on the CPU or on this rank's GPU ----------------
@@ -167,18 +175,18 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
     if (tr->gpu) gpu_sync(tr->gpu, &tr->comm);   // the evaluation before (and its NCCL time): not this step's
     double t0 = now_seconds();
     comm_stats_reset(&tr->comm);
-    if (tr->prefetched != step && load_train_batch(tr, step) != 0) return -1;
+    char err[512];
+    if (tr->prefetched != step && load_train_batch(tr, step, err, sizeof err) != 0) return read_failed(tr, err);
     float dloss = (float)(1.0 / ((double)c->batch * (double)c->seq_len));
     double loss_sum = forward(tr, dloss);
     backward(tr);
     // The next step's batch, read while the GPU runs this backward (queued: the host would only
     // wait for it); the forward has copied this step's tokens to the device, the CPU backward is
-    // done with them.
+    // done with them. Not before an evaluation (its windows take the buffers). A read that fails
+    // here is tried again, and reported, at the next step's start: this step still ends and saves.
     tr->prefetched = 0;
-    if (step < c->steps) {
-        if (load_train_batch(tr, step + 1) != 0) return -1;
+    if (step < c->steps && !eval_due(c, step) && load_train_batch(tr, step + 1, err, sizeof err) == 0)
         tr->prefetched = step + 1;
-    }
     average_gradients(tr);
     comm_allreduce_sum_double(&tr->comm, GROUP_WORLD, &loss_sum, 1);
     double grad_norm = gradient_norm(tr);
@@ -207,7 +215,7 @@ static int train_step(Trainer *tr, int64_t step, StepRow *row) {
 }
 
 // ---- evaluation --------------------------------------------------------------------
-double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split) {
+int trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split, double *loss_out) {
     Model *m = &tr->model;
     int per_round = tr->local_batch * tr->comm.dp_size;
     int n = tr->cfg.eval_sequences;
@@ -218,8 +226,9 @@ double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split) {
         for (int b = 0; b < tr->local_batch; b++) {
             int64_t index = (int64_t)r * per_round + (int64_t)tr->comm.dp_rank * tr->local_batch + b;
             bool valid = index < n;
-            if (load_sequence(tr, split, data_eval_start(valid ? index : 0, ntok, tr->cfg.seq_len), b, valid) != 0)
-                return NAN;
+            char err[512];
+            uint64_t start = data_eval_start(valid ? index : 0, ntok, tr->cfg.seq_len);
+            if (load_sequence(tr, split, start, b, valid, err, sizeof err) != 0) return read_failed(tr, err);
             if (valid) sums[1] += m->T;
         }
         sums[0] += forward(tr, 0.0f);
@@ -230,7 +239,8 @@ double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split) {
     snprintf(row.split, sizeof row.split, "%s", split_name);
     if (metrics_append_eval(tr->metrics, &row) != 0) lsst_warn("%scannot append to the metrics file", tr->prefix);
     say(tr, stdout, "eval %s | step %lld | loss %.4f | bpc %.4f", split_name, (long long)tr->step, loss, row.bpc);
-    return loss;
+    *loss_out = loss;
+    return 0;
 }
 
 // ---- checkpoints: full tensors, whatever the layout --------------------------------
@@ -477,8 +487,8 @@ int trainer_run(Trainer *tr) {
         double tok_s = (double)c->batch * c->seq_len / row.t_step;
         say(tr, stdout, "step %lld/%d | loss %.4f | bpc %.4f | lr %.2e | %.1f ms | %.0f tok/s", (long long)step,
             c->steps, row.loss, row.loss / M_LN2, row.lr, 1e3 * row.t_step, tok_s);
-        if (c->eval_every > 0 && (step % c->eval_every == 0 || step == c->steps))
-            trainer_evaluate(tr, "valid", tr->valid);
+        double eval_loss;
+        if (eval_due(c, step) && trainer_evaluate(tr, "valid", tr->valid, &eval_loss) != 0) return EXIT_RUNTIME;
         if (c->ckpt_every > 0 && step % c->ckpt_every == 0) {
             if (trainer_save_checkpoint(tr) != 0) return EXIT_RUNTIME;
             saved = true;

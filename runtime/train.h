@@ -41,8 +41,9 @@ typedef struct {
 int trainer_setup(Trainer *tr, const RunConfig *cfg, const char *resume, const char *eval_only);
 // Run to cfg.steps; returns an exit code (0, or EXIT_REQUEUE after a signal).
 int trainer_run(Trainer *tr);
-// Evaluate `split` ("valid" | "test") over cfg.eval_sequences windows; mean loss (nats).
-double trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split);
+// Evaluate `split` ("valid" | "test") over cfg.eval_sequences windows: *loss = the mean loss
+// (nats). -1 if a read failed (said; with several ranks the job is aborted).
+int trainer_evaluate(Trainer *tr, const char *split_name, DataSplit *split, double *loss);
 int trainer_save_checkpoint(Trainer *tr);
 void trainer_free(Trainer *tr);
 // Bytes one rank will allocate for this config (what metrics report as mem_peak),

@@ -31,3 +31,16 @@ prep_data() {
 
 # h5 FILE EXPR: print a python expression evaluated with f = h5py.File(FILE)
 h5() { "$PY" -c "import h5py, numpy as np, sys; f = h5py.File(sys.argv[1], 'r', swmr=True); print(($2))" "$1"; }
+
+# damage_chunk SHARD: flips one byte in the middle of the first chunk of a shard's /tokens, so
+# that HDF5's fletcher32 check refuses to read that chunk (a shard damaged on disk).
+damage_chunk() {
+  "$PY" - "$1" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    c = f["tokens"].id.get_chunk_info(0)
+off = c.byte_offset + c.size // 2
+with open(sys.argv[1], "r+b") as fh:
+    fh.seek(off); b = fh.read(1); fh.seek(off); fh.write(bytes([b[0] ^ 0x5A]))
+PY
+}

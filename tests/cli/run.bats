@@ -54,6 +54,17 @@ setup() { cd "$BATS_TEST_TMPDIR"; write_config run.yaml "$DATA" out; }
   [[ "$output" == *"vocab"* ]]
 }
 
+@test "run: a damaged shard read by an evaluation fails the run (exit 1, one error naming the file)" {
+  "$BIN/lsst-prep" --quiet "$ENWIK8_4M" d
+  damage_chunk d/valid-00000.h5
+  run "$BIN/lsst-run" --config run.yaml --set data.dir=d --set train.eval_every=2
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [ "$(grep -c 'lsst-run: error' <<<"$output")" -eq 1 ]
+  [[ "$output" == *"lsst-run: error: d/valid-00000.h5: cannot read tokens"* ]]
+  [[ "$output" != *"step 3/6"* ]]   # before: the error, then training went on and exited 0
+}
+
 @test "run: writes run.yaml, log, metrics with the contract's fields and attributes, a final checkpoint" {
   run "$BIN/lsst-run" --config run.yaml --set train.eval_every=3
   [ "$status" -eq 0 ]

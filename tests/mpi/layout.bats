@@ -63,6 +63,25 @@ layout_error() {
   [[ "$output" == *"resumed from out/checkpoints/$last"* ]]
 }
 
+@test "layout: a shard damaged on disk: the one rank that reads it ends the job with one error naming the file, promptly" {
+  # 64Ki-token shards; with seed 7, rank 1 of 2 (data-parallel) reads shard 20 for its batch of
+  # step 21 only. Before: that rank returned alone and its peer waited in a collective forever.
+  "$BIN/lsst-prep" --quiet --shard-size 64Ki "$ENWIK8_4M" d
+  damage_chunk d/train-00020.h5
+  t0=$SECONDS
+  run mpirun_n 2 "$BIN/lsst-run" --config run.yaml --set data.dir=d --set parallel.data=2 \
+      --set train.steps=40 --set train.ckpt_every=5
+  echo "$output"
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
+  [ $((SECONDS - t0)) -le 30 ]
+  [ "$(grep -c 'lsst-run: error' <<<"$output")" -eq 1 ]
+  [[ "$output" == *"lsst-run: error: rank 1: d/train-00020.h5: cannot read tokens"* ]]
+  # The read for step 21 first fails during step 20 (read ahead): step 20 still ends and saves.
+  [ -f out/checkpoints/step-000020.h5 ]
+  [ ! -e out/checkpoints/step-000025.h5 ]
+}
+
 @test "layout: a checkpoint written by one grid resumes on other grids and schemes with the same losses" {
   "$BIN/lsst-run" --config run.yaml --set train.steps=8 --set output.dir=ref >/dev/null
   # Same schedule (8 steps), checkpoint at step 4 on a 2x1 LSS grid.
