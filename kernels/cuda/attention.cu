@@ -68,13 +68,37 @@ template <typename K> static void set_smem(K kernel, size_t bytes) {
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-// wgmma kernels (WG) align their tiles to 1024 bytes inside the dynamic shared memory.
-static size_t wg_pad(bool wg) { return wg ? 1024 : 0; }
+// Dynamic shared memory of each kernel (wgmma kernels, WG, align their tiles to 1024 bytes in it):
+// what the launchers ask for, and what a variant needs of the GPU (FwdVariant, BwdVariant::smem).
+constexpr size_t wg_pad(int wg) { return wg ? 1024 : 0; }
+template <int HS, int MT, int NW, int BC, int WG> constexpr size_t fwd_smem() {
+    return (size_t)(16 * MT * NW + 4 * BC) * HS * sizeof(bf16_t) + wg_pad(WG);
+}
+template <int HS, int NWQ, int BK, int WG> constexpr size_t dq_smem() {   // the dQ kernel's
+    constexpr int KBUF = WG == 2 ? 3 : 2;                                   // K buffers (pipelined: 3)
+    return (size_t)(2 * 16 * NWQ + (KBUF + 2) * BK) * HS * sizeof(bf16_t) + wg_pad(WG);
+}
+// The dK/dV kernel's (WG_KV: its mode; FUSED: dQ in it, from NWQ).
+template <int HS, int NW, int BQ, int NWQ, int WG_KV> constexpr size_t dkdv_smem() {
+    constexpr int QBUF = WG_KV == 3 ? 3 : 2;   // query-block buffers (pipelined: 3)
+    constexpr bool FUSED = dq_kind(NWQ) != DQ_SPLIT;
+    return (size_t)(2 * 16 * NW + 2 * QBUF * BQ) * HS * sizeof(bf16_t) + (size_t)3 * QBUF * BQ * sizeof(float) +
+           (FUSED ? (size_t)BQ * 16 * NW * sizeof(bf16_t) : 0) + dq_stage_bytes(NWQ, BQ, HS) + wg_pad(WG_KV);
+}
+// WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
+// gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
+constexpr int wg_kv(int wg) { return wg == 3 ? 3 : wg != 0; }
+constexpr int wg_q(int wg) { return wg >= 2 ? 2 : wg; }
+template <int HS, int NW, int BQ, int NWQ, int BK, int WG> constexpr size_t bwd_smem() {   // its largest
+    constexpr size_t kv = dkdv_smem<HS, NW, BQ, NWQ, wg_kv(WG)>();
+    constexpr size_t q = dq_kind(NWQ) == DQ_SPLIT ? dq_smem<HS, NWQ, BK, wg_q(WG)>() : 0;
+    return kv > q ? kv : q;
+}
 
 template <int HS, int MT, int NW, int BC, bool QR, int WG>
 static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
     constexpr int BR = 16 * MT * NW;
-    const size_t smem = (size_t)(BR + 4 * BC) * HS * sizeof(bf16_t) + wg_pad(WG != 0);
+    constexpr size_t smem = fwd_smem<HS, MT, NW, BC, WG>();
     set_smem(attn_fwd_kernel<HS, MT, NW, BC, QR, WG>, smem);
     const dim3 grid((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BR));
     attn_fwd_kernel<HS, MT, NW, BC, QR, WG><<<grid, NW * 32, smem, stream>>>(a);
@@ -83,8 +107,8 @@ static void launch_fwd(const AttnArgs &a, cudaStream_t stream) {
 
 template <int HS, int NWQ, int BK, bool QO_REGS, int WG>
 static void launch_bwd_dq(const AttnArgs &a, cudaStream_t stream) {
-    constexpr int BQ2 = 16 * NWQ, KBUF = WG == 2 ? 3 : 2;   // K buffers (pipelined: 3)
-    const size_t smem_q = (size_t)(2 * BQ2 + (KBUF + 2) * BK) * HS * sizeof(bf16_t) + wg_pad(WG != 0);
+    constexpr int BQ2 = 16 * NWQ;
+    constexpr size_t smem_q = dq_smem<HS, NWQ, BK, WG>();
     set_smem(attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS, WG>, smem_q);
     attn_bwd_dq_kernel<HS, NWQ, BK, QO_REGS, WG>
         <<<dim3((unsigned)(a.B * a.NH), ceil_div_u(a.Tq, BQ2)), NWQ * 32, smem_q, stream>>>(a);
@@ -109,13 +133,8 @@ static void launch_bwd(AttnArgs a, cudaStream_t stream) {
     constexpr int CHAINS = dq_chains(NWQ, BK), FIX_BITS = dq_fix_bits(NWQ);
     constexpr int FIX_MODE = dq_fix_mode(NWQ);
     constexpr bool FUSED = DQ != DQ_SPLIT;
-    // WG 0 mma.sync, 1 wgmma, 2 + the dQ kernel pipelined, 3 + the dK/dV kernel too: each kernel
-    // gets the mode it runs (so WG 1 and 2 share one dK/dV kernel, 2 and 3 one dQ kernel).
-    constexpr int WG_KV = WG == 3 ? 3 : WG != 0, WG_Q = WG >= 2 ? 2 : WG;
-    constexpr int QBUF = WG_KV == 3 ? 3 : 2;   // the dK/dV kernel's query-block buffers (pipelined: 3)
-    const size_t smem_kv = (size_t)(2 * BKV + 2 * QBUF * BQ) * HS * sizeof(bf16_t) +
-                           (size_t)3 * QBUF * BQ * sizeof(float) + (FUSED ? (size_t)BQ * BKV * sizeof(bf16_t) : 0) +
-                           dq_stage_bytes(NWQ, BQ, HS) + wg_pad(WG != 0);
+    constexpr int WG_KV = wg_kv(WG), WG_Q = wg_q(WG);
+    constexpr size_t smem_kv = dkdv_smem<HS, NW, BQ, NWQ, WG_KV>();
     // Zeroed: the ordered kernel's ticket counter and semaphores (one int before the
     // semaphores); the atomic kernels' dQ sums.
     if (DQ == DQ_ORDERED)
@@ -147,6 +166,7 @@ struct FwdVariant {
     AttnLaunch launch;
     const char *name;
     bool wg;      // wgmma (sm_90a)
+    size_t smem;  // dynamic shared memory it asks of the GPU (its largest kernel's)
 };
 struct BwdVariant {
     int hs;
@@ -156,6 +176,7 @@ struct BwdVariant {
     int slots;    // of dq_acc (and of the semaphores): 0 split, 1, or the ordered sums' chains
     bool wg;      // wgmma (sm_90a)
     int acc_bytes;   // of an element of dq_acc: 4 (fp32, int32) or 8 (int64)
+    size_t smem;     // dynamic shared memory it asks of the GPU (its largest kernel's)
 };
 #define WG_SUFFIX_0 ""
 #define WG_SUFFIX_1 ", wgmma"
@@ -163,7 +184,8 @@ struct BwdVariant {
 #define WG_SUFFIX_3 ", wgmma, both kernels pipelined (the next block's products during this one's dS)"
 #define FWD_ENTRY(HS, MT, NW, BC, QR, WG)                                                               \
     {HS, launch_fwd<HS, MT, NW, BC, QR, WG>,                                                            \
-     "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG != 0},
+     "fwd " #NW " warps x " #MT "*16 rows, key blocks of " #BC " (Q regs " #QR ")" WG_SUFFIX_##WG, WG != 0, \
+     fwd_smem<HS, MT, NW, BC, WG>()},
 #define FUSED_NAME(NW, BQ, KVR, HOW, WG)                                                             \
     "fused dkdv+dq " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "), dq summed " HOW       \
         WG_SUFFIX_##WG
@@ -180,7 +202,7 @@ struct BwdVariant {
      : NWQ == -7 ? FUSED_NAME(NW, BQ, KVR, "in 32-bit fixed point by bulk reductions", WG)                 \
                  : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                    " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,         \
-     dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0, dq_acc_bytes(NWQ)},
+     dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0, dq_acc_bytes(NWQ), bwd_smem<HS, NW, BQ, NWQ, BK, WG>()},
 static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
 static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
 enum {
@@ -222,19 +244,24 @@ __global__ void attn_wgmma_probe_kernel() {
 static bool wgmma_ok;
 static bool env_applied;   // cuda_attention_apply_env ran: selected_* hold the choice
 
-static bool variant_runs(bool wg) { return !wg || wgmma_ok; }
+// Whether a variant runs here: its wgmma kernels need wgmma_ok, and every kernel its shared memory
+// (sm_86 and sm_89 GPUs, which run the sm_80 code, give a block at most 99 KiB of the 163 KiB an
+// A100 gives: hs-128 variants do not fit). NULL (the CUDA-core path) runs anywhere.
+template <typename V> static bool variant_runs(const V *v) {
+    return !v || ((!v->wg || wgmma_ok) && v->smem <= (size_t)cuda_kernels()->smem_optin);
+}
 static int variant_dq(const FwdVariant &) { return DQ_SPLIT; }
 static int variant_dq(const BwdVariant &v) { return v.dq; }
 
 // The first variant of head size hs (index among its entries) that runs here, of the kind asked
-// for (the backward: dq DQ_SPLIT, DQ_ORDERED or DQ_ATOMIC; -1: any), wgmma or mma.sync as `wg`
+// for (the backward: dq DQ_SPLIT, DQ_ORDERED, DQ_ATOMIC or DQ_FIXED; -1: any), wgmma or mma.sync as `wg`
 // says; where hs has no wgmma variant of that kind, its first mma.sync one. -1: none at all.
 template <typename V> static int first_variant(const V *table, int n, int hs, bool wg, int dq) {
     int mma = -1;   // the first mma.sync match (the answer for !wg, the fallback for wg)
     for (int i = 0, v = 0; i < n; i++) {
         if (table[i].hs != hs) continue;
         const bool kind_ok = dq < 0 || dq == variant_dq(table[i]);
-        if (variant_runs(table[i].wg) && kind_ok) {
+        if (variant_runs(&table[i]) && kind_ok) {
             if (table[i].wg == wg) return v;
             if (mma < 0 && !table[i].wg) mma = v;
         }
@@ -290,12 +317,13 @@ static int env_bwd_kind(void) {
 // At init: the wgmma probe, the defaults, then the environment's choice of kernels (for timing a
 // whole training run with a non-default choice: tests/bench/gpu/e2e_compare.sh). Defaults: where
 // the wgmma kernels run (sm_90 and an sm_90a build), each head size's first wgmma forward and
-// backward variants (measured the fastest on an H100, RESULTS.md), else variant 0.
-// LSST_ATTN_WGMMA=0: variant 0 (mma.sync) on sm_90 too. LSST_ATTN_BWD=split|fused|atomic|fixed:
+// backward variants (measured the fastest on an H100, RESULTS.md), else the first mma.sync ones
+// that run here (variant 0 but where its shared memory does not fit: variant_runs), else the
+// CUDA-core kernels. LSST_ATTN_WGMMA=0: mma.sync on sm_90 too. LSST_ATTN_BWD=split|fused|atomic|fixed:
 // the first backward variant of that kind (DQ_SPLIT, DQ_ORDERED, DQ_ATOMIC: not deterministic,
 // DQ_FIXED: its first is the 64-bit one) that runs here (of the wgmma ones where those are
-// chosen); a head size without one keeps variant 0. Then LSST_ATTN_VARIANTS (above) for the head
-// sizes it names.
+// chosen); a head size without one keeps the first split one. Then LSST_ATTN_VARIANTS (above) for
+// the head sizes it names.
 void cuda_attention_apply_env(void) {
     if (cuda_kernels()->sm_major == 9) {
         attn_wgmma_probe_kernel<<<1, 1>>>();
@@ -312,8 +340,9 @@ void cuda_attention_apply_env(void) {
         const int hs = head_sizes[ti];
         const int f = first_variant(fwd_variants, N_FWD, hs, wg, -1);
         const int b = first_variant(bwd_variants, N_BWD, hs, wg, dq);
-        selected_fwd[ti] = f >= 0 ? f : 0;
-        selected_bwd[ti] = b >= 0 ? b : 0;
+        // None of that kind: the first mma.sync one that runs here (split), else -1: CUDA-core.
+        selected_fwd[ti] = f >= 0 ? f : first_variant(fwd_variants, N_FWD, hs, false, -1);
+        selected_bwd[ti] = b >= 0 ? b : first_variant(bwd_variants, N_BWD, hs, false, DQ_SPLIT);
     }
     each_variants_env([](int hs, int f, int b) { cuda_attention_select(hs, f, b); });
     env_applied = true;
@@ -385,9 +414,10 @@ void cuda_attention_select(int hs, int fwd_variant, int bwd_variant) {
                 "cuda_attention_select: head size %d has %d forward and %d backward variants", hs, nf, nb);
     const FwdVariant *f = find_variant(fwd_variants, N_FWD, hs, fwd_variant);
     const BwdVariant *b = find_variant(bwd_variants, N_BWD, hs, bwd_variant);
-    cudaRequire(variant_runs(f && f->wg) && variant_runs(b && b->wg),
-                "cuda_attention_select: head size %d, variants %d/%d: wgmma kernels need an sm_90 GPU and an "
-                "sm_90a build", hs, fwd_variant, bwd_variant);
+    cudaRequire(variant_runs(f) && variant_runs(b),
+                "cuda_attention_select: head size %d, variants %d/%d do not run here (wgmma kernels need an sm_90 "
+                "GPU and an sm_90a build; %d bytes of shared memory a block at most)",
+                hs, fwd_variant, bwd_variant, cuda_kernels()->smem_optin);
     selected_fwd[ti] = fwd_variant;
     selected_bwd[ti] = bwd_variant;
 }
@@ -402,10 +432,10 @@ const char *cuda_attention_variant_name(int hs, int variant, int backward) {
     if (variant < 0) return "cuda-core";
     if (backward) {
         const BwdVariant *v = find_variant(bwd_variants, N_BWD, hs, variant);
-        return v && variant_runs(v->wg) ? v->name : "none";
+        return v && variant_runs(v) ? v->name : "none";
     }
     const FwdVariant *v = find_variant(fwd_variants, N_FWD, hs, variant);
-    return v && variant_runs(v->wg) ? v->name : "none";
+    return v && variant_runs(v) ? v->name : "none";
 }
 
 int cuda_attention_env_check(char *err, size_t n) {

@@ -41,6 +41,7 @@ void cuda_kernels_init(size_t scratch_bytes) {
     cudaCheck(cudaDeviceGetAttribute(&k->sm_major, cudaDevAttrComputeCapabilityMajor, k->device));
     cudaCheck(cudaDeviceGetAttribute(&k->sm_minor, cudaDevAttrComputeCapabilityMinor, k->device));
     cudaCheck(cudaDeviceGetAttribute(&k->num_sms, cudaDevAttrMultiProcessorCount, k->device));
+    cudaCheck(cudaDeviceGetAttribute(&k->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, k->device));
     cublasCheck(cublasCreate(&k->cublas));
     cublasCheck(cublasLtCreate(&k->cublaslt));
     // fp32 GEMMs stay fp32: no TF32 behind the caller's back.

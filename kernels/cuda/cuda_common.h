@@ -44,6 +44,7 @@ const char *cublas_status_string(cublasStatus_t s);
 typedef struct {
     int initialized;
     int device, sm_major, sm_minor, num_sms;
+    int smem_optin;   // the most dynamic shared memory a block can opt in to (bytes)
     cublasHandle_t cublas;
     cublasLtHandle_t cublaslt;
     void *workspace;  // cuBLAS(Lt) workspace

@@ -185,7 +185,7 @@ void cuda_attention_forward_bf16(bf16 *out, float *lse, const bf16 *q, const bf1
 // dk/dv are partial (this rank's queries only), summed across the sequence group by the
 // caller. `scratch`: device memory of cuda_attention_backward_scratch_bytes(B, NH, Tq, hs)
 // bytes (D = rowsum(dout*out) per query and head, per-query-block position ranges and, for a
-// fused variant, fp32 dq partial sums: see below).
+// fused variant, its dq partial sums, fp32 or fixed-point integers: see below).
 // dk/dv are written by one pass over query blocks per key block; dq by one pass over key
 // blocks per query block, or (fused variants) summed over key blocks in a fixed order: no
 // float atomics, deterministic. The one exception: the atomic variants (LSST_ATTN_BWD=atomic,
