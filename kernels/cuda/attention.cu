@@ -203,8 +203,17 @@ struct BwdVariant {
                  : "dkdv " #NW " warps x 16 keys, query blocks of " #BQ " (KV regs " #KVR "); dq " #NWQ        \
                    " warps x 16 rows, key blocks of " #BK " (Q/dO regs " #QOR ")" WG_SUFFIX_##WG,         \
      dq_kind(NWQ), dq_slots(NWQ, BK), WG != 0, dq_acc_bytes(NWQ), bwd_smem<HS, NW, BQ, NWQ, BK, WG>()},
-static const FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
-static const BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
+static constexpr FwdVariant fwd_variants[] = {ATTN_FWD_VARIANTS(FWD_ENTRY)};
+static constexpr BwdVariant bwd_variants[] = {ATTN_BWD_VARIANTS(BWD_ENTRY)};
+// Every variant fits the GPUs it is for: the mma.sync ones an A100 (163 KiB of shared memory a
+// block: Perlmutter's, which no test here runs on), the wgmma ones an H100 (227 KiB).
+template <typename V, size_t N> constexpr bool fit_a100_h100(const V (&table)[N]) {
+    for (size_t i = 0; i < N; i++)
+        if (table[i].smem > (table[i].wg ? 227u : 163u) * 1024) return false;
+    return true;
+}
+static_assert(fit_a100_h100(fwd_variants) && fit_a100_h100(bwd_variants),
+              "an attention variant asks for more shared memory than the GPU it is for has");
 enum {
     N_FWD = (int)(sizeof fwd_variants / sizeof *fwd_variants),
     N_BWD = (int)(sizeof bwd_variants / sizeof *bwd_variants)
