@@ -253,11 +253,14 @@ __global__ void attn_wgmma_probe_kernel() {
 static bool wgmma_ok;
 static bool env_applied;   // cuda_attention_apply_env ran: selected_* hold the choice
 
-// Whether a variant runs here: its wgmma kernels need wgmma_ok, and every kernel its shared memory
-// (sm_86 and sm_89 GPUs, which run the sm_80 code, give a block at most 99 KiB of the 163 KiB an
-// A100 gives: hs-128 variants do not fit). NULL (the CUDA-core path) runs anywhere.
+// The most dynamic shared memory a block may have here (cuda_attention_apply_env; until then, as
+// for --plan without a GPU, no limit). sm_86 and sm_89 GPUs, which run the sm_80 code, give a
+// block at most 99 KiB of the 163 KiB an A100 gives: some hs-128 variants do not fit.
+static size_t smem_limit = SIZE_MAX;
+// Whether a variant runs here: its wgmma kernels need wgmma_ok, and every kernel its shared memory.
+// NULL (the CUDA-core path) runs anywhere.
 template <typename V> static bool variant_runs(const V *v) {
-    return !v || ((!v->wg || wgmma_ok) && v->smem <= (size_t)cuda_kernels()->smem_optin);
+    return !v || ((!v->wg || wgmma_ok) && v->smem <= smem_limit);
 }
 static int variant_dq(const FwdVariant &) { return DQ_SPLIT; }
 static int variant_dq(const BwdVariant &v) { return v.dq; }
@@ -341,6 +344,7 @@ void cuda_attention_apply_env(void) {
         cudaCheck(cudaMemcpyFromSymbol(&built, attn_wgmma_built, sizeof built));
         wgmma_ok = built != 0;
     }
+    smem_limit = (size_t)cuda_kernels()->smem_optin;
     const int dq = env_bwd_kind();
     bool want_wg = true;
     cuda_env_flag("LSST_ATTN_WGMMA", &want_wg);   // 1 | 0
@@ -425,8 +429,8 @@ void cuda_attention_select(int hs, int fwd_variant, int bwd_variant) {
     const BwdVariant *b = find_variant(bwd_variants, N_BWD, hs, bwd_variant);
     cudaRequire(variant_runs(f) && variant_runs(b),
                 "cuda_attention_select: head size %d, variants %d/%d do not run here (wgmma kernels need an sm_90 "
-                "GPU and an sm_90a build; %d bytes of shared memory a block at most)",
-                hs, fwd_variant, bwd_variant, cuda_kernels()->smem_optin);
+                "GPU and an sm_90a build; %zu bytes of shared memory a block at most)",
+                hs, fwd_variant, bwd_variant, smem_limit);
     selected_fwd[ti] = fwd_variant;
     selected_bwd[ti] = bwd_variant;
 }
