@@ -134,16 +134,6 @@ void gpu_kernels_line(const Model *m, char *buf, size_t n) {
 }
 
 // ---- open / close ---------------------------------------------------------------------------
-// This rank's index among the processes of its node: the launcher's variable, else MPI's view
-// (node_rank, in the node communicator).
-static int local_rank(int node_rank) {
-    const char *vars[] = {"SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
-                          "PALS_LOCAL_RANKID", "JSM_NAMESPACE_LOCAL_RANK"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-        if (getenv(vars[i]) && *getenv(vars[i])) return atoi(getenv(vars[i]));
-    return node_rank;
-}
-
 // NCCL cannot put two ranks on one GPU. The node's ranks compare the PCI bus ids of the devices
 // they picked (device < 0: none), so a launcher that shows each rank only its own GPU
 // (CUDA_VISIBLE_DEVICES per task) passes. Collective over the node; sets err once.
@@ -186,7 +176,10 @@ Gpu *gpu_open(Model *m, Comm *comm, char *err, size_t errlen) {
     mpiCheck(MPI_Comm_split_type(comm_group(comm, GROUP_WORLD), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
     mpiCheck(MPI_Comm_rank(node, &node_rank));
     cudaError_t e = cudaGetDeviceCount(&ndev);
-    int device = e == cudaSuccess && ndev > 0 ? local_rank(node_rank) % ndev : -1;
+    // The GPU of this rank's index among the job's processes on its node (node_rank: MPI's view,
+    // which SLURM_LOCALID, OMPI_COMM_WORLD_LOCAL_RANK and the like give under their own launcher;
+    // but mpirun inside a Slurm allocation leaves SLURM_LOCALID 0 on every rank).
+    int device = e == cudaSuccess && ndev > 0 ? node_rank % ndev : -1;
     err[0] = '\0';
     if (device < 0)
         snprintf(err, errlen, "backend: cuda, but no CUDA device is visible (%s)",
