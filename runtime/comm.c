@@ -197,4 +197,16 @@ int comm_any_flag(Comm *c, int flag) {
     return out;
 }
 
+void comm_all_equal_u64(Comm *c, const uint64_t *v, int *same, int n) {
+    for (int i = 0; i < n; i++) same[i] = 1;
+    if (c->world_size == 1) return;
+    uint64_t *lo = xmalloc(2 * (size_t)n * sizeof *lo), *hi = lo + n;
+    double t0 = MPI_Wtime();
+    mpiCheck(MPI_Allreduce(v, lo, n, MPI_UINT64_T, MPI_MIN, c->world));
+    mpiCheck(MPI_Allreduce(v, hi, n, MPI_UINT64_T, MPI_MAX, c->world));
+    comm_count(c, 2 * comm_model_bytes(COLL_ALLREDUCE, c->world_size, (int64_t)n * 8), MPI_Wtime() - t0);
+    for (int i = 0; i < n; i++) same[i] = lo[i] == hi[i];
+    free(lo);
+}
+
 void comm_stats_reset(Comm *c) { memset(&c->stats, 0, sizeof c->stats); }

@@ -103,6 +103,8 @@ void comm_wait(Comm *c, CommPending *p);
 // Logical OR of `flag` (0 or not) over the world: 1 on every rank if any rank passed a
 // non-zero flag. All ranks call it at the same step boundary (signal agreement).
 int comm_any_flag(Comm *c, int flag);
+// same[i] = 1 on every rank if every rank of the world passed the same v[i], else 0 (n values).
+void comm_all_equal_u64(Comm *c, const uint64_t *v, int *same, int n);
 
 void comm_stats_reset(Comm *c);
 

@@ -277,6 +277,34 @@ static size_t ckpt_full_size(const Model *m, size_t *xchg) {
     return n;
 }
 
+// 64-bit FNV-1a over the bits of n floats, continuing from h.
+static uint64_t hash_floats(const float *x, size_t n, uint64_t h) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t w;
+        memcpy(&w, &x[i], sizeof w);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+// Every full tensor is the same on every rank, bit for bit: replicated ones get the same sums
+// everywhere (comm.h: MPI's reduction order depends only on the group's size). With comm: nccl
+// the sums are NCCL's, whose order follows each communicator's topology, so a checkpoint checks:
+// a hash of each tensor's params, m and v, compared over the world; rank 0 names those that differ.
+static void check_replicas(Trainer *tr, CkptTensor ts[3][NUM_PARAM_TENSORS]) {
+    uint64_t h[NUM_PARAM_TENSORS];
+    int same[NUM_PARAM_TENSORS];
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        h[i] = 0xcbf29ce484222325ull;
+        for (int k = 0; k < 3; k++) h[i] = hash_floats(ts[k][i].data, model_full_size(&tr->model, i), h[i]);
+    }
+    comm_all_equal_u64(&tr->comm, h, same, NUM_PARAM_TENSORS);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++)
+        if (!same[i] && tr->comm.rank == 0)
+            lsst_warn("step %lld: %s is not the same on every rank (its copies drifted apart: the checkpoint "
+                      "holds rank 0's)", (long long)tr->step, param_names[i]);
+}
+
 int trainer_save_checkpoint(Trainer *tr) {
     Model *m = &tr->model;
     CkptTensor ts[3][NUM_PARAM_TENSORS];
@@ -289,6 +317,7 @@ int trainer_save_checkpoint(Trainer *tr) {
             for (int k = 0; k < 3; k++) model_gather_tensor(m, &tr->comm, i, base[k] + off, ts[k][i].data, tr->ckpt_xchg);
         off += m->param_sizes[i];
     }
+    if (tr->comm.world_size > 1) check_replicas(tr, ts);
     int ok = 1;
     char *path = NULL;
     if (tr->comm.rank == 0) {

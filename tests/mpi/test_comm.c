@@ -249,6 +249,13 @@ static void test_flags(Comm *c) {
               "comm_any_flag is counted as a 4-byte all-reduce (%lld bytes)", (long long)bytes);
     comm_stats_reset(c);
     CHECK_ALL(c->stats.bytes == 0 && c->stats.calls == 0 && c->stats.seconds == 0, "comm_stats_reset zeroes");
+    // Agreement of 64-bit values (checkpoints compare the tensors' hashes): value 1 differs on the
+    // last rank only.
+    const uint64_t v[3] = {42, c->rank == c->world_size - 1 ? (1ull << 63) | 5 : 5, UINT64_MAX};
+    int same[3] = {-1, -1, -1};
+    comm_all_equal_u64(c, v, same, 3);
+    CHECK_ALL(same[0] == 1 && same[1] == (c->world_size == 1) && same[2] == 1,
+              "comm_all_equal_u64: %d %d %d (want 1 %d 1)", same[0], same[1], same[2], c->world_size == 1);
 }
 
 int main(int argc, char **argv) {
