@@ -226,7 +226,7 @@ void gpu_to_device(Gpu *g, void *dst, const void *src, size_t bytes) {
 }
 void gpu_to_host(Gpu *g, void *dst, const void *src, size_t bytes) {
     CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g->stream));
-    CU(cudaStreamSynchronize(g->stream));
+    gpu_wait(g);
 }
 void gpu_zero(Gpu *g, void *p, size_t bytes) { CU(cudaMemsetAsync(p, 0, bytes, g->stream)); }
 

@@ -22,6 +22,7 @@
 // the blocks differs. [K|V] travels as bf16; partial gradients are summed in fp32.
 #include "gpu.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,6 +39,41 @@ static _Noreturn void nccl_fail(ncclResult_t r, const char *call, const char *fi
         ncclResult_t nc_r_ = (call);                                                \
         if (nc_r_ != ncclSuccess) nccl_fail(nc_r_, #call, __FILE__, __LINE__);      \
     } while (0)
+
+// An asynchronous NCCL error of a communicator (NULL: none): abort it, then the job.
+static void nccl_check_async(ncclComm_t c) {
+    ncclResult_t async = ncclSuccess;
+    if (!c) return;
+    NC(ncclCommGetAsyncError(c, &async));
+    if (async == ncclSuccess) return;   // (blocking communicators: never ncclInProgress)
+    ncclCommAbort(c);
+    comm_abort("NCCL: %s (%s)", ncclGetErrorString(async), ncclGetLastError(NULL));
+}
+
+// Polls query(what) until cudaSuccess (an error other than cudaErrorNotReady ends the job), and
+// the communicators' asynchronous errors meanwhile.
+static void wait_polling(Gpu *g, cudaError_t (*query)(void *), void *what) {
+    for (;;) {
+        cudaError_t e = query(what);
+        if (e == cudaSuccess) return;
+        if (e != cudaErrorNotReady) CU(e);
+        nccl_check_async(g->nccl_seq);
+        nccl_check_async(g->nccl_data);
+        sched_yield();
+    }
+}
+static cudaError_t query_stream(void *s) { return cudaStreamQuery((cudaStream_t)s); }
+static cudaError_t query_event(void *e) { return cudaEventQuery((cudaEvent_t)e); }
+
+void gpu_wait(Gpu *g) {
+    if (g->nccl_seq || g->nccl_data) wait_polling(g, query_stream, g->stream);
+    else CU(cudaStreamSynchronize(g->stream));
+}
+
+void gpu_wait_event(Gpu *g, cudaEvent_t ev) {
+    if (g->nccl_seq || g->nccl_data) wait_polling(g, query_event, ev);
+    else CU(cudaEventSynchronize(ev));
+}
 
 static void *pinned(size_t bytes) {
     void *p = NULL;
@@ -102,13 +138,13 @@ size_t gpu_nccl_bytes(const Gpu *g) { return g->nccl_bytes; }
 static void add_time(Gpu *g, Comm *comm, long k) {
     cudaEvent_t *ev = g->ev_time + 2 * (k % GPU_TIMED_COLLECTIVES);
     float ms = 0.0f;
-    CU(cudaEventSynchronize(ev[1]));
+    gpu_wait_event(g, ev[1]);
     CU(cudaEventElapsedTime(&ms, ev[0], ev[1]));
     comm->stats.seconds += ms / 1e3;
 }
 
 void gpu_sync(Gpu *g, Comm *comm) {
-    CU(cudaStreamSynchronize(g->stream));
+    gpu_wait(g);
     if (!g->nccl) return;
     long first = g->n_timed > GPU_TIMED_COLLECTIVES ? g->n_timed - GPU_TIMED_COLLECTIVES : 0;
     for (long k = first; k < g->n_timed; k++) add_time(g, comm, k);

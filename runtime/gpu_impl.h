@@ -75,6 +75,11 @@ static inline size_t gpu_exchange_width(const Model *m) {
     return (size_t)m->C * (m->scheme == SCHEME_MEGATRON_SP ? 1 : 2);
 }
 void gpu_comm_close(Gpu *g);
+// Waits for the compute stream (gpu_wait) or an event. With NCCL communicators, polls their
+// asynchronous errors meanwhile (gpu_comm.c): a failed link or peer would leave NCCL's kernels,
+// and this rank, waiting forever; instead the job ends as on an MPI error.
+void gpu_wait(Gpu *g);
+void gpu_wait_event(Gpu *g, cudaEvent_t ev);
 
 // Parameters (fp32 master, bf16 copy) and gradients of tensor i on the device.
 #define P(i) (g->params + g->off[i])
