@@ -1430,10 +1430,12 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
     bf16_t *sQ = sV + BKV * HS;         // QBUF buffers
     bf16_t *sdO = sQ + QBUF * BQ * HS;  // QBUF buffers
     bf16_t *sdS = sdO + QBUF * BQ * HS; // FUSED_DQ: BQ x BKV, dS [query][key]
-    float *s_lse2 = reinterpret_cast<float *>(sdS + (FUSED_DQ ? BQ * BKV : 0));  // QBUF x BQ, lse * log2(e)
-    float *s_D = s_lse2 + QBUF * BQ;                                // QBUF x BQ
-    int *s_pos = reinterpret_cast<int *>(s_D + QBUF * BQ);          // QBUF x BQ
-    void *s_stage = reinterpret_cast<void *>((reinterpret_cast<uintptr_t>(s_pos + QBUF * BQ) + 15) & ~(uintptr_t)15);
+    // The query rows' statistics, QBUF x BQ each, by pairs of rows: the two columns of S^T a thread
+    // holds in an n-tile are one such pair, so one 16-byte load gives their lse * log2(e) and D, one
+    // 8-byte load their positions.
+    float4 *s_ld = reinterpret_cast<float4 *>(sdS + (FUSED_DQ ? BQ * BKV : 0));  // (l2, D, l2, D)
+    int2 *s_pos = reinterpret_cast<int2 *>(s_ld + QBUF * BQ / 2);
+    void *s_stage = reinterpret_cast<void *>((reinterpret_cast<uintptr_t>(s_pos + QBUF * BQ / 2) + 15) & ~(uintptr_t)15);
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t4 = lane & 3;
     // The CTA's tile: (b*NH + h, key block kb) = blockIdx. Ordered: the tile of the CTA's ticket,
@@ -1479,9 +1481,12 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         for (int i = tid; i < BQ; i += NT) {
             const int r = q0 + i;
             const bool valid = r < Tq;
-            s_pos[buf * BQ + i] = valid ? a.q_pos[r] : -1;
-            s_lse2[buf * BQ + i] = valid ? a.lse_c[stat0 + r] * LOG2E_F : 0.0f;
-            s_D[buf * BQ + i] = valid ? a.dsum[stat0 + r] : 0.0f;
+            const int pos = valid ? a.q_pos[r] : -1;
+            const float l2 = valid ? a.lse_c[stat0 + r] * LOG2E_F : 0.0f, d = valid ? a.dsum[stat0 + r] : 0.0f;
+            float4 &ld = s_ld[(buf * BQ + i) / 2];
+            int2 &p2 = s_pos[(buf * BQ + i) / 2];
+            if (i % 2) ld.z = l2, ld.w = d, p2.y = pos;
+            else ld.x = l2, ld.y = d, p2.x = pos;
         }
     };
 
@@ -1531,8 +1536,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         if constexpr (W) fence_proxy_async();
         __syncthreads();
         const bf16_t *cQ = sQ + buf * BQ * HS, *cdO = sdO + buf * BQ * HS;
-        const float *cl = s_lse2 + buf * BQ, *cD = s_D + buf * BQ;
-        const int *cp = s_pos + buf * BQ;
+        const float4 *cld = s_ld + buf * BQ / 2;
+        const int2 *cp = s_pos + buf * BQ / 2;
 
         const bool more = PIPE && next >= 0 && next < nqb;
         float stn[NQ][4], dptn[NQ][4];   // PIPE: S^T and dP^T of the next block, in flight below
@@ -1547,15 +1552,17 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
         // P^T = exp2(S^T scale log2e - lse2) where visible; dS^T = P^T (dP^T - D).
         auto weights = [&](auto masked) {
 #pragma unroll
-            for (int nt = 0; nt < NQ; nt++)
+            for (int nt = 0; nt < NQ; nt++) {
+                const float4 ld = cld[nt * 4 + t4];   // columns nt * 8 + 2 t4 + e, e = 0, 1
+                int2 pos = make_int2(0, 0);
+                if constexpr (decltype(masked)::value) pos = cp[nt * 4 + t4];
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    const int col = nt * 8 + 2 * t4 + e;
-                    const float l2 = cl[col], d = cD[col];
+                    const float l2 = e ? ld.z : ld.x, d = e ? ld.w : ld.y;
 #pragma unroll
                     for (int hh = 0; hh < 2; hh++) {
                         const int i = 2 * hh + e;
-                        const bool visible = !decltype(masked)::value || key_lo + 8 * hh <= cp[col];
+                        const bool visible = !decltype(masked)::value || key_lo + 8 * hh <= (e ? pos.y : pos.x);
                         // exp2 of every element, then the select: no per-element branch around it
                         // (an invisible key's inf or NaN is dropped by the select).
                         const float e2 = fast_exp2(fmaf(st[nt][i], a.scale_log2, -l2));
@@ -1564,6 +1571,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AttnArgs a) {
                         st[nt][i] = p;
                     }
                 }
+            }
         };
         // A query block whose rows all see every key of the CTA (most of them) skips the positions
         // and compares: a branch, two copies of the loop. Only where K and V are read from shared
