@@ -24,6 +24,7 @@
 
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
@@ -104,6 +105,9 @@ void gpu_comm_open(Gpu *g, Model *m, Comm *comm) {
         g->h_local = pinned(m->sp_size > 1 ? BT * W * sizeof(float) : 0);
         return;
     }
+    // Peers connected now rather than at their first collectives (NCCL >= 2.22's default): the
+    // measure below is then all NCCL takes, and nothing is allocated mid-step. A user's setting wins.
+    setenv("NCCL_RUNTIME_CONNECT", "0", 0);
     size_t free0, free1, total;
     CU(cudaMemGetInfo(&free0, &total));
     g->nccl_seq = nccl_group(comm, GROUP_SEQ);
