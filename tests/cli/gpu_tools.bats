@@ -83,8 +83,9 @@ CSV
 # tests/bench/gpu/kernel_classes.py: a step's kernels by class, lsst-run's beside torch.compile's.
 @test "kernel_classes: every kernel of kernels/cuda falls in a class" {
   { echo "kernel,calls_per_step,ms_per_step"
-    grep -ho '__global__ void\( __launch_bounds__([^)]*)\)\? [a-z_0-9]*' "$REPO"/kernels/cuda/*.h "$REPO"/kernels/cuda/*.cu |
-      awk '{print $NF ",1,0.1"}' | sort -u; } > ours.csv
+    # every __global__ function's name (launch bounds may nest parentheses and wrap the line)
+    perl -0777 -ne 'print "$1,1,0.1\n" while /__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\s*)?(\w+)\s*\(/g' \
+      "$REPO"/kernels/cuda/*.h "$REPO"/kernels/cuda/*.cu | sort -u; } > ours.csv
   [ "$(wc -l < ours.csv)" -gt 30 ]
   run "$PY" "$REPO/tests/bench/gpu/kernel_classes.py" ours.csv
   [ "$status" -eq 0 ]
