@@ -1,8 +1,8 @@
 #!/usr/bin/env bats
 # lsst-submit / lsst-status on a REAL Slurm cluster (tests/slurm/cluster.sh up): a sweep whose
 # training points run 2 MPI ranks under srun --mpi=pmix, a failing stage whose dependents are
-# cancelled and never run, --resubmit, a time limit (TIMEOUT), a requeue on exit 75, and the
-# same workflow on --site local giving the same outputs.
+# cancelled and never run, --resubmit, a time limit (TIMEOUT), a requeue on exit 75, a rank
+# killed mid-run ending its job, and the same workflow on --site local giving the same outputs.
 load helpers
 
 setup_file() {
@@ -206,4 +206,34 @@ YAML
   [[ "$out" == *"resumed from"* ]]
   [[ "$out" == *"step 3000/3000"* ]]
   [ "$(ls "$dir/train/0/checkpoints" | wc -l)" -eq 2 ]
+}
+
+@test "slurm: a rank killed under srun (--mpi=pmix) ends the whole job promptly: FAILED, not a hang to the limit" {
+  data=$(prep_data)
+  cat > kill.yaml <<YAML
+name: kill
+stages:
+  - name: train
+    ranks: 2
+    time: "00:05:00"
+    run: >-
+      lsst-run --config {{workflow_dir}}/tiny.yaml --set data.dir=$data --set output.dir={{job_dir}}
+      --set train.steps=100000
+YAML
+  cp "$FIX/tiny.yaml" .
+  run "$BIN/lsst-submit" -q --site slurm --out runs kill.yaml
+  [ "$status" -eq 0 ]
+  dir=${lines[${#lines[@]}-1]}
+  for _ in $(seq 300); do grep -q "step 100/" "$dir"/train/0/slurm-*.out 2>/dev/null && break; sleep 0.2; done
+  grep -q "step 100/" "$dir"/train/0/slurm-*.out
+  # One of the two ranks dies without a word (an OOM kill, a node's fault): its peer is left in a
+  # collective. PMIx tells the step, and Slurm cancels it: no rank waits for the time limit.
+  victim=$(pgrep -n -f "output.dir=$dir/train/0")
+  kill -KILL "$victim"
+  t0=$SECONDS
+  run wait_run "$dir" 60
+  echo "$output"
+  [ $((SECONDS - t0)) -le 30 ]
+  [ "$status" -eq 1 ]
+  [ "$(state_of "$dir" train 0)" = FAILED ]
 }
