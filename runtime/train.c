@@ -277,26 +277,21 @@ static size_t ckpt_full_size(const Model *m, size_t *xchg) {
     return n;
 }
 
-// 64-bit FNV-1a over the bits of n floats, continuing from h.
-static uint64_t hash_floats(const float *x, size_t n, uint64_t h) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t w;
-        memcpy(&w, &x[i], sizeof w);
-        h = (h ^ w) * 0x100000001b3ull;
-    }
-    return h;
-}
-
 // Every full tensor is the same on every rank, bit for bit: replicated ones get the same sums
 // everywhere (comm.h: MPI's reduction order depends only on the group's size). With comm: nccl
 // the sums are NCCL's, whose order follows each communicator's topology, so a checkpoint checks:
-// a hash of each tensor's params, m and v, compared over the world; rank 0 names those that differ.
+// the first 64 bits of the SHA-256 of each tensor's params, m and v, compared over the world; rank
+// 0 names those that differ.
 static void check_replicas(Trainer *tr, CkptTensor ts[3][NUM_PARAM_TENSORS]) {
     uint64_t h[NUM_PARAM_TENSORS];
     int same[NUM_PARAM_TENSORS];
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        h[i] = 0xcbf29ce484222325ull;
-        for (int k = 0; k < 3; k++) h[i] = hash_floats(ts[k][i].data, model_full_size(&tr->model, i), h[i]);
+        Sha256 *sha = sha256_new();
+        for (int k = 0; k < 3; k++) sha256_update(sha, ts[k][i].data, model_full_size(&tr->model, i) * sizeof(float));
+        char hex[65];
+        sha256_final_hex(sha, hex);
+        hex[16] = '\0';
+        h[i] = strtoull(hex, NULL, 16);
     }
     comm_all_equal_u64(&tr->comm, h, same, NUM_PARAM_TENSORS);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++)

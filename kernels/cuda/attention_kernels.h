@@ -1409,11 +1409,11 @@ static __device__ __forceinline__ void fused_dq_add(const AttnArgs &a, const bf1
 // The split hs-64 warpgroup with K and V read from shared memory is built for 3 CTAs an SM (168
 // registers: 24 bytes of spills, 3 local loads on the prefetch's path), where its 187 registers
 // would allow 2, as the register-fragment default's 218 do: more warps to hide latency with.
-template <int HS, int NW, int BQ, bool KV_REGS, int DQ, int WG>
+template <int HS, int NW, bool KV_REGS, int DQ, int WG>
 constexpr int dkdv_min_blocks() { return !KV_REGS && WG != 0 && DQ == DQ_SPLIT && NW == 4 && HS == 64 ? 3 : 1; }
 template <int HS, int NW, int BQ, bool KV_REGS, int DQ = DQ_SPLIT, int WG = 0, int CHAINS = 1, int FIX_BITS = 0,
           int FIX_MODE = 0>
-__global__ void __launch_bounds__(NW * 32, (dkdv_min_blocks<HS, NW, BQ, KV_REGS, DQ, WG>()))
+__global__ void __launch_bounds__(NW * 32, (dkdv_min_blocks<HS, NW, KV_REGS, DQ, WG>()))
     attn_bwd_dkdv_kernel(AttnArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap();

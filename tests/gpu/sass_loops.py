@@ -10,9 +10,8 @@ branch) with an HGMMA or HMMA in it: the instructions on the shortest path from 
 to its back edge (the iteration without the rare branches: masking only on the diagonal blocks,
 no prefetch at the last), the shortest through a cp.async (an iteration that prefetches the next
 tiles, most of them; through the load without row checks where a tile load has one), the loop's
-total, and the shortest path's counts of the
-opcodes that carry the softmax (MUFU, FFMA, FADD, FMUL, FMNMX, FSEL, ISETP) and the MMAs. One
-line per loop.
+total, and the shortest path's counts of the opcodes that carry the softmax (MUFU, FFMA, FADD,
+FMUL, FMNMX, FSEL, ISETP) and the MMAs. One line per loop.
 """
 import collections
 import re
@@ -37,28 +36,28 @@ def loop_paths(insns):
         body = [o for _, o, _, _ in insns[lo:hi + 1]]
         if not any(o.startswith(("HGMMA", "HMMA")) for o in body):
             continue
-        path = shortest(insns, index, lo, hi, lo, hi)
+        from_head = bfs(insns, index, lo, hi, lo)
+        path = path_to(insns, from_head, lo, hi)
         # The shortest through a cp.async (the iterations that prefetch: most of them, and where a
         # tile load has a path without row checks, through that one).
         via = None
         for j in range(lo, hi + 1):
             if insns[j][1].startswith("LDGSTS"):
-                a, b = shortest(insns, index, lo, hi, lo, j), shortest(insns, index, lo, hi, j, hi)
+                a, b = path_to(insns, from_head, lo, j), path_to(insns, bfs(insns, index, lo, hi, j), j, hi)
                 if a and b and (via is None or len(a) + len(b) - 1 < len(via)):
                     via = a + b[1:]
         out.append((insns[lo][0], addr, path, body, via))
     return out
 
 
-def shortest(insns, index, lo, hi, src, dst):
-    """Opcodes on the shortest path src -> dst inside the loop [lo, hi]: each instruction steps to
-    the next, a branch (inside the loop) also to its target, an unconditional one only there."""
-    dist, prev = {src: 0}, {}
+def bfs(insns, index, lo, hi, src):
+    """Breadth-first tree of the loop [lo, hi] from src: {instruction: its predecessor} (src: None).
+    Each instruction steps to the next, a branch (inside the loop) also to its target, an
+    unconditional one only there."""
+    prev = {src: None}
     queue = collections.deque([src])
     while queue:
         j = queue.popleft()
-        if j == dst:
-            break
         _, o, p, predicated = insns[j]
         succ = []
         t = BRANCH.search(p[-1]) if o.startswith("BRA") and p else None
@@ -67,10 +66,15 @@ def shortest(insns, index, lo, hi, src, dst):
         if not (o.startswith("BRA") and not predicated) and j + 1 <= hi:
             succ.append(j + 1)
         for k in succ:
-            if k not in dist:
-                dist[k], prev[k] = dist[j] + 1, j
+            if k not in prev:
+                prev[k] = j
                 queue.append(k)
-    if dst not in dist:
+    return prev
+
+
+def path_to(insns, prev, src, dst):
+    """Opcodes on the shortest path src -> dst of a bfs tree from src ([] if dst is not reached)."""
+    if dst not in prev:
         return []
     path, j = [insns[dst][1]], dst
     while j != src:

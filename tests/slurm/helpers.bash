@@ -21,3 +21,28 @@ wait_run() {
 
 # state_of DIR STAGE POINT: the STATE column of one job.
 state_of() { "$BIN/lsst-status" "$1" | awk -v s="$2" -v p="$3" '$1 == s && $2 == p { print $4 }'; }
+
+# submit_train NAME STEPS [ARGS]: workflow NAME, one 2-rank training stage (the tiny model on the
+# 4 MB data, STEPS steps, then lsst-run's ARGS), submitted to the Slurm cluster; lsst-submit's
+# output, the run directory last.
+submit_train() {
+  local data; data=$(prep_data)
+  cat > "$1.yaml" <<YAML
+name: $1
+stages:
+  - name: train
+    ranks: 2
+    time: "00:05:00"
+    run: >-
+      lsst-run --config {{workflow_dir}}/tiny.yaml --set data.dir=$data --set output.dir={{job_dir}}
+      --set train.steps=$2 ${3:-}
+YAML
+  cp "$FIX/tiny.yaml" .
+  "$BIN/lsst-submit" -q --site slurm --out runs "$1.yaml"
+}
+
+# wait_step DIR N: until the run's training job has printed step N (60 s at most; 1 if never).
+wait_step() {
+  for _ in $(seq 300); do grep -q "step $2/" "$1"/train/0/slurm-*.out 2>/dev/null && return 0; sleep 0.2; done
+  return 1
+}

@@ -176,24 +176,12 @@ YAML
 }
 
 @test "slurm: SIGUSR1 (the time-limit warning) -> lsst-run checkpoints, exits 75 -> requeued -> resumes, completes" {
-  data=$(prep_data)
-  cat > sig.yaml <<YAML
-name: sig
-stages:
-  - name: train
-    ranks: 2
-    time: "00:05:00"
-    run: >-
-      lsst-run --config {{workflow_dir}}/tiny.yaml --set data.dir=$data --set output.dir={{job_dir}}
-      --set train.steps=3000 --resume latest
-YAML
-  cp "$FIX/tiny.yaml" .
-  run "$BIN/lsst-submit" -q --site slurm --out runs sig.yaml
+  run submit_train sig 3000 "--resume latest"
   [ "$status" -eq 0 ]
   dir=${lines[${#lines[@]}-1]}
   job=$(awk '$1 == "submit" { print $4 }' "$dir/journal")
   # Once it trains, send what Slurm sends 120 s before the limit: SIGUSR1 to the batch shell.
-  for _ in $(seq 300); do grep -q "step 200/" "$dir"/train/0/slurm-*.out 2>/dev/null && break; sleep 0.2; done
+  wait_step "$dir" 200 || true
   scancel --signal=USR1 --batch "$job"
   run wait_run "$dir" 180
   echo "$output"
@@ -209,23 +197,10 @@ YAML
 }
 
 @test "slurm: a rank killed under srun (--mpi=pmix) ends the whole job promptly: FAILED, not a hang to the limit" {
-  data=$(prep_data)
-  cat > kill.yaml <<YAML
-name: kill
-stages:
-  - name: train
-    ranks: 2
-    time: "00:05:00"
-    run: >-
-      lsst-run --config {{workflow_dir}}/tiny.yaml --set data.dir=$data --set output.dir={{job_dir}}
-      --set train.steps=100000
-YAML
-  cp "$FIX/tiny.yaml" .
-  run "$BIN/lsst-submit" -q --site slurm --out runs kill.yaml
+  run submit_train kill 100000
   [ "$status" -eq 0 ]
   dir=${lines[${#lines[@]}-1]}
-  for _ in $(seq 300); do grep -q "step 100/" "$dir"/train/0/slurm-*.out 2>/dev/null && break; sleep 0.2; done
-  grep -q "step 100/" "$dir"/train/0/slurm-*.out
+  wait_step "$dir" 100
   # One of the two ranks dies without a word (an OOM kill, a node's fault): its peer is left in a
   # collective. PMIx tells the step, and Slurm cancels it: no rank waits for the time limit.
   victim=$(pgrep -n -f "output.dir=$dir/train/0")
