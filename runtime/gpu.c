@@ -42,13 +42,13 @@ static void layout_state(Gpu *g, const Model *m, Carver *c) {
     TAKE(c, g->pos_of_rank, m->sp_size > 1 ? m->S : 0);
 }
 
-// lss / none without peers (sp 1) and LSST_QKV=fused: a layer's Q, K, V in one (B, T, 3C) tensor,
+// lss / none without peers (sp 1), unless LSST_QKV=split: a layer's Q, K, V in one (B, T, 3C) tensor,
 // the output of ONE product (a->q, s->dq; row stride 3C), as megatron-sp's qkv. Else q (B, T, C)
 // and [K|V] (B, T, 2C) apart: with peers the [K|V] product comes first and its all-gather is in
 // flight while Q is projected (the paper's overlap), and [K|V] is what the gather sends. Decided
 // once (Gpu.qkv_fused, before the arenas are laid out).
 static bool qkv_fused(const Model *m) {
-    return m->scheme != SCHEME_MEGATRON_SP && m->sp_size == 1 && cuda_kernels_env_switch("LSST_QKV") == 0;
+    return m->scheme != SCHEME_MEGATRON_SP && m->sp_size == 1 && cuda_kernels_env_switch("LSST_QKV") != 1;
 }
 
 // model.c's carve_acts / carve_scratch, in bf16 on the device.

@@ -46,24 +46,25 @@ enum { MIN_QBLOCK = 16 };
 //   wgmma (WG >= 1): the products as Hopper wgmma, one per warpgroup of 4 warps and 64 rows
 //   (sm_90a only: attention.cu skips these variants elsewhere; hs 64 or 128; fused: hs 64, one
 //   or two warpgroups, query blocks of 64).
-// Measured on an H100 (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md, 2026-11-26): the
-// wgmma defaults at hs 64 (forward 4 warps, 128-key blocks; backward with the pipelined dQ
-// kernel) and hs 128 (forward 4 warps, 64-key blocks; backward with 32-query blocks) are the
-// fastest correct ones within a few percent; the fused backwards are 3x slower than the split
-// ones at T >= 4k (dQ summed in key-block order serializes); the mma.sync defaults are those an
-// H200 measured fastest (hs 64 backward with 4 warps 7-10% ahead of 8). Left out as
+// Measured (tests/bench/gpu/attn_bench.cu --variants, RESULTS.md): each kind's first wgmma
+// entry is its fastest correct one on an H200 (2026-11-27): at hs 64 the forward with 4 warps and
+// 128-key blocks, the split backward with K, V read from shared memory by the wgmma (3 CTAs an
+// SM) and the pipelined dQ kernel (+11-16% over K, V in registers), the fp32-atomic backward
+// with 2 warpgroups, the fixed-point one with one bulk reduction a query block (64-bit); at
+// hs 128 the pipelined forward (+5-7% over the plain one) and the backward with 64-query blocks
+// (+16-18% over 32, despite 20 bytes of spills). The fused backwards in key-block order are 3x
+// slower than the split ones at T >= 4k (that order serializes the CTAs); the fixed-point ones
+// 1.4x (the bulk form) to 2.7x. The mma.sync defaults are those an H200 measured fastest
+// (2026-11-26: hs 64 backward with 4 warps 7-10% ahead of 8). Left out as
 // miscompiled (wrong on the H100): the non-pipelined wgmma forward and dQ kernels at hs 64 with
 // 64-key blocks and Q / dO in registers (see attn_fwd_kernel); their forms with Q / dO from
-// shared memory close the lists, not yet run on a GPU. Left out for spills (ptxas -v, sm_90a):
+// shared memory close the lists. Left out for spills (ptxas -v, sm_90a):
 // the pipelined forward with 1 warpgroup and 128-key blocks (48 bytes), the pipelined dQ kernel
 // at hs 128 with 64-key blocks (280), the pipelined dK/dV kernel at hs 128 (176). No wgmma
-// variant listed spills, but the hs-128 backward with 64-query blocks (20 bytes); several
+// variant listed spills, but the hs-128 backward with 64-query blocks (20 bytes) and the hs-64
+// dK/dV kernel with K, V from shared memory (24, at 3 CTAs an SM); several
 // mma.sync kernels at 255 registers spill 4-60 bytes (the fused dK/dV ones among them), as built
-// for sm_80 too. The atomic backwards (NWQ -1, after the shared-memory-Q forms), the ordered
-// ones in chains (NWQ 0, BK 4 and 16) and the fixed-point ones (NWQ -2 to -7) and the fused ones
-// with two warpgroups (NW 8, wgmma) have not run on a GPU yet, nor the last six: hs-64 wgmma
-// backwards with K and V read from shared memory by the wgmma (KV_REGS false), the form whose
-// dK/dV loop skips the visibility compares of fully visible query blocks (see there).
+// for sm_80 too. Every variant listed passed test_cuda_kernels on an H200 (2026-11-27).
 #define ATTN_FWD_VARIANTS(X)                                                                    \
     X(16, 1, 4, 64, true, 0) X(32, 1, 4, 64, true, 0)                                           \
     X(64, 2, 4, 64, true, 0) X(64, 1, 8, 64, true, 0) X(64, 1, 4, 64, true, 0)                  \
@@ -71,9 +72,9 @@ enum { MIN_QBLOCK = 16 };
     X(64, 2, 8, 64, true, 0) X(64, 2, 4, 32, true, 0) X(64, 2, 4, 64, false, 0)                 \
     X(128, 2, 4, 32, false, 0)                                                                  \
     X(64, 1, 4, 128, true, 1) X(64, 1, 8, 128, true, 1)                                         \
-    X(128, 1, 4, 64, true, 1) X(128, 1, 8, 64, true, 1)                                         \
+    X(128, 1, 4, 64, true, 2) X(128, 1, 4, 64, true, 1) X(128, 1, 8, 64, true, 1)               \
     X(64, 1, 4, 64, true, 2) X(64, 1, 8, 64, true, 2) X(64, 1, 8, 128, true, 2)                 \
-    X(128, 1, 4, 64, true, 2) X(128, 1, 8, 64, true, 2)                                         \
+    X(128, 1, 8, 64, true, 2)                                                                   \
     X(64, 1, 4, 64, false, 1) X(64, 1, 8, 64, false, 1)
 #define ATTN_BWD_VARIANTS(X)                                                                    \
     X(16, 4, 64, true, 4, 64, true, 0) X(32, 4, 64, true, 4, 64, true, 0)                       \
@@ -85,22 +86,25 @@ enum { MIN_QBLOCK = 16 };
     X(128, 8, 32, false, 0, 0, false, 0) X(64, 4, 32, true, 0, 0, false, 0)                     \
     X(64, 8, 32, true, 0, 0, false, 0)                                                          \
     X(64, 4, 64, true, 0, 0, false, 1)                                                          \
-    X(128, 4, 32, false, 4, 64, false, 1) X(128, 4, 64, false, 4, 64, false, 1)                 \
+    X(128, 4, 64, false, 4, 64, false, 1) X(128, 4, 32, false, 4, 64, false, 1)                 \
+    X(64, 4, 64, false, 4, 64, true, 2)                                                         \
     X(64, 4, 64, true, 4, 64, true, 2) X(64, 8, 64, true, 8, 64, true, 2)                       \
     X(128, 4, 32, false, 4, 32, false, 2)                                                       \
     X(64, 4, 32, true, 4, 64, true, 3) X(64, 8, 32, true, 8, 64, true, 3)                       \
     X(64, 4, 64, true, 4, 64, false, 1) X(64, 8, 64, true, 8, 64, false, 1)                     \
+    X(64, 8, 64, true, -1, 0, false, 1)                                                         \
     X(64, 4, 64, true, -1, 0, false, 1) X(64, 4, 64, true, -1, 0, false, 0)                      \
     X(128, 4, 32, false, -1, 0, false, 0)                                                       \
     X(64, 4, 64, true, 0, 4, false, 1) X(64, 4, 64, true, 0, 16, false, 1)                     \
+    X(64, 4, 64, true, -6, 0, false, 1)                                                         \
     X(64, 4, 64, true, -2, 0, false, 1) X(64, 4, 64, true, -3, 0, false, 1)                     \
     X(64, 4, 64, true, -2, 0, false, 0) X(128, 4, 32, false, -2, 0, false, 0)                  \
     X(64, 4, 64, true, -4, 0, false, 1) X(64, 4, 64, true, -5, 0, false, 1)                     \
-    X(64, 8, 64, true, -1, 0, false, 1) X(64, 8, 64, true, -2, 0, false, 1)                     \
+    X(64, 8, 64, true, -2, 0, false, 1)                                                         \
     X(64, 8, 64, true, -4, 0, false, 1) X(64, 8, 64, true, -5, 0, false, 1)                     \
-    X(64, 4, 64, true, -6, 0, false, 1) X(64, 8, 64, true, -6, 0, false, 1)                     \
+    X(64, 8, 64, true, -6, 0, false, 1)                                                         \
     X(64, 8, 64, true, -7, 0, false, 1)                                                         \
-    X(64, 4, 64, false, 4, 64, true, 2) X(64, 8, 64, false, 8, 64, true, 2)                     \
+    X(64, 8, 64, false, 8, 64, true, 2)                                                         \
     X(64, 8, 64, false, -1, 0, false, 1) X(64, 8, 64, false, -2, 0, false, 1)                   \
     X(64, 4, 64, false, -6, 0, false, 1) X(64, 8, 64, false, -6, 0, false, 1)
 

@@ -84,8 +84,8 @@ void cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *i
 void cuda_layernorm_forward_bf16(bf16 *out, float *mean, float *rstd, const bf16 *inp, const float *weight,
                                  const float *bias, int N, int C, cudaStream_t stream);
 // dinp (N,C) +=; dweight, dbias (C) fp32 += (column sums through the module scratch).
-// Which kernels: 0 (the default, "split") one warp per row re-reading the row for each pass, the
-// backward's column sums in a kernel of their own; 1 ("fused") the row in registers (C <= 1024
+// Which kernels: 0 ("split") one warp per row re-reading the row for each pass, the backward's
+// column sums in a kernel of their own; 1 ("fused", the default) the row in registers (C <= 1024
 // for bf16, 512 for fp32 rows 16-byte aligned; wider rows take the split kernels), the backward's
 // column sums in the same pass as dinp (same out, mean, rstd, dinp bits; dweight, dbias summed in
 // another fixed order). LSST_LN=fused (split) selects 1 (0) at cuda_kernels_init.
@@ -138,7 +138,7 @@ void cuda_matmul_gelu_select(int epilogue);
 int cuda_matmul_gelu_selected(void);   // 1: the epilogues (default), 0: the kernels (LSST_GELU=kernels)
 long cuda_matmul_gelu_fallbacks(void);
 // Where the bias gradients of the bf16 matmul backwards are summed: 0 = a column-sum kernel over
-// dout after the products (the default), 1 = in the dweight product's cuBLASLt epilogue (BGRADB;
+// dout after the products, 1 = in the dweight product's cuBLASLt epilogue (BGRADB, the default;
 // falls back to the kernel where cuBLASLt offers no algorithm, counted). LSST_BGRAD=epilogue
 // (kernels) selects 1 (0) at cuda_kernels_init.
 void cuda_matmul_bgrad_select(int epilogue);
@@ -147,10 +147,10 @@ long cuda_matmul_bgrad_fallbacks(void);
 
 // ---- matmul with the residual add (bf16) -------------------------------------------------------
 // out (N,OC) = residual (N,OC) + inp (N,C) @ weight (OC,C)^T + bias (OC) (bias may be NULL); out
-// may be residual. tmp (N,OC): scratch of the default way, the product written to tmp and then
+// may be residual. tmp (N,OC): scratch of way 0, the product written to tmp and then
 // cuda_residual_forward_bf16 (two roundings to bf16). 1 = the residual added in the product's
-// cuBLASLt epilogue (C = residual, beta = 1: one rounding, no tmp; falls back to the default way
-// where cuBLASLt offers no algorithm, counted), 0 = the default. LSST_RESIDUAL=epilogue (kernel)
+// cuBLASLt epilogue (C = residual, beta = 1: one rounding, no tmp; the default; falls back to way
+// 0 where cuBLASLt offers no algorithm, counted). LSST_RESIDUAL=epilogue (kernel)
 // selects 1 (0) at cuda_kernels_init.
 void cuda_matmul_residual_forward_bf16(bf16 *out, bf16 *tmp, const bf16 *residual, const bf16 *inp,
                                        const bf16 *weight, const bf16 *bias, int N, int C, int OC,

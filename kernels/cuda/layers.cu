@@ -8,7 +8,7 @@
 #include "cuda_common.h"
 #include "layers_kernels.h"
 
-static bool ln_fused = false;   // LSST_LN=fused: the LayerNorm kernels with the row in registers
+static bool ln_fused = true;   // the LayerNorm kernels with the row in registers; LSST_LN=split: false
 
 template <typename T>
 static void embedding_forward_t(T *out, const int *tokens, const float *wte, const float *wpe, int B, int T_, int C,

@@ -226,9 +226,9 @@ PY
   run env LSST_RESIDUAL=kernels "$cuda_run" --config run.yaml --set backend=cuda --plan
   [ "$status" -eq 2 ]
   [ "$output" = "lsst-run: error: LSST_RESIDUAL=kernels: expected epilogue or kernel" ]
-  # Q, K, V in one tensor (LSST_QKV=fused, one rank of the sequence): the same bytes, laid out
-  # otherwise (the tensors' sizes here are multiples of the 256-byte carve).
-  run env LSST_QKV=fused "$cuda_run" --config run.yaml "${hs64[@]}"
+  # Q and [K|V] apart (LSST_QKV=split; by default one tensor with one rank of the sequence): the
+  # same bytes, laid out otherwise (the tensors' sizes here are multiples of the 256-byte carve).
+  run env LSST_QKV=split "$cuda_run" --config run.yaml "${hs64[@]}"
   [ "$status" -eq 0 ]
   [ "$(echo "$output" | awk '{print $5}')" -eq "$plain" ]
   run env LSST_QKV=one "$cuda_run" --config run.yaml "${hs64[@]}"

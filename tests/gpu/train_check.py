@@ -11,9 +11,10 @@ TAP lines, then "N passed, N failed". Tolerances (fixed before any GPU run):
   resume from step 25:                        steps 26..50 loss and grad_norm bitwise equal
   --plan:                                     equal to the reported mem_peak (device bytes)
   LSST_GELU=kernels / LSST_ATTN_BWD=fused:    1 rank vs cpu, 2 ranks (both set) vs cuda 1 rank: as above
-  / LSST_BGRAD=epilogue / LSST_LN=fused /    (LSST_BGRAD, LSST_LN, LSST_RESIDUAL, LSST_QKV: 1 rank vs cpu;
-  LSST_RESIDUAL=epilogue / LSST_QKV=fused:    the kernels line names the choice; 2 ranks: all four set,
-                                              QKV two products there; LSST_QKV's --plan = mem_peak)
+  / LSST_BGRAD=kernels / LSST_LN=split /     (LSST_BGRAD, LSST_LN, LSST_RESIDUAL, LSST_QKV: 1 rank vs cpu;
+  LSST_RESIDUAL=kernel / LSST_QKV=split:      the kernels line names the choice, and the defaults' the
+                                              other; 2 ranks: all four set, and by default QKV two
+                                              products there; LSST_QKV's --plan = mem_peak)
   head size 64 (defaults, LSST_ATTN_WGMMA=0,  the same against a cpu run at head size 64; on an sm_90 GPU
   LSST_ATTN_BWD=fused, LSST_ATTN_BWD=atomic   the default, fused, atomic and fixed runs' kernels line names
   with wgmma and mma.sync, =fixed):           wgmma forward and backward; fixed: lss 2x1 vs 1 rank, and
@@ -85,12 +86,15 @@ for run in ["cuda-2x1", "cuda-4x1", "cuda-2x2", "cuda-2x1-zz-regather", "cuda-mg
     compare(f"{run} (comm: mpi, one GPU) vs cuda 1 rank", steps(run), cuda)
 if os.environ.get("BACKEND", "cuda") == "cuda":
     for run, what in [("cuda-1-gelu-kernels", "LSST_GELU=kernels"), ("cuda-1-fused-bwd", "LSST_ATTN_BWD=fused"),
-                      ("cuda-1-bgrad-epilogue", "LSST_BGRAD=epilogue"), ("cuda-1-ln-fused", "LSST_LN=fused"),
-                      ("cuda-1-residual-epilogue", "LSST_RESIDUAL=epilogue"), ("cuda-1-qkv-fused", "LSST_QKV=fused")]:
+                      ("cuda-1-bgrad-kernels", "LSST_BGRAD=kernels"), ("cuda-1-ln-split", "LSST_LN=split"),
+                      ("cuda-1-residual-kernel", "LSST_RESIDUAL=kernel"), ("cuda-1-qkv-split", "LSST_QKV=split")]:
         compare(f"{run} ({what}) vs cpu, 1 rank", steps(run), cpu)
-    kernels_line_says("cuda-1-residual-epilogue", "residual adds: cuBLASLt epilogues")
-    kernels_line_says("cuda-1-qkv-fused", "QKV: one product")
-    kernels_line_says("cuda-2x1-opt", "QKV: two products")   # LSST_QKV=fused: one rank of the sequence only
+    for run, text in [("cuda-1", "bias gradients: cuBLASLt epilogues"), ("cuda-1", "LayerNorm: fused"),
+                      ("cuda-1", "residual adds: cuBLASLt epilogues"), ("cuda-1", "QKV: one product"),
+                      ("cuda-1-bgrad-kernels", "bias gradients: kernels"), ("cuda-1-ln-split", "LayerNorm: split"),
+                      ("cuda-1-residual-kernel", "residual adds: kernel"), ("cuda-1-qkv-split", "QKV: two products"),
+                      ("cuda-2x1", "QKV: two products")]:   # one product with one rank of the sequence only
+        kernels_line_says(run, text)
     for run in ["cuda-2x1-opt", "cuda-mg-2x1-opt"]:
         compare(f"{run} (both) vs cuda 1 rank", steps(run), cuda)
     cpu64, cuda64 = steps("cpu-hs64"), steps("cuda-hs64")
@@ -131,7 +135,7 @@ if cuda is not None and res is not None:
 else:
     check(False, "resume at step 25 is bit-exact on the GPU", "missing run")
 for run in ["cuda-1", "cuda-2x1", "cuda-mg-2x1"] + \
-        (["cuda-1-qkv-fused"] if os.environ.get("BACKEND", "cuda") == "cuda" else []) + \
+        (["cuda-1-qkv-split"] if os.environ.get("BACKEND", "cuda") == "cuda" else []) + \
         (["cuda-nccl-2x1"] if "cuda-nccl-2x1" in os.environ.get("NCCL_RUNS", "") else []):
     s = steps(run)
     try:

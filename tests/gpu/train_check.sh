@@ -7,8 +7,8 @@
 #   - --plan = the device mem_peak the run reports; resume from a checkpoint is bit-exact;
 #   - learning: the loss falls;
 #   - the non-default kernel choices (LSST_GELU=kernels, LSST_ATTN_BWD=fused, both: 1 rank and
-#     lss 2x1 / megatron-sp 2x1; LSST_BGRAD=epilogue, LSST_LN=fused, LSST_RESIDUAL=epilogue,
-#     LSST_QKV=fused: 1 rank, the last two in the lss 2x1 run too) within the same
+#     lss 2x1 / megatron-sp 2x1; LSST_BGRAD=kernels, LSST_LN=split, LSST_RESIDUAL=kernel,
+#     LSST_QKV=split: 1 rank, the last two in the lss 2x1 run too) within the same
 #     tolerance of cpu / of cuda 1 rank; at head size 64 the defaults (on an sm_90 GPU the wgmma
 #     variants: the run's kernels line must name them), the mma.sync variants
 #     (LSST_ATTN_WGMMA=0), the fused backward, the atomic one (LSST_ATTN_BWD=atomic, wgmma and
@@ -74,13 +74,13 @@ run cuda-1-resumed 1 "${cuda[@]}" --resume "$W/cuda-1/checkpoints/step-000025.h5
 if [ "${BACKEND:-cuda}" = cuda ]; then   # train_check.py compares these by name (cuda-1-*, cuda-*-opt)
   LSST_GELU=kernels run cuda-1-gelu-kernels 1 "${cuda[@]}"
   LSST_ATTN_BWD=fused run cuda-1-fused-bwd 1 "${cuda[@]}"
-  LSST_BGRAD=epilogue run cuda-1-bgrad-epilogue 1 "${cuda[@]}"
-  LSST_LN=fused run cuda-1-ln-fused 1 "${cuda[@]}"
-  LSST_RESIDUAL=epilogue run cuda-1-residual-epilogue 1 "${cuda[@]}"
-  LSST_QKV=fused run cuda-1-qkv-fused 1 "${cuda[@]}"
-  LSST_QKV=fused plan cuda-1-qkv-fused "${cuda[@]}"
+  LSST_BGRAD=kernels run cuda-1-bgrad-kernels 1 "${cuda[@]}"
+  LSST_LN=split run cuda-1-ln-split 1 "${cuda[@]}"
+  LSST_RESIDUAL=kernel run cuda-1-residual-kernel 1 "${cuda[@]}"
+  LSST_QKV=split run cuda-1-qkv-split 1 "${cuda[@]}"
+  LSST_QKV=split plan cuda-1-qkv-split "${cuda[@]}"
   # shellcheck disable=SC2046
-  LSST_GELU=kernels LSST_ATTN_BWD=fused LSST_RESIDUAL=epilogue LSST_QKV=fused run cuda-2x1-opt 2 "${cuda[@]}" \
+  LSST_GELU=kernels LSST_ATTN_BWD=fused LSST_RESIDUAL=kernel LSST_QKV=split run cuda-2x1-opt 2 "${cuda[@]}" \
     $(lss 2 1)
   # shellcheck disable=SC2046
   LSST_GELU=kernels LSST_ATTN_BWD=fused run cuda-mg-2x1-opt 2 "${cuda[@]}" $(mg 2 1)

@@ -10,10 +10,10 @@
 #
 #   BUILD=build-gpu OUT=... [E2E_ATTN_VARIANTS=64=F/B] [E2E_KERNEL_TEST_LOGS="LOG..."] [E2E_ALL=1] \
 #     bash tests/bench/gpu/e2e_compare.sh [STEPS]
-# Runs: torch.compile; lsst-run with its defaults, with each candidate for a next default
-# (LSST_ATTN_BWD=atomic or fixed, LSST_BGRAD=epilogue, LSST_LN=fused, LSST_RESIDUAL=epilogue,
-# LSST_QKV=fused; the last four together, with each backward) and with the attention benchmark's
-# fastest pair (alone and with the others); E2E_ALL=1 adds the defaults' fallbacks measured before.
+# Runs: torch.compile; lsst-run with its defaults, with LSST_BGRAD=kernels LSST_LN=split
+# LSST_RESIDUAL=kernel LSST_QKV=split together (the defaults before 2026-11-27), with
+# LSST_ATTN_BWD=atomic and =fixed, and with the attention benchmark's fastest pair; E2E_ALL=1 adds
+# the other ways measured before (mma.sync, GELU kernels, fused backward, each switch alone).
 # With the kernel tests' logs (test_cuda_kernels TAP; tests/gpu/run.sh passes them), each lsst run
 # says whether the attention kernels it used passed them ("tested"); a run that used a kernel that
 # failed or was not tested is no result (the table says so instead of a ratio).
@@ -79,37 +79,29 @@ train:    {steps: $((STEPS + WARM)), lr: 3.0e-4, warmup: 0, seed: 1, eval_every:
 backend:  cuda
 output:   {dir: $BUILD/e2e-run}
 EOF
-  # The defaults (on sm_90: wgmma attention, GELU in the GEMM epilogues), then the candidates for
-  # the next defaults. No longer timed here (H100, 2026-11-26, RESULTS.md): the fused backward
-  # (65 ms against 31), the mma.sync attention (LSST_ATTN_WGMMA=0: 36.6), the GELU kernels
-  # (LSST_GELU=kernels: 31.2 against 30.8); set E2E_ALL=1 to time those again.
+  # The defaults (on sm_90: wgmma attention; GELU, bias gradients and residual adds in the GEMM
+  # epilogues; LayerNorm with the row in registers; Q, K, V as one product), then the other ways.
+  # No longer timed here (H100, 2026-11-26, RESULTS.md): the fused backward (65 ms against 31),
+  # the mma.sync attention (LSST_ATTN_WGMMA=0: 36.6), the GELU kernels (LSST_GELU=kernels: 31.2
+  # against 30.8), nor (H200, 2026-11-27) each of the four switches below alone (within 0.2 ms);
+  # set E2E_ALL=1 to time those again.
   lsst_run lsst-cuda
+  old=(LSST_BGRAD=kernels LSST_LN=split LSST_RESIDUAL=kernel LSST_QKV=split)
   if [ "${E2E_ALL:-0}" = 1 ]; then
     lsst_run lsst-cuda-mma LSST_ATTN_WGMMA=0
     lsst_run lsst-cuda-gelu-kernels LSST_GELU=kernels
     lsst_run lsst-cuda-fused-bwd LSST_ATTN_BWD=fused
+    for v in "${old[@]}"; do lsst_run "lsst-cuda-$(echo "${v#LSST_}" | tr 'A-Z_=' 'a-z--')" "$v"; done
   fi
+  # The four switches the other way (the defaults before 2026-11-27): what they save together.
+  lsst_run lsst-cuda-kernels-split "${old[@]}"
   # dQ summed by fp32 atomics in the dK/dV kernel (FlashAttention-2's way; not deterministic, so
   # not a default): what determinism costs.
   lsst_run lsst-cuda-atomic LSST_ATTN_BWD=atomic
-  # The same sums as 64-bit fixed-point integers: deterministic, a candidate for the default.
+  # The same sums as 64-bit fixed-point integers: deterministic too, but slower than split.
   lsst_run lsst-cuda-fixed LSST_ATTN_BWD=fixed
-  # The bias gradients in the dweight products' cuBLASLt epilogues instead of column-sum kernels.
-  lsst_run lsst-cuda-bgrad LSST_BGRAD=epilogue
-  # LayerNorm with the row in registers and the backward's column sums in its dinp pass.
-  lsst_run lsst-cuda-ln-fused LSST_LN=fused
-  # The residual adds in the attention / MLP output products' epilogues (C = the residual).
-  lsst_run lsst-cuda-residual LSST_RESIDUAL=epilogue
-  # Q, K, V from one product into one (B, T, 3C) tensor (one rank of the sequence, as here).
-  lsst_run lsst-cuda-qkv LSST_QKV=fused
-  # All of them (the atomic backward aside): what the next defaults would give.
-  new=(LSST_BGRAD=epilogue LSST_LN=fused LSST_RESIDUAL=epilogue LSST_QKV=fused)
-  lsst_run lsst-cuda-all-new "${new[@]}"
-  lsst_run lsst-cuda-all-new-atomic "${new[@]}" LSST_ATTN_BWD=atomic
-  lsst_run lsst-cuda-all-new-fixed "${new[@]}" LSST_ATTN_BWD=fixed
   if [ -n "${E2E_ATTN_VARIANTS:-}" ]; then   # the attention benchmark's fastest pair (tests/gpu/run.sh)
     lsst_run lsst-cuda-best LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS"
-    lsst_run lsst-cuda-all-new-best "${new[@]}" LSST_ATTN_VARIANTS="$E2E_ATTN_VARIANTS"
   fi
 else
   echo "e2e: $bin was built without CUDA (make CUDA=1): lsst side skipped"

@@ -167,17 +167,23 @@ int main(int argc, char **argv) {
         row(fused ? "layernorm_backward_fused" : "layernorm_backward", shape, calls, ms, 8.0 * nc + 8.0 * N, 0);
     }
     cuda_layernorm_select(ln_default);
+    // The defaults of the other switches: which rows below count their calls.
+    const int residual_default = cuda_matmul_residual_selected(), bgrad_default = cuda_matmul_bgrad_selected();
+    const int qkv_fused = cuda_kernels_env_switch("LSST_QKV") != 1, qkv_one = qkv_fused ? L : 0;
     ms = median_ms([&] { cuda_residual_forward_bf16(out, x, y, nc, stream); });
-    row("residual_forward", shape, 2 * L, ms, 6.0 * nc, 0);
+    row("residual_forward", shape, residual_default ? 0 : 2 * L, ms, 6.0 * nc, 0);
     // The GELU kernels: counted in the product + GELU pair rows below (calls_per_step 0 here).
     ms = median_ms([&] { cuda_gelu_forward_bf16(act, pre, nf, stream); });
     row("gelu_forward", shape_f, 0, ms, 4.0 * nf, 0);
     ms = median_ms([&] { cuda_gelu_backward_inplace_bf16(dpre, pre, nf, stream); });
     row("gelu_backward_inplace", shape_f, 0, ms, 6.0 * nf, 0);
-    // The matmul bias gradients: qkv (q and [k|v] separately), attention projection, fc (the fc
-    // projection's is part of its product + dGELU pair row below).
+    // The matmul bias gradients as kernels (LSST_BGRAD=kernels; by default in the products'
+    // epilogues, 0 calls here): qkv (one product, or q and [k|v]), attention projection, fc (the
+    // fc projection's is part of its product + dGELU pair row below).
+    const int bg = bgrad_default ? 0 : 1;
     const struct { const char *name; int cols, calls; } sums[] = {
-        {"colsum", C, 2 * L}, {"colsum", 2 * C, L}, {"colsum", F, L}};
+        {"colsum", C, bg * (2 * L - qkv_one)}, {"colsum", 2 * C, bg * (L - qkv_one)}, {"colsum", 3 * C, bg * qkv_one},
+        {"colsum", F, bg * L}};
     for (const auto &s : sums) {
         char sh[64];
         snprintf(sh, sizeof sh, "%dx%d", N, s.cols);
@@ -198,10 +204,9 @@ int main(int argc, char **argv) {
         bf16_t *w = random_bf16((long)WIDE * C, 14, 0.02f), *bias = random_bf16(WIDE, 15, 0.02f);
         float *dweight = dalloc<float>((long)WIDE * C);
         CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * (size_t)WIDE * C, stream));
-        // Calls per step forward and backward (the defaults: Q and [K|V] as two products, one
-        // product of all three with LSST_QKV=fused); the fc forward and the fc projection's backward
-        // are the product + GELU pairs below. residual: the product feeds a residual add.
-        const int qkv_fused = cuda_kernels_env_switch("LSST_QKV") == 0, qkv_one = qkv_fused ? L : 0;
+        // Calls per step forward and backward (the default: one product of Q, K, V; two with
+        // LSST_QKV=split); the fc forward and the fc projection's backward are the product + GELU
+        // pairs below. residual: the product feeds a residual add (by default in its epilogue).
         const struct { const char *name; int in, outc, fwd_calls, bwd_calls; bf16_t *inp, *o; bool residual; } g[] = {
             {"matmul_qkv", C, 3 * C, qkv_one, qkv_one, x, qkv_d, false},
             {"matmul_q", C, C, L - qkv_one, L - qkv_one, x, qkv_d, false},
@@ -214,34 +219,32 @@ int main(int argc, char **argv) {
             const double flops = 2.0 * N * p.in * p.outc;
             ms = median_ms([&] { cuda_matmul_forward_bf16(p.o, p.inp, w, bias, N, p.in, p.outc, stream); });
             snprintf(name, sizeof name, "%s_fwd", p.name);
-            row(name, sh, p.fwd_calls, ms, 0, flops);
-            if (p.residual) {   // out = y + product, the residual as cuBLASLt's C (LSST_RESIDUAL=epilogue:
-                                // 0 calls; against this row + residual_forward)
-                const int residual_default = cuda_matmul_residual_selected();
+            row(name, sh, p.residual && residual_default ? 0 : p.fwd_calls, ms, 0, flops);
+            if (p.residual) {   // out = y + product, the residual as cuBLASLt's C (the default; against
+                                // this row + residual_forward, LSST_RESIDUAL=kernel)
                 cuda_matmul_residual_select(1);
                 ms = median_ms([&] {
                     cuda_matmul_residual_forward_bf16(p.o, dy, y, p.inp, w, bias, N, p.in, p.outc, stream);
                 });
                 cuda_matmul_residual_select(residual_default);
                 snprintf(name, sizeof name, "%s_residual_epilogue_fwd", p.name);
-                row(name, sh, 0, ms, 0, flops);
+                row(name, sh, residual_default ? p.fwd_calls : 0, ms, 0, flops);
             }
             bf16_t *dinp = p.in == F ? dpre : y;
             ms = median_ms([&] {
                 cuda_matmul_backward_bf16(dinp, dweight, NULL, p.o, p.inp, w, N, p.in, p.outc, stream);
             });
             snprintf(name, sizeof name, "%s_bwd", p.name);
-            row(name, sh, p.bwd_calls, ms, 0, 2.0 * flops);
-            // The same with its bias gradient in the dweight product's epilogue (LSST_BGRAD=epilogue:
-            // not a default, 0 calls; against this row + the colsum row of its width).
-            const int bgrad_default = cuda_matmul_bgrad_selected();
+            row(name, sh, bg * p.bwd_calls, ms, 0, 2.0 * flops);
+            // The same with its bias gradient in the dweight product's epilogue (the default; against
+            // this row + the colsum row of its width, LSST_BGRAD=kernels).
             cuda_matmul_bgrad_select(1);
             ms = median_ms([&] {
                 cuda_matmul_backward_bf16(dinp, dweight, db, p.o, p.inp, w, N, p.in, p.outc, stream);
             });
             cuda_matmul_bgrad_select(bgrad_default);
             snprintf(name, sizeof name, "%s_bwd_bgrad_epilogue", p.name);
-            row(name, sh, 0, ms, 0, 2.0 * flops);
+            row(name, sh, (1 - bg) * p.bwd_calls, ms, 0, 2.0 * flops);
         }
         fprintf(stderr, "# bias-gradient / residual epilogue fallbacks (cuBLASLt had no algorithm): %ld / %ld\n",
                 cuda_matmul_bgrad_fallbacks(), cuda_matmul_residual_fallbacks());
