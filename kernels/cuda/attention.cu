@@ -329,11 +329,11 @@ static int env_bwd_kind(void) {
 // At init: the wgmma probe, the defaults, then the environment's choice of kernels (for timing a
 // whole training run with a non-default choice: tests/bench/gpu/e2e_compare.sh). Defaults: where
 // the wgmma kernels run (sm_90 and an sm_90a build), each head size's first wgmma forward and
-// backward variants (measured the fastest on an H100, RESULTS.md), else the first mma.sync ones
+// backward variants (measured the fastest on an H200, RESULTS.md), else the first mma.sync ones
 // that run here (variant 0 but where its shared memory does not fit: variant_runs), else the
 // CUDA-core kernels. LSST_ATTN_WGMMA=0: mma.sync on sm_90 too. LSST_ATTN_BWD=split|fused|atomic|fixed:
 // the first backward variant of that kind (DQ_SPLIT, DQ_ORDERED, DQ_ATOMIC: not deterministic,
-// DQ_FIXED: its first is the 64-bit one) that runs here (of the wgmma ones where those are
+// DQ_FIXED: its first is the 64-bit one by bulk reductions) that runs here (of the wgmma ones where those are
 // chosen); a head size without one keeps the first split one. Then LSST_ATTN_VARIANTS (above) for
 // the head sizes it names.
 void cuda_attention_apply_env(void) {
