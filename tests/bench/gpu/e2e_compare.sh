@@ -12,8 +12,9 @@
 #     bash tests/bench/gpu/e2e_compare.sh [STEPS]
 # Runs: torch.compile; lsst-run with its defaults, with LSST_BGRAD=kernels LSST_LN=split
 # LSST_RESIDUAL=kernel LSST_QKV=split together (the defaults before 2026-11-27), with
-# LSST_ATTN_BWD=atomic and =fixed, and with the attention benchmark's fastest pair; E2E_ALL=1 adds
-# the other ways measured before (mma.sync, GELU kernels, fused backward, each switch alone).
+# LSST_BGRAD=kernels alone, with LSST_ATTN_BWD=atomic and =fixed, and with the attention
+# benchmark's fastest pair; E2E_ALL=1 adds the other ways measured before (mma.sync, GELU kernels,
+# fused backward, each of the other switches alone).
 # With the kernel tests' logs (test_cuda_kernels TAP; tests/gpu/run.sh passes them), each lsst run
 # says whether the attention kernels it used passed them ("tested"); a run that used a kernel that
 # failed or was not tested is no result (the table says so instead of a ratio).
@@ -58,9 +59,11 @@ lsst_run() {
   shift
   env "$@" "$bin" --config "$OUT/e2e_run.yaml" --set output.dir="$BUILD/e2e-$name" 2>&1 | tee "$log"
   [ "${PIPESTATUS[0]}" = 0 ] || { echo "e2e: $name: lsst-run failed (see $log)"; rc=1; }
-  # "step N/M | loss ... | X ms | ... tok/s" (one rank, no prefix): median step time after the warmup.
+  # "step N/M | loss ... | X ms | Y tok/s" (one rank, no prefix): median step time after the warmup,
+  # from Y (to 1 token/s; X is printed to 0.1 ms only).
   ms=$(grep -E '^step [0-9]+/' "$log" |
-       awk -F'|' -v w=$WARM '{split($1, a, "[ /]"); if (a[2] + 0 > w) {gsub(/ ms/, "", $5); print $5 + 0}}' |
+       awk -F'|' -v w=$WARM -v T=$T '{split($1, a, "[ /]"); if (a[2] + 0 > w) {gsub(/ tok\/s/, "", $6);
+                                     if ($6 + 0 > 0) printf "%.4f\n", 1e3 * T / ($6 + 0)}}' |
        sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]}')
   [ -n "$ms" ] || { echo "e2e: $name: no step times (see $log)"; rc=1; return; }
   lsst_lines+=("$(awk -v n="$name" -v ms="$ms" -v T=$T -v f=$flops_per_token -v p=$peak \
@@ -83,18 +86,23 @@ EOF
   # epilogues; LayerNorm with the row in registers; Q, K, V as one product), then the other ways.
   # No longer timed here (H100, 2026-11-26, RESULTS.md): the fused backward (65 ms against 31),
   # the mma.sync attention (LSST_ATTN_WGMMA=0: 36.6), the GELU kernels (LSST_GELU=kernels: 31.2
-  # against 30.8), nor (H200, 2026-11-27) each of the four switches below alone (within 0.2 ms);
-  # set E2E_ALL=1 to time those again.
+  # against 30.8), nor (H200, 2026-11-27) LSST_LN, LSST_RESIDUAL, LSST_QKV alone (each within
+  # 0.1 ms of the step without it); set E2E_ALL=1 to time those again.
   lsst_run lsst-cuda
   old=(LSST_BGRAD=kernels LSST_LN=split LSST_RESIDUAL=kernel LSST_QKV=split)
   if [ "${E2E_ALL:-0}" = 1 ]; then
     lsst_run lsst-cuda-mma LSST_ATTN_WGMMA=0
     lsst_run lsst-cuda-gelu-kernels LSST_GELU=kernels
     lsst_run lsst-cuda-fused-bwd LSST_ATTN_BWD=fused
-    for v in "${old[@]}"; do lsst_run "lsst-cuda-$(echo "${v#LSST_}" | tr 'A-Z_=' 'a-z--')" "$v"; done
+    for v in LSST_LN=split LSST_RESIDUAL=kernel LSST_QKV=split; do
+      lsst_run "lsst-cuda-$(echo "${v#LSST_}" | tr 'A-Z_=' 'a-z--')" "$v"
+    done
   fi
   # The four switches the other way (the defaults before 2026-11-27): what they save together.
   lsst_run lsst-cuda-kernels-split "${old[@]}"
+  # The bias gradients alone the other way: on dae1fee's defaults their epilogues cost 0.19 ms a
+  # step (H200, 2026-11-27), yet the four together saved 0.2; whether this one belongs is open.
+  lsst_run lsst-cuda-bgrad-kernels LSST_BGRAD=kernels
   # dQ summed by fp32 atomics in the dK/dV kernel (FlashAttention-2's way; not deterministic, so
   # not a default): what determinism costs.
   lsst_run lsst-cuda-atomic LSST_ATTN_BWD=atomic
