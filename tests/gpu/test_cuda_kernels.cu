@@ -279,6 +279,15 @@ static std::string tname(const char *kernel, const char *prec, const char *extra
     return std::string(kernel) + " " + prec + (extra[0] ? " " : "") + extra;
 }
 
+// A kernel switch (cuda_layernorm_select, cuda_matmul_*_select) set to v for the scope's life,
+// then back to what it was (the defaults of cuda_kernels_init, for the tests after).
+struct Switch {
+    void (*set)(int);
+    int before;
+    Switch(int (*get)(void), void (*set_)(int), int v) : set(set_), before(get()) { set(v); }
+    ~Switch() { set(before); }
+};
+
 // ---- token-wise kernels ---------------------------------------------------------------------------
 
 template <typename T> static void test_embedding() {
@@ -323,8 +332,7 @@ template <typename T> static void test_embedding() {
 template <typename T> static void test_layernorm(int C, bool fused = false) {
     const int N = quick ? 33 : 300;
     const std::string shape = "C=" + std::to_string(C) + (fused ? " fused" : "");
-    const int ln_default = cuda_layernorm_selected();
-    cuda_layernorm_select(fused);
+    const Switch ln(cuda_layernorm_selected, cuda_layernorm_select, fused);
     const std::string fwd = tname("layernorm_forward", Prec<T>::name, shape.c_str()),
                       bwd = tname("layernorm_backward", Prec<T>::name, shape.c_str());
     vector<float> x = act<T>(random_vec((long)N * C, -2.0f, 3.0f)), w = random_vec(C, 0.5f, 1.5f), b = random_vec(C);
@@ -360,17 +368,14 @@ template <typename T> static void test_layernorm(int C, bool fused = false) {
         const bool same = bits == download_bytes(gdw);
         report(bwd, {{"dinp", ci}, {"dweight", cw}, {"dbias", cb}}, Prec<T>::tol, same, "(not deterministic)");
     }
-    cuda_layernorm_select(ln_default);
 }
 
 // call() with the bias gradients in the dweight product's epilogue (bgrad) or not; whether no
 // bias-gradient epilogue fell back to the column-sum kernel meanwhile.
 template <typename F> static bool bgrad_path(bool bgrad, F call) {
-    const int bgrad_default = cuda_matmul_bgrad_selected();
-    cuda_matmul_bgrad_select(bgrad);
+    const Switch sw(cuda_matmul_bgrad_selected, cuda_matmul_bgrad_select, bgrad);
     const long fb0 = cuda_matmul_bgrad_fallbacks();
     call();
-    cuda_matmul_bgrad_select(bgrad_default);
     return cuda_matmul_bgrad_fallbacks() == fb0;
 }
 
@@ -453,8 +458,7 @@ static void test_matmul_gelu(int epilogue, int C, int OC) {
     const std::string fwd = tname("matmul_gelu_forward", "bf16", extra);
     const std::string bwd = tname("matmul_backward_dgelu", "bf16", extra);
     const double tol = 2e-2;
-    const int gelu_default = cuda_matmul_gelu_selected();
-    cuda_matmul_gelu_select(epilogue);
+    const Switch sw(cuda_matmul_gelu_selected, cuda_matmul_gelu_select, epilogue);
     if (selected(fwd)) {  // x (N,C) -> pre, out (N,OC)
         vector<float> x = rounded(random_vec((long)N * C)), w = rounded(random_vec((long)OC * C)),
                       b = rounded(random_vec(OC));
@@ -492,11 +496,10 @@ static void test_matmul_gelu(int epilogue, int C, int OC) {
                      {"dbias", compare(download(gdb), plus(b0, gb))}},
                tol, path_ok, "(the epilogue path was not the one expected)");
     }
-    cuda_matmul_gelu_select(gelu_default);
 }
 
-// The product with the residual add (bf16), the default way (product into tmp, then the residual
-// kernel) or in cuBLASLt's epilogue (epilogue 1: C = the residual, beta 1), against matmul +
+// The product with the residual add (bf16), product into tmp then the residual kernel (epilogue
+// 0) or in cuBLASLt's epilogue (epilogue 1, the default: C = the residual, beta 1), against matmul +
 // residual on the CPU; out poisoned first (fully written), and out == residual (in place) too. Rows
 // of 8-multiple widths must take the epilogue; for other widths cuBLASLt may offer an algorithm
 // or not (an H200 with CUDA 13.0 took C=100, OC=76 in the epilogue), the result must be right.
@@ -516,12 +519,10 @@ static void test_matmul_residual(int epilogue, int C, int OC, bool in_place) {
     upload(dx, x), upload(dw, w), upload(db, b), upload(dr, r);
     out.poison(), tmp.poison();
     bf16_t *o = in_place ? dr.p : out.p;
-    const int residual_default = cuda_matmul_residual_selected();
-    cuda_matmul_residual_select(epilogue);
+    const Switch sw(cuda_matmul_residual_selected, cuda_matmul_residual_select, epilogue);
     const long fb0 = cuda_matmul_residual_fallbacks();
     cuda_matmul_residual_forward_bf16(o, tmp.p, dr.p, dx.p, dw.p, db.p, N, C, OC, stream);
     const long fb = cuda_matmul_residual_fallbacks() - fb0;
-    cuda_matmul_residual_select(residual_default);
     const bool path_ok = !epilogue || (aligned ? fb == 0 : fb <= 1);
     report(name, {{"out", compare(download(in_place ? dr : out), ref)}}, 2e-2, path_ok,
            "(the epilogue path was not the one expected)");
